@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine:
+#   make repro   set up .venv and run the pipeline (dvc repro on the embedded default)
+#   make test    set up .venv and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup repro test lock clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+repro: setup
+	dvc repro
+
+test: setup
+	pytest -q
+
+# Re-resolve the locked environment after changing pyproject.toml's dependencies.
+lock:
+	rm -rf /tmp/tunix-rt-lock && $(PYTHON) -m venv /tmp/tunix-rt-lock
+	/tmp/tunix-rt-lock/bin/pip install --quiet ".[test,sweep]"
+	/tmp/tunix-rt-lock/bin/pip freeze --exclude tunix-rt > requirements.lock

@@ -1,0 +1,236 @@
+"""Plumbing every stage shares: params, JSONL/JSON I/O with precise errors, atomic outputs.
+
+Errors are `StageError`s whose message is one line naming file, line and field;
+`run_stage` turns them into that line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = ROOT / "schemas"
+PARAMS_FILE = "params.yaml"
+
+
+class StageError(Exception):
+    """A failure the user must fix; the message is one line naming file, line and field."""
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main; a StageError becomes one line on stderr and exit 1."""
+    try:
+        main()
+    except StageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------- schemas
+
+
+@cache
+def schema_validator(name: str) -> jsonschema.protocols.Validator:
+    """The validator for `schemas/<name>.schema.json`."""
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def field_path(path: Iterable[Any]) -> str:
+    """jsonschema's absolute_path as `steps[2].content`."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<record>"
+
+
+def schema_error(obj: Any, schema: str) -> jsonschema.ValidationError | None:
+    """The most relevant violation of `schema` by `obj`, or None when it is valid."""
+    return jsonschema.exceptions.best_match(schema_validator(schema).iter_errors(obj))
+
+
+def validate(obj: Any, schema: str, where: str) -> None:
+    """Raise a StageError `where: field: message` when `obj` violates `schema`."""
+    err = schema_error(obj, schema)
+    if err is not None:
+        raise StageError(f"{where}: {field_path(err.absolute_path)}: {_short(err.message)}")
+
+
+def _short(message: str, limit: int = 160) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- params
+
+
+def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml validated against schemas/params.schema.json (unknown keys are errors).
+
+    Returns the whole document, or one section of it.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        params = yaml.safe_load(text)
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise StageError(f"{path}: not valid YAML: {_short(str(err))}") from None
+    err = schema_error(params, "params")
+    if err is not None:
+        line = yaml_line(text, list(err.absolute_path))
+        raise StageError(f"{path}:{line}: {field_path(err.absolute_path)}: {_short(err.message)}")
+    return params if section is None else params[section]
+
+
+def yaml_line(text: str, keys: list[Any]) -> int:
+    """1-based line of the node at `keys` in a YAML document (deepest existing node)."""
+    node = yaml.compose(text)
+    line = node.start_mark.line if node is not None else 0
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == str(key)]
+            if not match:
+                break
+            key_node, node = match[0]
+            line = key_node.start_mark.line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line
+        else:
+            break
+    return line + 1
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_jsonl(path: str | Path, schema: str | None = None, id_field: str | None = "id") -> list[dict]:
+    """Every record of a JSONL file, each validated against `schema`; ids must be unique.
+
+    Any problem is a StageError `path:line: field: message`.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found") from None
+    if not raw.strip():
+        raise StageError(f"{path}: file is empty")
+    records: list[dict] = []
+    seen: dict[Any, int] = {}
+    for lineno, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise StageError(f"{where}: not UTF-8 (byte {err.start})") from None
+        except json.JSONDecodeError as err:
+            raise StageError(f"{where}: malformed JSON: {err.msg} at column {err.colno}") from None
+        if schema is not None:
+            validate(record, schema, where)
+        elif not isinstance(record, dict):
+            raise StageError(f"{where}: <record>: expected a JSON object")
+        if id_field is not None and id_field in record:
+            key = record[id_field]
+            if key in seen:
+                raise StageError(f"{where}: {id_field}: duplicate id {key!r} (first on line {seen[key]})")
+            seen[key] = lineno
+        records.append(record)
+    return records
+
+
+def read_json(path: str | Path, schema: str | None = None) -> Any:
+    """A JSON document, validated against `schema`; errors name the file and field."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found") from None
+    except UnicodeDecodeError as err:
+        raise StageError(f"{path}: not UTF-8 (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise StageError(f"{path}:{err.lineno}: malformed JSON: {err.msg} at column {err.colno}") from None
+    if schema is not None:
+        validate(obj, schema, str(path))
+    return obj
+
+
+# ---------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `path`; on success it replaces `path`, on failure it is removed.
+
+    Works for files and directories: a stage writes into the yielded path and
+    readers only ever see the old output or the complete new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    target = tmp / path.name
+    try:
+        yield target
+        if not target.exists():
+            raise RuntimeError(f"atomic_path: nothing was written for {path}")
+        if path.is_dir() and not path.is_symlink():
+            old = tmp / (path.name + ".old")
+            os.replace(path, old)  # a directory cannot be replaced in one step
+        os.replace(target, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def dumps_json(obj: Any) -> str:
+    """Canonical JSON text: sorted keys, two-space indent, trailing newline (stable bytes)."""
+    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(dumps_json(obj), encoding="utf-8")
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_tree(path: str | Path) -> str:
+    """Content hash of a file, or of a directory's files (relative names and bytes, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        digest.update(sha256_file(file).encode() + b"\n")
+    return digest.hexdigest()

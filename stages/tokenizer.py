@@ -1,0 +1,46 @@
+"""Stage `tokenizer`: the tokenizer the model trains and predicts with, in data/tokenizer/.
+
+The tiny preset trains a byte-level BPE on the rendered training set; a Gemma
+preset takes the tokenizer files of its checkpoint directory unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from stages.common import StageError, atomic_path, load_params, read_jsonl, run_stage
+from training import chat
+from training import tokenizer as bpe
+from training.hf_io import TOKENIZER_FILES
+
+TRAIN = Path("data/train.jsonl")
+OUT = Path("data/tokenizer")
+
+
+def training_texts(records: list[dict]) -> list[str]:
+    return [chat.render_prompt(r["prompt"]) + chat.render_completion(r["steps"], r["final_answer"]) for r in records]
+
+
+def main() -> None:
+    params = load_params()
+    model, tok_params = params["model"], params["tokenizer"]
+    with atomic_path(OUT) as out:
+        if model["preset"] == "tiny":
+            records = read_jsonl(TRAIN, schema="trace")
+            tok = bpe.train_bpe(training_texts(records), tok_params["vocab_size"], tok_params["min_frequency"])
+            bpe.save_hf(tok, out)
+            print(f"tokenizer: BPE with {tok.get_vocab_size()} tokens -> {OUT}")
+        else:
+            source = Path(model["checkpoint"] or "")
+            if not (source / "tokenizer.json").is_file():
+                raise StageError(f"{source / 'tokenizer.json'}: missing (model.checkpoint must hold the tokenizer)")
+            out.mkdir()
+            for name in TOKENIZER_FILES:
+                if (source / name).is_file():
+                    shutil.copyfile(source / name, out / name)
+            print(f"tokenizer: copied from {source} -> {OUT}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

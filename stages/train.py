@@ -1,0 +1,97 @@
+"""Stage `train`: supervised fine-tuning on data/train.jsonl -> data/model/ (a Hugging Face model dir).
+
+Logs loss, learning rate and tokens/s with dvclive (dvclive/, drawn by
+`dvc plots show`), checkpoints with orbax into data/checkpoints/ (a persistent
+out: an interrupted `dvc repro` resumes from it), and writes
+data/model/training_info.json: what was trained, how, and the loss curve,
+with no wall-clock values so the directory's bytes are reproducible.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+from pathlib import Path
+
+import jax
+from dvclive import Live
+from tqdm import tqdm
+
+from stages.common import StageError, atomic_path, load_params, read_jsonl, run_stage, write_json
+from training import tokenizer as tokenizers_io
+from training.data import BatchStream, encode_trace, pack
+from training.factory import build_model
+from training.hf_io import CheckpointError, save_pretrained
+from training.trainer import NonFiniteLoss, TrainConfig, train
+
+TRAIN = Path("data/train.jsonl")
+TOKENIZER = Path("data/tokenizer")
+MODEL = Path("data/model")
+CHECKPOINTS = Path("data/checkpoints")
+LIVE = Path("dvclive")
+VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tokenizers", "safetensors", "dvc", "dvclive")
+
+
+def versions() -> dict[str, str]:
+    return {name: importlib.metadata.version(name) for name in VERSIONED}
+
+
+def main() -> None:
+    params = load_params()
+    p = params["train"]
+    seed = params["base"]["seed"]
+    cfg = TrainConfig(seed=seed, **{k: v for k, v in p.items() if k in TrainConfig.__dataclass_fields__})
+
+    records = read_jsonl(TRAIN, schema="trace")
+    tok = tokenizers_io.load(TOKENIZER)
+    examples = [encode_trace(tok, r) for r in records]
+    rows = pack(examples, cfg.seq_len, pad_id=tokenizers_io.token_id(tok, "<pad>"))
+    stream = BatchStream(rows, cfg.batch_size, seed)
+    try:
+        model = build_model(params["model"], tok.get_vocab_size(), seed, remat=p["remat"])
+    except CheckpointError as err:
+        raise StageError(str(err)) from None
+    n_params = model.config.num_params()
+    print(
+        f"train: {len(records)} traces packed into {len(rows)} rows of {cfg.seq_len} "
+        f"({rows.fill:.0%} full, {rows.truncated} truncated); {n_params / 1e6:.2f}M parameters "
+        f"on {jax.device_count()} {jax.devices()[0].platform} device(s)"
+    )
+
+    resume = any(CHECKPOINTS.glob("*")) if CHECKPOINTS.exists() else False
+    with Live(str(LIVE), resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+
+        def on_log(step: int, metrics: dict[str, float]) -> None:
+            live.step = step
+            for name, value in metrics.items():
+                live.log_metric(f"train/{name}", value)
+            live.make_summary()
+
+        progress = lambda start: tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+        try:
+            result = train(model, stream, cfg, checkpoint_dir=CHECKPOINTS, on_log=on_log, progress=progress)
+        except NonFiniteLoss as err:
+            raise StageError(f"{TRAIN}: training diverged: {err}") from None
+
+    info = {
+        "preset": params["model"]["preset"],
+        "checkpoint": params["model"]["checkpoint"],
+        "n_params": n_params,
+        "steps": cfg.steps,
+        "tokens_per_step": cfg.batch_size * cfg.seq_len,
+        "final_loss": result.final_loss,
+        "loss_history": [[s, v] for s, v in result.loss_history],
+        "packing": {"examples": len(examples), "rows": len(rows), "fill": round(rows.fill, 6), "truncated": rows.truncated},
+        "versions": versions(),
+        "devices": [str(d) for d in jax.devices()],
+    }
+    with atomic_path(MODEL) as out:
+        save_pretrained(model, out, tokenizer_dir=TOKENIZER)
+        write_json(out / "training_info.json", info)
+    shutil.rmtree(CHECKPOINTS, ignore_errors=True)  # the run finished: nothing to resume
+    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    print(f"train: final loss {result.final_loss:.4f} -> {MODEL}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

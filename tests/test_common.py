@@ -1,0 +1,90 @@
+"""Shared stage plumbing: params validation with line numbers, JSONL errors, atomic outputs."""
+
+import json
+
+import pytest
+import yaml
+
+from stages.common import ROOT, StageError, atomic_path, load_params, read_jsonl, write_jsonl
+
+
+def _params(tmp_path, mutate):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mutate(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def test_default_params_are_valid():
+    params = load_params(path=ROOT / "params.yaml")
+    assert params["model"]["preset"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda p: p["train"].update(learning_rat=0.1), "train"),
+        (lambda p: p["train"].update(learning_rate=-1.0), "train.learning_rate"),
+        (lambda p: p["train"].update(batch_size=0), "train.batch_size"),
+        (lambda p: p["predict"].update(max_new_tokens=100_000), "predict.max_new_tokens"),
+        (lambda p: p["model"].update(preset="gpt2"), "model.preset"),
+        (lambda p: p.update(extra={}), "<record>"),
+    ],
+)
+def test_bad_params_name_file_line_and_field(tmp_path, mutate, field):
+    path = _params(tmp_path, mutate)
+    with pytest.raises(StageError) as err:
+        load_params(path=path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:")
+    assert f": {field}: " in message
+    line = int(message.split(":")[1])
+    text_line = path.read_text().splitlines()[line - 1]
+    leaf = field.split(".")[-1]
+    if leaf != "<record>":
+        assert leaf.split("_")[0] in text_line or "learning_rat" in text_line
+    assert "\n" not in message
+
+
+def test_read_jsonl_errors_name_line_and_field(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"id": "a"}\n\n{"id": "b"\n')
+    with pytest.raises(StageError, match=r"x.jsonl:3: malformed JSON"):
+        read_jsonl(path)
+    path.write_text('{"id": "a"}\n{"id": "a"}\n')
+    with pytest.raises(StageError, match=r"x.jsonl:2: id: duplicate id 'a' \(first on line 1\)"):
+        read_jsonl(path)
+    path.write_bytes(b'{"id": "a"}\n{"id": "\xff"}\n')
+    with pytest.raises(StageError, match=r"x.jsonl:2: not UTF-8"):
+        read_jsonl(path)
+    path.write_text("")
+    with pytest.raises(StageError, match=r"x.jsonl: file is empty"):
+        read_jsonl(path)
+    with pytest.raises(StageError, match=r"missing.jsonl: file not found"):
+        read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_atomic_path_keeps_the_old_output_on_failure(tmp_path):
+    out = tmp_path / "out.jsonl"
+    write_jsonl(out, [{"id": 1}])
+    before = out.read_bytes()
+    with pytest.raises(RuntimeError):
+        with atomic_path(out) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("killed")
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]  # no temporaries left
+
+
+def test_atomic_path_replaces_directories_whole(tmp_path):
+    out = tmp_path / "model"
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "a").write_text("1")
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "b").write_text("2")
+    assert sorted(p.name for p in out.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert json.loads((out / "b").read_text()) == 2

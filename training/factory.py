@@ -1,0 +1,31 @@
+"""Build the model a params.yaml `model` section asks for: the tiny preset from scratch, or a
+Gemma checkpoint from a local Hugging Face directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flax import nnx
+
+from training import config as configs
+from training.hf_io import CheckpointError, load_pretrained, read_config
+from training.model import Gemma
+
+
+def build_model(model_params: dict, vocab_size: int, seed: int, remat: bool = False) -> Gemma:
+    preset = model_params["preset"]
+    dtypes = dict(dtype=model_params["compute_dtype"], param_dtype=model_params["param_dtype"])
+    if preset == "tiny":
+        return Gemma(configs.tiny(vocab_size), rngs=nnx.Rngs(params=seed), remat=remat, **dtypes)
+    checkpoint = model_params.get("checkpoint")
+    if not checkpoint:
+        raise CheckpointError(f"model.checkpoint: preset {preset} needs a local Hugging Face model directory")
+    cfg = read_config(Path(checkpoint))
+    expected = configs.PRESET_SHAPES[preset]().architecture
+    if cfg.architecture != expected:
+        raise CheckpointError(f"{checkpoint}/config.json: architecture {cfg.architecture}, preset {preset} expects {expected}")
+    if cfg.vocab_size < vocab_size:
+        raise CheckpointError(
+            f"{checkpoint}: tokenizer has {vocab_size} tokens but the model's vocab_size is {cfg.vocab_size}"
+        )
+    return load_pretrained(Path(checkpoint), remat=remat, **dtypes)

@@ -1,0 +1,240 @@
+"""The Gemma decoder family (Gemma 1/2/3) in Flax NNX, selected by `GemmaConfig`.
+
+One attention mask rule serves training, packing and cached decoding: a query
+sees a key when both belong to the same segment (segment 0 is padding), the
+key's position is not after the query's, and, on sliding-window layers, the
+key lies inside the window. Keys carry their own positions and segments, so a
+left-padded, partly filled KV cache needs nothing special.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from training.config import SLIDING, GemmaConfig
+
+Cache = dict[str, Any]  # {"k": [L,B,S,K,hd], "v": …, "pos": [B,S], "seg": [B,S]}
+
+_NEG = -2.3819763e38  # a large finite negative: fully masked rows stay NaN-free
+
+
+def _dtype(name: str | jnp.dtype) -> jnp.dtype:
+    return jnp.dtype(name)
+
+
+class RMSNorm(nnx.Module):
+    """Gemma RMSNorm: x * rsqrt(mean(x²) + eps) * (1 + w), computed in float32."""
+
+    def __init__(self, dim: int, eps: float, param_dtype: jnp.dtype):
+        self.weight = nnx.Param(jnp.zeros((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (normed * (1.0 + self.weight[...].astype(jnp.float32))).astype(x.dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array, base: float, scale: float = 1.0) -> jax.Array:
+    """Rotary embedding, rotate-half convention (as in transformers); x: [B,T,N,hd]."""
+    hd = x.shape[-1]
+    inv_freq = 1.0 / (base ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
+    angles = (positions.astype(jnp.float32) / scale)[..., None] * inv_freq  # [B,T,hd/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+    x32 = x.astype(jnp.float32)
+    x1, x2 = jnp.split(x32, 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
+
+
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+    return x if cap is None else cap * jnp.tanh(x / cap)
+
+
+def attention_mask(
+    q_pos: jax.Array, q_seg: jax.Array, k_pos: jax.Array, k_seg: jax.Array, window: int | None
+) -> jax.Array:
+    """[B,T,S] boolean: same non-padding segment, causal by position, inside the window."""
+    qp, kp = q_pos[:, :, None], k_pos[:, None, :]
+    mask = (q_seg[:, :, None] == k_seg[:, None, :]) & (k_seg[:, None, :] != 0) & (kp <= qp)
+    if window is not None:
+        mask &= qp - kp < window
+    return mask
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: GemmaConfig, layer: int, dtype: jnp.dtype, param_dtype: jnp.dtype, rngs: nnx.Rngs):
+        d, h, k, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        linear = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = nnx.Linear(d, h * hd, **linear)
+        self.k_proj = nnx.Linear(d, k * hd, **linear)
+        self.v_proj = nnx.Linear(d, k * hd, **linear)
+        self.o_proj = nnx.Linear(h * hd, d, **linear)
+        if cfg.use_qk_norm:
+            self.q_norm = RMSNorm(hd, cfg.rms_norm_eps, param_dtype)
+            self.k_norm = RMSNorm(hd, cfg.rms_norm_eps, param_dtype)
+        sliding = cfg.layer_types[layer] == SLIDING
+        self.window = cfg.sliding_window if sliding else None
+        self.rope_base = cfg.rope_base(layer)
+        self.rope_scale = 1.0 if sliding else cfg.rope_scaling_factor
+        self.heads, self.kv_heads, self.head_dim = h, k, hd
+        self.scale = cfg.query_pre_attn_scalar**-0.5
+        self.softcap = cfg.attn_logit_softcapping
+        self.qk_norm = cfg.use_qk_norm
+
+    def __call__(
+        self,
+        x: jax.Array,
+        pos: jax.Array,
+        seg: jax.Array,
+        kv: tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array] | None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+        """x: [B,T,D]. `kv` is (cache k, cache v, key positions, key segments, write index) or None.
+
+        With a cache, this call's keys and values are written at the index first,
+        so the queries see them; returns the output and the updated (k, v) cache.
+        """
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(b, t, self.kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = rope(q, pos, self.rope_base, self.rope_scale)
+        k = rope(k, pos, self.rope_base, self.rope_scale)
+        if kv is None:
+            keys, values, k_pos, k_seg, new_kv = k, v, pos, seg, None
+        else:
+            cache_k, cache_v, k_pos, k_seg, index = kv
+            keys = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, index, 0, 0))
+            values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, index, 0, 0))
+            new_kv = (keys, values)
+        groups = self.heads // self.kv_heads
+        q = (q * self.scale).reshape(b, t, self.kv_heads, groups, self.head_dim)
+        logits = jnp.einsum("btkgh,bskh->bkgts", q, keys, preferred_element_type=jnp.float32)
+        logits = softcap(logits, self.softcap)
+        mask = attention_mask(pos, seg, k_pos, k_seg, self.window)
+        logits = jnp.where(mask[:, None, None], logits, _NEG)
+        probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+        out = jnp.einsum("bkgts,bskh->btkgh", probs, values).reshape(b, t, self.heads * self.head_dim)
+        return self.o_proj(out), new_kv
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: GemmaConfig, dtype: jnp.dtype, param_dtype: jnp.dtype, rngs: nnx.Rngs):
+        linear = dict(use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.gate_proj = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, **linear)
+        self.up_proj = nnx.Linear(cfg.hidden_size, cfg.intermediate_size, **linear)
+        self.down_proj = nnx.Linear(cfg.intermediate_size, cfg.hidden_size, **linear)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down_proj(jax.nn.gelu(self.gate_proj(x), approximate=True) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+    def __init__(self, cfg: GemmaConfig, layer: int, dtype: jnp.dtype, param_dtype: jnp.dtype, rngs: nnx.Rngs):
+        eps = cfg.rms_norm_eps
+        self.input_layernorm = RMSNorm(cfg.hidden_size, eps, param_dtype)
+        self.self_attn = Attention(cfg, layer, dtype, param_dtype, rngs)
+        # Gemma 1 calls its pre-MLP norm "post_attention_layernorm"; Gemma 2/3 use sandwich norms.
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps, param_dtype)
+        self.sandwich = cfg.use_sandwich_norms
+        if self.sandwich:
+            self.pre_feedforward_layernorm = RMSNorm(cfg.hidden_size, eps, param_dtype)
+            self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, eps, param_dtype)
+        self.mlp = MLP(cfg, dtype, param_dtype, rngs)
+
+    def __call__(self, x, pos, seg, kv):
+        attn, new_kv = self.self_attn(self.input_layernorm(x), pos, seg, kv)
+        if self.sandwich:
+            x = x + self.post_attention_layernorm(attn)
+            x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        else:
+            x = x + attn
+            x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, new_kv
+
+
+class Gemma(nnx.Module):
+    """Decoder-only Gemma with tied embeddings. Parameter names follow the HF checkpoints."""
+
+    def __init__(
+        self,
+        cfg: GemmaConfig,
+        *,
+        rngs: nnx.Rngs,
+        dtype: str | jnp.dtype = "float32",
+        param_dtype: str | jnp.dtype = "float32",
+        remat: bool = False,
+    ):
+        dtype, param_dtype = _dtype(dtype), _dtype(param_dtype)
+        self.config = cfg
+        self.dtype = dtype
+        # Scaled by sqrt(hidden) on the way in and tied to the head: unit-scale activations and logits.
+        init = nnx.initializers.normal(stddev=cfg.hidden_size**-0.5)
+        self.embed_tokens = nnx.Param(init(rngs.params(), (cfg.vocab_size, cfg.hidden_size), param_dtype))
+        self.layers = nnx.List([Block(cfg, i, dtype, param_dtype, rngs) for i in range(cfg.num_hidden_layers)])
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype)
+        self.remat = remat
+
+    def embed(self, tokens: jax.Array) -> jax.Array:
+        table = self.embed_tokens[...]
+        scale = jnp.asarray(math.sqrt(self.config.hidden_size), self.dtype)
+        return jnp.take(table, tokens, axis=0).astype(self.dtype) * scale
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """Tied LM head with final soft-capping; float32 out."""
+        table = self.embed_tokens[...].astype(self.dtype)
+        out = jnp.einsum("btd,vd->btv", hidden, table, preferred_element_type=jnp.float32)
+        return softcap(out, self.config.final_logit_softcapping)
+
+    def hidden_states(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        segments: jax.Array,
+        cache: Cache | None = None,
+        cache_index: jax.Array | int = 0,
+    ) -> tuple[jax.Array, Cache | None]:
+        """Final normed hidden states [B,T,D] and, when decoding, the updated cache.
+
+        With a cache, this call's tokens are written at `cache_index` and attend
+        to everything the cache holds (earlier tokens included).
+        """
+        x = self.embed(tokens)
+        if cache is not None:
+            start = (0, cache_index)
+            k_pos = jax.lax.dynamic_update_slice(cache["pos"], positions.astype(cache["pos"].dtype), start)
+            k_seg = jax.lax.dynamic_update_slice(cache["seg"], segments.astype(cache["seg"].dtype), start)
+            new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            if cache is None:
+                call = nnx.remat(type(layer).__call__) if self.remat else type(layer).__call__
+                x, _ = call(layer, x, positions, segments, None)
+            else:
+                x, (ck, cv) = layer(x, positions, segments, (cache["k"][i], cache["v"][i], k_pos, k_seg, cache_index))
+                new_k.append(ck)
+                new_v.append(cv)
+        if cache is not None:
+            cache = {"k": jnp.stack(new_k), "v": jnp.stack(new_v), "pos": k_pos, "seg": k_seg}
+        return self.norm(x), cache
+
+    def __call__(self, tokens, positions, segments, cache=None, cache_index=0):
+        hidden, cache = self.hidden_states(tokens, positions, segments, cache, cache_index)
+        return self.logits(hidden), cache
+
+
+def init_cache(cfg: GemmaConfig, batch: int, length: int, dtype: str | jnp.dtype = "float32") -> Cache:
+    """An empty KV cache: every slot is padding (segment 0) until written."""
+    shape = (cfg.num_hidden_layers, batch, length, cfg.num_key_value_heads, cfg.head_dim)
+    return {
+        "k": jnp.zeros(shape, dtype),
+        "v": jnp.zeros(shape, dtype),
+        "pos": jnp.zeros((batch, length), jnp.int32),
+        "seg": jnp.zeros((batch, length), jnp.int32),
+    }

@@ -1,0 +1,122 @@
+"""Batched generation with a preallocated KV cache, compiled end to end.
+
+Prompts are left-padded to a power-of-two bucket (so prompt lengths share a
+few compilations), prefilled in one call, then decoded one token per
+iteration inside `lax.while_loop`, which stops as soon as every row has
+produced an end-of-sequence token or `max_new_tokens` are out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from training.model import Gemma, init_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    tokens: np.ndarray  # [B, max_new_tokens], pad after the end
+    lengths: np.ndarray  # [B] tokens before the end-of-sequence token (or all)
+    truncated: np.ndarray  # [B] bool: no end-of-sequence token within max_new_tokens
+
+
+def bucket_length(n: int, minimum: int = 16) -> int:
+    """Smallest power of two >= n (and >= minimum)."""
+    return max(minimum, 1 << max(n - 1, 0).bit_length())
+
+
+def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, ...]:
+    """Tokens, positions and segments [B, length], prompts flush right."""
+    b = len(prompts)
+    tokens = np.full((b, length), pad_id, np.int32)
+    segments = np.zeros((b, length), np.int32)
+    positions = np.zeros((b, length), np.int32)
+    for row, prompt in enumerate(prompts):
+        n = len(prompt)
+        if n == 0 or n > length:
+            raise ValueError(f"prompt {row} has {n} tokens; expected 1..{length}")
+        tokens[row, length - n :] = prompt
+        segments[row, length - n :] = 1
+        positions[row, length - n :] = np.arange(n)
+    return tokens, positions, segments
+
+
+def choose(logits: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Array:
+    """Next token per row from float32 logits [B, V]."""
+    if cfg.temperature == 0.0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / cfg.temperature
+    if cfg.top_k:
+        kth = jax.lax.top_k(logits, cfg.top_k)[0][:, -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if cfg.top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
+        # keep the smallest set whose mass reaches top_p (the top token always stays)
+        cutoff_index = jnp.sum(cum < cfg.top_p, axis=-1, keepdims=True)
+        cutoff = jnp.take_along_axis(sorted_logits, cutoff_index, axis=-1)
+        logits = jnp.where(logits < cutoff, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+class Sampler:
+    """Generates from a Gemma model; one compilation per (batch, prompt bucket, config)."""
+
+    def __init__(self, model: Gemma, eos_ids: Sequence[int], pad_id: int, cache_dtype: str | None = None):
+        self.graphdef, self.state = nnx.split(model)
+        self.config = model.config
+        self.eos_ids = jnp.asarray(sorted(set(eos_ids)), jnp.int32)
+        self.pad_id = pad_id
+        self.cache_dtype = cache_dtype or model.dtype
+        self._compiled = jax.jit(self._generate, static_argnames=("cfg",))
+
+    def __call__(
+        self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, key: jax.Array | None = None
+    ) -> Generation:
+        length = bucket_length(max(len(p) for p in prompts))
+        tokens, positions, segments = left_pad(prompts, length, self.pad_id)
+        key = jax.random.key(0) if key is None else key
+        out, lengths, truncated = self._compiled(self.state, tokens, positions, segments, key, cfg=cfg)
+        return Generation(np.asarray(out), np.asarray(lengths), np.asarray(truncated))
+
+    def _generate(self, state, tokens, positions, segments, key, *, cfg: SamplingConfig):
+        model = nnx.merge(self.graphdef, state)
+        batch, prompt_len = tokens.shape
+        cache = init_cache(self.config, batch, prompt_len + cfg.max_new_tokens, self.cache_dtype)
+        logits, cache = model(tokens, positions, segments, cache, 0)
+        first = choose(logits[:, -1], jax.random.fold_in(key, 0), cfg)
+        out = jnp.full((batch, cfg.max_new_tokens), self.pad_id, jnp.int32).at[:, 0].set(first)
+        done = jnp.isin(first, self.eos_ids)
+        ones = jnp.ones((batch, 1), jnp.int32)
+
+        def cond(carry):
+            i, _, _, done, _, _ = carry
+            return (i < cfg.max_new_tokens) & ~jnp.all(done)
+
+        def body(carry):
+            i, last, pos, done, out, cache = carry
+            logits, cache = model(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
+            nxt = choose(logits[:, 0], jax.random.fold_in(key, i), cfg)
+            nxt = jnp.where(done, self.pad_id, nxt)
+            out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
+            return i + 1, nxt, pos + 1, done | jnp.isin(nxt, self.eos_ids), out, cache
+
+        start_pos = positions[:, -1] + 1
+        _, _, _, done, out, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), first, start_pos, done, out, cache))
+        is_eos = jnp.isin(out, self.eos_ids)
+        lengths = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), cfg.max_new_tokens)
+        return out, lengths, ~jnp.any(is_eos, axis=1)

@@ -1,0 +1,206 @@
+"""Supervised fine-tuning: one jitted step, loss on the model's turn only, resumable.
+
+Parameters travel as a plain nested dict (`nnx.to_pure_dict`) so optax, orbax
+and jit see an ordinary pytree; the model is rebuilt with `nnx.merge` inside
+the pure step function. Checkpoints hold params, optimizer state and the step;
+the step is also the data position (see `data.BatchStream`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from training.data import BatchStream
+from training.model import Gemma, softcap
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch_size: int
+    seq_len: int
+    learning_rate: float
+    warmup_steps: int
+    schedule: str = "cosine"
+    end_lr_fraction: float = 0.05
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    log_every: int = 10
+    save_every: int = 0  # 0: no intermediate checkpoints
+    loss_chunk: int = 256  # sequence chunk for the cross-entropy (bounds the logits' memory)
+    seed: int = 0
+
+
+def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
+    """Linear warmup, then constant, linear or cosine decay to `end_lr_fraction`."""
+    peak, end = cfg.learning_rate, cfg.learning_rate * cfg.end_lr_fraction
+    warmup = min(cfg.warmup_steps, cfg.steps)
+    decay_steps = max(cfg.steps - warmup, 1)
+    after = {
+        "constant": optax.constant_schedule(peak),
+        "linear": optax.linear_schedule(peak, end, decay_steps),
+        "cosine": optax.cosine_decay_schedule(peak, decay_steps, alpha=cfg.end_lr_fraction),
+    }[cfg.schedule]
+    if warmup == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(peak / warmup, peak, warmup - 1), after], [warmup])
+
+
+def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)  # no decay on norms
+    return optax.chain(
+        optax.clip_by_global_norm(cfg.grad_clip),
+        optax.adamw(learning_rate_schedule(cfg), b1=0.9, b2=0.98, weight_decay=cfg.weight_decay, mask=decay_mask),
+    )
+
+
+def token_cross_entropy(
+    hidden: jax.Array, table: jax.Array, targets: jax.Array, cap: float | None, chunk: int
+) -> jax.Array:
+    """Per-token cross-entropy [B,T] of the tied LM head, `chunk` positions at a time.
+
+    Each chunk's logits are recomputed in the backward pass, so peak memory
+    holds one chunk of [B, chunk, vocab] float32 logits instead of all of them.
+    """
+    b, t, d = hidden.shape
+    chunk = min(chunk, t)
+    pad = -t % chunk
+    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+    targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    n = (t + pad) // chunk
+
+    @jax.checkpoint
+    def chunk_loss(h, y):
+        logits = softcap(jnp.einsum("btd,vd->btv", h, table, preferred_element_type=jnp.float32), cap)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+
+    hs = hidden.reshape(b, n, chunk, d).swapaxes(0, 1)
+    ys = targets.reshape(b, n, chunk).swapaxes(0, 1)
+    losses = jax.lax.map(lambda xs: chunk_loss(*xs), (hs, ys))  # [n, B, chunk]
+    return losses.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
+
+
+def sft_loss(model: Gemma, batch: dict[str, jax.Array], chunk: int) -> tuple[jax.Array, jax.Array]:
+    """Mean cross-entropy over target tokens, and their count."""
+    hidden, _ = model.hidden_states(batch["inputs"], batch["positions"], batch["segments"])
+    table = model.embed_tokens[...].astype(hidden.dtype)
+    ce = token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, chunk)
+    w = batch["weights"]
+    n = jnp.sum(w)
+    return jnp.sum(ce * w) / jnp.maximum(n, 1.0), n
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: TrainConfig) -> Callable:
+    def step(params, opt_state, batch):
+        def loss_fn(p):
+            return sft_loss(nnx.merge(graphdef, p), batch, cfg.loss_chunk)
+
+        (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "target_tokens": n_tokens}
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+@dataclasses.dataclass
+class TrainResult:
+    params: dict
+    loss_history: list[tuple[int, float]]
+    final_loss: float
+    resumed_from: int
+
+
+def train(
+    model: Gemma,
+    stream: BatchStream,
+    cfg: TrainConfig,
+    *,
+    checkpoint_dir: Path | None = None,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+    progress: Callable[[int], Any] | None = None,
+) -> TrainResult:
+    """Train `model` in place for `cfg.steps`, resuming from `checkpoint_dir` when it holds a checkpoint."""
+    graphdef, state = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(state)
+    tx = make_optimizer(cfg)
+    opt_state = tx.init(params)
+    schedule = learning_rate_schedule(cfg)
+    step_fn = make_train_step(graphdef, tx, cfg)
+
+    manager = None
+    start = 0
+    history: list[tuple[int, float]] = []
+    if checkpoint_dir is not None:
+        manager = ocp.CheckpointManager(
+            Path(checkpoint_dir).absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False),
+        )
+        latest = manager.latest_step()
+        if latest is not None:
+            target = {"params": params, "opt_state": opt_state, "history": np.zeros((0, 2), np.float64)}
+            restored = manager.restore(latest, args=ocp.args.StandardRestore(_abstract(target)))
+            params, opt_state, start = restored["params"], restored["opt_state"], latest
+            history = [(int(s), float(v)) for s, v in np.asarray(restored["history"])]
+
+    bar = progress(start) if progress else None
+    window_tokens, window_start, loss = 0, time.perf_counter(), math.nan
+    for step in range(start, cfg.steps):
+        batch = stream.batch(step)
+        params, opt_state, metrics = step_fn(params, opt_state, batch)
+        window_tokens += batch["inputs"].size
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"loss is {loss} at step {done}; the last good checkpoint is kept"
+                    + (f" in {checkpoint_dir}" if checkpoint_dir else "")
+                )
+            elapsed = time.perf_counter() - window_start
+            history.append((done, loss))
+            if on_log:
+                on_log(
+                    done,
+                    {
+                        "loss": loss,
+                        "learning_rate": float(schedule(step)),
+                        "grad_norm": float(metrics["grad_norm"]),
+                        "tokens_per_second": window_tokens / elapsed,
+                    },
+                )
+            window_tokens, window_start = 0, time.perf_counter()
+        if manager is not None and cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
+            hist = np.asarray(history, np.float64).reshape(-1, 2)
+            manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state, "history": hist}))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+    if bar is not None:
+        bar.close()
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
+
+    nnx.update(model, params)
+    return TrainResult(params=params, loss_history=history, final_loss=loss, resumed_from=start)
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
