@@ -1,0 +1,305 @@
+"""Stage `evidence`: record what was trained on what, with which code, and how it scored.
+
+Writes submission_runs/<run_version>/{run_manifest.json, eval_summary.json,
+run_log.txt} as one atomic directory swap. Everything is read from files the
+earlier stages wrote (never from JAX), and nothing time-dependent is recorded,
+so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.common import (
+    StageError,
+    atomic_path,
+    dumps_json,
+    load_params,
+    read_json,
+    read_jsonl,
+    run_stage,
+    sha256_file,
+    validate,
+)
+from stages.evaluate import EVAL_SET, METRICS, SCORECARD
+
+RUNS_DIR = "submission_runs"
+TRAIN_DATA = "data/train.jsonl"
+TRAIN_MANIFEST = "data/train_manifest.json"
+MODEL_DIR = "data/model"
+TRAINING_INFO = "data/model/training_info.json"
+LOCKED_STAGES = ("seed", "tokenizer", "train", "predict", "evaluate")
+COMMAND = "dvc repro"
+MANIFEST_FILE = "run_manifest.json"
+SUMMARY_FILE = "eval_summary.json"
+LOG_FILE = "run_log.txt"
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def git_commit(root: Path) -> str:
+    """`git rev-parse HEAD` in `root`; evidence without a commit is refused."""
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "--verify", "HEAD"], cwd=root, capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        raise StageError(f"{root}: git: command not found (evidence records the commit)") from None
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+        raise StageError(f"{root.resolve()}: git rev-parse HEAD: {why} (evidence needs a git repository with a commit)")
+    return proc.stdout.strip()
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise StageError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+
+
+def stage_commands(dvc_yaml: Any, path: Path) -> dict[str, Any]:
+    """Each stage's cmd as written in dvc.yaml (a string or a list of strings)."""
+    stages = dvc_yaml.get("stages") if isinstance(dvc_yaml, dict) else None
+    if not isinstance(stages, dict) or not stages:
+        raise StageError(f"{path}: stages: missing or empty")
+    cmds = {}
+    for name, stage in stages.items():
+        cmd = stage.get("cmd") if isinstance(stage, dict) else None
+        if cmd is None and isinstance(stage, dict) and isinstance(stage.get("do"), dict):
+            cmd = stage["do"].get("cmd")  # foreach / matrix stages
+        if cmd is None:
+            raise StageError(f"{path}: stages.{name}.cmd: missing")
+        cmds[str(name)] = cmd
+    return cmds
+
+
+def lock_entries(lock: Any, path: Path, stages: tuple[str, ...] = LOCKED_STAGES) -> dict[str, dict]:
+    """path + md5 of every dep and out of `stages` as recorded in dvc.lock.
+
+    dvc writes a stage's lock entry as soon as that stage completes, so during
+    `dvc repro` the entries of every upstream stage are already there.
+    """
+    recorded = lock.get("stages") if isinstance(lock, dict) else None
+    if not isinstance(recorded, dict):
+        raise StageError(f"{path}: stages: missing (run the pipeline with dvc repro)")
+    entries = {}
+    for name in stages:
+        entry = recorded.get(name)
+        if not isinstance(entry, dict):
+            raise StageError(f"{path}: stages.{name}: no lock entry (has the stage run?)")
+        entries[name] = {}
+        for kind in ("deps", "outs"):
+            files = []
+            for i, dep in enumerate(entry.get(kind) or []):
+                if not isinstance(dep, dict) or not dep.get("path") or not dep.get("md5"):
+                    raise StageError(f"{path}: stages.{name}.{kind}[{i}]: path and md5 required")
+                files.append({"path": str(dep["path"]), "md5": str(dep["md5"])})
+            entries[name][kind] = sorted(files, key=lambda f: f["path"])
+    return entries
+
+
+def read_training_info(path: Path) -> dict:
+    """data/model/training_info.json, checked field by field (train writes it)."""
+    info = read_json(path)
+    checks = {
+        "versions": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+        "devices": lambda v: isinstance(v, list) and len(v) > 0,
+        "n_params": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "steps": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+        "final_loss": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "loss_history": lambda v: isinstance(v, list)
+        and all(
+            isinstance(p, list) and len(p) == 2 and isinstance(p[0], int) and isinstance(p[1], (int, float))
+            for p in v
+        ),
+    }
+    if not isinstance(info, dict):
+        raise StageError(f"{path}: <record>: expected a JSON object")
+    for key, ok in checks.items():
+        if key not in info:
+            raise StageError(f"{path}: {key}: missing")
+        if not ok(info[key]):
+            raise StageError(f"{path}: {key}: unexpected value {json.dumps(info[key])[:80]}")
+    return info
+
+
+def model_id(model_dir: Path) -> str:
+    """Content id of the weights: sha256 over the names and hashes of the *.safetensors files."""
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise StageError(f"{model_dir}: no *.safetensors weights found")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}\0{sha256_file(f)}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found") from None
+
+
+# ---------------------------------------------------------------- evidence
+
+
+def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, str]:
+    """(run_manifest, eval_summary, run_log text), validated against their schemas."""
+    run_version = params["base"]["run_version"]
+    info = read_training_info(root / TRAINING_INFO)
+    metrics = read_json(root / METRICS, "metrics")
+    scorecard = read_json(root / SCORECARD, "scorecard")
+    manifest = {
+        "run_version": run_version,
+        "model": {
+            "preset": params["model"]["preset"],
+            "checkpoint": params["model"]["checkpoint"],
+            "id": model_id(root / MODEL_DIR),
+            "n_params": info["n_params"],
+            "config": read_json(root / MODEL_DIR / "config.json"),
+        },
+        "dataset": {
+            "path": TRAIN_DATA,
+            "sha256": _sha256(root / TRAIN_DATA),
+            "n_records": count_lines(root / TRAIN_DATA),
+            "manifest": read_json(root / TRAIN_MANIFEST),
+        },
+        "eval_set": {
+            "path": EVAL_SET,
+            "sha256": _sha256(root / EVAL_SET),
+            "n_items": len(read_jsonl(root / EVAL_SET)),
+        },
+        "params": params,
+        "command": COMMAND,
+        "stages": stage_commands(read_yaml(root / "dvc.yaml"), root / "dvc.yaml"),
+        "git": {"commit": commit},
+        "dvc_lock": lock_entries(read_yaml(root / "dvc.lock"), root / "dvc.lock"),
+        "environment": {"versions": info["versions"], "devices": info["devices"]},
+        "training": {
+            "steps": info["steps"],
+            "final_loss": info["final_loss"],
+            "n_logged": len(info["loss_history"]),
+        },
+    }
+    summary = {
+        "run_version": run_version,
+        "primary_score": metrics["primary_score"],
+        "metrics": metrics,
+        "breakdowns": scorecard["breakdowns"],
+    }
+    run_dir = root / RUNS_DIR / run_version
+    validate(manifest, "run_manifest", str(run_dir / MANIFEST_FILE))
+    validate(summary, "eval_summary", str(run_dir / SUMMARY_FILE))
+    return manifest, summary, render_log(manifest, summary, info["loss_history"])
+
+
+def _sha256(path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found") from None
+
+
+def _fmt(x: Any, spec: str = ".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
+    """A human-readable account of the run; deterministic (no clocks, no wall times)."""
+    m, d, e, t = manifest["model"], manifest["dataset"], manifest["eval_set"], manifest["training"]
+    metrics = summary["metrics"]
+    out = [
+        f"tunix-rt run {manifest['run_version']}",
+        f"git commit: {manifest['git']['commit']}",
+        f"command: {manifest['command']}",
+        "",
+        "== model",
+        f"preset: {m['preset']}",
+        f"checkpoint: {m['checkpoint'] or 'none (trained from scratch)'}",
+        f"id: {m['id']}",
+        f"parameters: {m['n_params']:,}",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest["environment"]["versions"].items())),
+        "devices: " + ", ".join(d_ if isinstance(d_, str) else json.dumps(d_, sort_keys=True)
+                                for d_ in manifest["environment"]["devices"]),
+        "",
+        "== dataset",
+        f"path: {d['path']}",
+        f"records: {d['n_records']}",
+        f"sha256: {d['sha256']}",
+    ]
+    for key, value in sorted(d["manifest"].items()) if isinstance(d["manifest"], dict) else []:
+        shown = value if isinstance(value, (str, int, float)) else json.dumps(value, sort_keys=True, ensure_ascii=False)
+        out.append(f"manifest.{key}: {shown}")
+    out += [
+        "",
+        "== eval set",
+        f"path: {e['path']}",
+        f"items: {e['n_items']}",
+        f"sha256: {e['sha256']}",
+        "",
+        "== training",
+        f"steps: {t['steps']}",
+        f"final loss: {t['final_loss']:.6f}",
+        f"{'step':>8}  {'loss':>10}",
+    ]
+    out += [f"{step:>8d}  {loss:>10.6f}" for step, loss in loss_history]
+    out += [
+        "",
+        "== evaluation",
+        f"primary_score: {_fmt(metrics['primary_score'])}",
+        f"format_accuracy: {_fmt(metrics['format_accuracy'])}",
+        f"partial_accuracy: {_fmt(metrics['partial_accuracy'])}",
+        f"items: {metrics['n_items']} (answer found in {metrics['n_scored']})",
+        f"truncated_rate: {_fmt(metrics['truncated_rate'])}",
+        "trace tokens: mean {mean:.1f}, median {median:.1f}, max {max}".format(**metrics["trace_tokens"]),
+    ]
+    for group, rows in sorted(summary["breakdowns"].items()):
+        out += ["", f"by {group}", f"  {'name':<24} {'n':>5} {'accuracy':>9} {'format':>9} {'partial':>9}"]
+        for name, s in sorted(rows.items()):
+            out.append(
+                f"  {name:<24} {s['n']:>5} {_fmt(s['accuracy']):>9} "
+                f"{_fmt(s['format_accuracy']):>9} {_fmt(s['partial_accuracy']):>9}"
+            )
+    return "\n".join(out) + "\n"
+
+
+def write_evidence(run_dir: Path, manifest: dict, summary: dict, log: str) -> None:
+    """The three files, swapped in as one directory: readers never see a mix of runs."""
+    try:
+        with atomic_path(run_dir) as tmp:
+            tmp.mkdir()
+            (tmp / MANIFEST_FILE).write_text(dumps_json(manifest), encoding="utf-8")
+            (tmp / SUMMARY_FILE).write_text(dumps_json(summary), encoding="utf-8")
+            (tmp / LOG_FILE).write_text(log, encoding="utf-8")
+    except OSError as err:
+        raise StageError(f"{run_dir}: cannot write evidence: {err.strerror or err}") from None
+
+
+def run(root: Path, params: dict, commit: str | None = None) -> Path:
+    """The whole stage under `root` with the full params; returns the run folder."""
+    commit = commit if commit is not None else git_commit(root)
+    manifest, summary, log = build_evidence(root, params, commit)
+    run_dir = root / RUNS_DIR / params["base"]["run_version"]
+    write_evidence(run_dir, manifest, summary, log)
+    return run_dir
+
+
+def main() -> None:
+    run_dir = run(Path("."), load_params())
+    print(f"evidence written to {run_dir}/")
+
+
+if __name__ == "__main__":
+    run_stage(main)

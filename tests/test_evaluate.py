@@ -1,0 +1,167 @@
+"""The evaluate stage on small fixture files in tmp_path."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages import evaluate
+from stages.common import StageError
+
+REPO = Path(__file__).resolve().parent.parent
+PARAMS = {"rel_tolerance": 1e-6, "partial_within": 0.10}
+
+
+def item(id_, expected, answer_type, section="core", category="arithmetic", difficulty="easy"):
+    return {
+        "id": id_,
+        "prompt": f"question {id_}?",
+        "expected_answer": expected,
+        "section": section,
+        "category": category,
+        "difficulty": difficulty,
+        "answer_type": answer_type,
+    }
+
+
+def pred(id_, completion, n_tokens=10, truncated=False):
+    from stages.answers import parse_completion
+
+    parsed = parse_completion(completion)
+    return {"id": id_, "completion": completion, **parsed, "n_tokens": n_tokens, "truncated": truncated}
+
+
+ITEMS = [
+    item("core-001", "42", "number"),
+    item("core-002", "3/4", "fraction", category="percentage", difficulty="medium"),
+    item("trace-001", "100", "number", section="trace_sensitive", category="rate", difficulty="hard"),
+    item("edge-001", "Paris", "text", section="edge_case", category="string", difficulty="hard"),
+    item("edge-002", "yes", "bool", section="edge_case", category="comparison", difficulty="medium"),
+]
+PREDICTIONS = [
+    pred("core-001", "<reasoning>6*7=42</reasoning><answer>42</answer>", 10),
+    pred("core-002", "<reasoning>3 of 4</reasoning><answer>0.75</answer>", 20),
+    pred("trace-001", "<reasoning>about</reasoning><answer>95</answer>", 30),  # partial only
+    pred("edge-001", "The answer is Paris", 40, truncated=True),  # no tags: unscored
+    pred("edge-002", "<reasoning>yes</reasoning><answer>Yes</answer>", 50),
+]
+
+
+def write_jsonl(path: Path, records) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def make_root(root: Path, items=ITEMS, predictions=PREDICTIONS) -> Path:
+    write_jsonl(root / evaluate.EVAL_SET, items)
+    write_jsonl(root / evaluate.PREDICTIONS, predictions)
+    return root
+
+
+def test_metrics_and_scorecard(tmp_path):
+    metrics = evaluate.run(make_root(tmp_path), PARAMS)
+    assert metrics == json.loads((tmp_path / evaluate.METRICS).read_text())
+    assert metrics == {
+        "primary_score": 0.6,
+        "format_accuracy": 0.8,
+        "partial_accuracy": 0.8,
+        "n_items": 5,
+        "n_scored": 4,
+        "truncated_rate": 0.2,
+        "trace_tokens": {"mean": 30.0, "median": 30.0, "max": 50},
+        "section": {"core": 1.0, "trace_sensitive": 0.0, "edge_case": 0.5},
+    }
+    card = json.loads((tmp_path / evaluate.SCORECARD).read_text())
+    assert [r["id"] for r in card["items"]] == [i["id"] for i in ITEMS]
+    rows = {r["id"]: r for r in card["items"]}
+    assert rows["core-002"]["answer"] == "0.75" and rows["core-002"]["correct"]
+    assert rows["trace-001"]["partial"] and not rows["trace-001"]["correct"]
+    assert rows["edge-001"]["answer"] is None and rows["edge-001"]["truncated"] and not rows["edge-001"]["format_ok"]
+    assert card["breakdowns"]["section"]["edge_case"] == {
+        "n": 2, "accuracy": 0.5, "format_accuracy": 0.5, "partial_accuracy": 0.5
+    }
+    assert card["breakdowns"]["difficulty"]["hard"]["accuracy"] == 0.0
+    assert set(card["breakdowns"]["category"]) == {"arithmetic", "percentage", "rate", "string", "comparison"}
+
+
+def test_outputs_are_deterministic_bytes(tmp_path):
+    root = make_root(tmp_path)
+    evaluate.run(root, PARAMS)
+    first = [(root / p).read_bytes() for p in (evaluate.METRICS, evaluate.SCORECARD)]
+    evaluate.run(root, PARAMS)
+    assert [(root / p).read_bytes() for p in (evaluate.METRICS, evaluate.SCORECARD)] == first
+    assert first[0].endswith(b"\n")
+
+
+def test_answer_is_reparsed_from_the_completion(tmp_path):
+    tampered = [dict(p, answer="42", format_ok=True) if p["id"] == "edge-001" else p for p in PREDICTIONS]
+    metrics = evaluate.run(make_root(tmp_path, predictions=tampered), PARAMS)
+    assert metrics["n_scored"] == 4 and metrics["format_accuracy"] == 0.8
+
+
+def test_nothing_scored_gives_null_primary_score(tmp_path):
+    preds = [pred(p["id"], "no idea") for p in PREDICTIONS]
+    metrics = evaluate.run(make_root(tmp_path, predictions=preds), PARAMS)
+    assert metrics["primary_score"] is None and metrics["n_scored"] == 0
+    assert metrics["section"] == {"core": None, "trace_sensitive": None, "edge_case": None}
+    assert metrics["format_accuracy"] == 0.0
+
+
+def test_section_without_items_is_null(tmp_path):
+    metrics = evaluate.run(make_root(tmp_path, ITEMS[:2], PREDICTIONS[:2]), PARAMS)
+    assert metrics["section"] == {"core": 1.0, "trace_sensitive": None, "edge_case": None}
+
+
+def test_missing_prediction_names_file_and_id(tmp_path):
+    make_root(tmp_path, predictions=PREDICTIONS[:3] + PREDICTIONS[4:])
+    with pytest.raises(StageError, match=r"predictions\.jsonl: id: no prediction for eval item 'edge-001'.*:4\)"):
+        evaluate.run(tmp_path, PARAMS)
+    assert not (tmp_path / evaluate.METRICS).exists()
+
+
+def test_unknown_prediction_names_line(tmp_path):
+    make_root(tmp_path, predictions=PREDICTIONS + [pred("stray", "x")])
+    with pytest.raises(StageError, match=r"predictions\.jsonl:6: id: 'stray' is not an item"):
+        evaluate.run(tmp_path, PARAMS)
+
+
+def test_duplicate_prediction_refused(tmp_path):
+    make_root(tmp_path, predictions=PREDICTIONS + [PREDICTIONS[0]])
+    with pytest.raises(StageError, match=r"predictions\.jsonl:6: id: duplicate id 'core-001'"):
+        evaluate.run(tmp_path, PARAMS)
+
+
+def test_bad_prediction_record_names_line_and_field(tmp_path):
+    bad = [dict(p, n_tokens="ten") if p["id"] == "core-002" else p for p in PREDICTIONS]
+    make_root(tmp_path, predictions=bad)
+    with pytest.raises(StageError, match=r"predictions\.jsonl:2: n_tokens: 'ten' is not of type 'integer'"):
+        evaluate.run(tmp_path, PARAMS)
+
+
+def test_bad_eval_item_names_line_and_field(tmp_path):
+    items = [dict(i, difficulty="extreme") if i["id"] == "trace-001" else i for i in ITEMS]
+    make_root(tmp_path, items=items)
+    with pytest.raises(StageError, match=r"tunix_eval_v1\.jsonl:3: difficulty: 'extreme' is not one of"):
+        evaluate.run(tmp_path, PARAMS)
+
+
+def test_unreadable_expected_answer_names_line_and_field(tmp_path):
+    # The eval_item schema already refuses such an item; scoring still guards against it.
+    items = [dict(i, expected_answer="forty-two") if i["id"] == "core-001" else i for i in ITEMS]
+    root = make_root(tmp_path, items=items)
+    eval_path, pred_path = root / evaluate.EVAL_SET, root / evaluate.PREDICTIONS
+    with pytest.raises(StageError, match=r"tunix_eval_v1\.jsonl:1: expected_answer: .*not a number"):
+        evaluate.score_predictions(items, PREDICTIONS, PARAMS, eval_path, pred_path)
+
+
+def test_cli_error_is_one_line_and_exit_1(tmp_path):
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == f"error: {evaluate.EVAL_SET}: file not found\n"

@@ -1,0 +1,271 @@
+"""The evidence and package stages on a small fixture repository in tmp_path."""
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages import evaluate, evidence, package
+from stages.answers import parse_completion
+from stages.common import StageError
+
+REPO = Path(__file__).resolve().parent.parent
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+LOCKED = ("seed", "tokenizer", "train", "predict", "evaluate", "evidence", "package")
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def write_jsonl(path: Path, records) -> Path:
+    return write(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def lock_entry(name: str, md5: str) -> dict:
+    return {
+        "cmd": f"python -m stages.{name}",
+        "deps": [{"path": f"stages/{name}.py", "hash": "md5", "md5": "d" * 32, "size": 10}],
+        "outs": [{"path": f"data/{name}", "hash": "md5", "md5": md5, "size": 20}],
+    }
+
+
+@pytest.fixture
+def params():
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture
+def root(tmp_path, params):
+    """Everything the earlier stages would have left behind, in miniature."""
+    root = tmp_path / "repo"
+    write(root / "params.yaml", yaml.safe_dump(params, sort_keys=False))
+    write(root / "dvc.yaml", yaml.safe_dump({"stages": {n: {"cmd": f"python -m stages.{n}"} for n in LOCKED}}))
+    write(root / "dvc.lock", yaml.safe_dump(
+        {"schema": "2.0", "stages": {n: lock_entry(n, f"{i:032x}") for i, n in enumerate(LOCKED)}}, sort_keys=False))
+    write_jsonl(root / "data/train.jsonl", [{"id": f"t{i}", "prompt": "1+1?", "final_answer": "2"} for i in range(3)])
+    write(root / "data/train_manifest.json", json.dumps({"n_records": 3, "source": "synthetic", "mix": {"a": 1}}))
+    write(root / "data/model/config.json", json.dumps({"hidden_size": 64, "num_hidden_layers": 2}))
+    write(root / "data/model/model.safetensors", b"\x00weights")
+    write(root / "data/model/training_info.json", json.dumps({
+        "versions": {"jax": "0.4.35", "flax": "0.10.2", "optax": "0.2.4"},
+        "devices": ["cpu:0"],
+        "n_params": 123456,
+        "steps": 20,
+        "final_loss": 0.5,
+        "loss_history": [[10, 2.25], [20, 0.5]],
+        "tokens_per_second": 1234.5,  # wall-clock: must not reach the evidence
+    }))
+    items = [
+        {"id": "core-001", "prompt": "6*7?", "expected_answer": "42", "section": "core", "category": "arithmetic",
+         "difficulty": "easy", "answer_type": "number"},
+        {"id": "edge-001", "prompt": "Is 4 even?", "expected_answer": "yes", "section": "edge_case",
+         "category": "comparison",
+         "difficulty": "hard", "answer_type": "bool"},
+    ]
+    write_jsonl(root / evaluate.EVAL_SET, items)
+    completions = {
+        "core-001": "<reasoning>6*7=42</reasoning><answer>42</answer>",
+        "edge-001": "<reasoning>r</reasoning><answer>no</answer>",
+    }
+    write_jsonl(root / evaluate.PREDICTIONS, [
+        {"id": k, "completion": c, **parse_completion(c), "n_tokens": 12, "truncated": False}
+        for k, c in completions.items()
+    ])
+    evaluate.run(root, params["evaluate"])
+    for name in ("__init__", "seed", "tokenizer", "evaluate"):
+        write(root / f"stages/{name}.py", f"# {name}\n")
+    write(root / "stages/token_cache.py", "HF_TOKEN = 'hf_secret'\n")
+    write(root / "training/model.py", "# model\n")
+    write(root / "schemas/eval_item.schema.json", "{}\n")
+    write(root / "schemas/credentials.json", '{"key": "secret"}\n')
+    write(root / "notebooks/tunix_rt.ipynb", '{"cells": []}\n')
+    write(root / "README.md", "# tunix-rt\n")
+    write(root / ".env", "KAGGLE_KEY=secret\n")
+    return root
+
+
+def run_evidence(root, params):
+    return evidence.run(root, params, commit=COMMIT)
+
+
+# ---------------------------------------------------------------- evidence
+
+
+def test_evidence_files(root, params):
+    run_dir = run_evidence(root, params)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["eval_summary.json", "run_log.txt", "run_manifest.json"]
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    assert manifest["run_version"] == params["base"]["run_version"]
+    assert manifest["model"]["n_params"] == 123456 and manifest["model"]["config"]["hidden_size"] == 64
+    weights_sha = hashlib.sha256(b"\x00weights").hexdigest()
+    expected_id = hashlib.sha256(f"model.safetensors\0{weights_sha}\n".encode()).hexdigest()
+    assert manifest["model"]["id"] == "sha256:" + expected_id
+    assert manifest["dataset"]["n_records"] == 3
+    assert manifest["dataset"]["sha256"] == hashlib.sha256((root / "data/train.jsonl").read_bytes()).hexdigest()
+    assert manifest["dataset"]["manifest"]["source"] == "synthetic"
+    assert manifest["eval_set"]["n_items"] == 2
+    assert manifest["params"] == params and manifest["command"] == "dvc repro"
+    assert manifest["stages"]["train"] == "python -m stages.train"
+    assert manifest["git"]["commit"] == COMMIT
+    assert set(manifest["dvc_lock"]) == set(evidence.LOCKED_STAGES)
+    assert manifest["dvc_lock"]["train"]["outs"] == [{"path": "data/train", "md5": f"{2:032x}"}]
+    assert manifest["environment"]["versions"]["jax"] == "0.4.35"
+    assert "tokens_per_second" not in json.dumps(manifest)
+    summary = json.loads((run_dir / "eval_summary.json").read_text())
+    assert summary["primary_score"] == 0.5 and summary["metrics"]["n_items"] == 2
+    assert summary["breakdowns"]["section"]["core"]["accuracy"] == 1.0
+    log = (run_dir / "run_log.txt").read_text()
+    assert "      10    2.250000" in log and "      20    0.500000" in log
+    assert "primary_score: 0.5000" in log and "by section" in log and "edge_case" in log
+
+
+def test_evidence_is_deterministic(root, params):
+    run_dir = run_evidence(root, params)
+    first = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    run_evidence(root, params)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == first
+    assert not [p for p in run_dir.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_evidence_refuses_null_primary_score(root, params):
+    preds = evaluate.read_jsonl(root / evaluate.PREDICTIONS)
+    write_jsonl(root / evaluate.PREDICTIONS, [dict(p, completion="no idea") for p in preds])
+    evaluate.run(root, params["evaluate"])
+    with pytest.raises(StageError, match=r"eval_summary\.json: primary_score: None is not of type 'number'"):
+        run_evidence(root, params)
+    assert not (root / evidence.RUNS_DIR).exists()
+
+
+def test_evidence_needs_every_lock_entry(root, params):
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    del lock["stages"]["predict"]
+    write(root / "dvc.lock", yaml.safe_dump(lock))
+    with pytest.raises(StageError, match=r"dvc\.lock: stages\.predict: no lock entry"):
+        run_evidence(root, params)
+
+
+def test_evidence_checks_training_info(root, params):
+    info = json.loads((root / evidence.TRAINING_INFO).read_text())
+    del info["versions"]
+    write(root / evidence.TRAINING_INFO, json.dumps(info))
+    with pytest.raises(StageError, match=r"training_info\.json: versions: missing"):
+        run_evidence(root, params)
+
+
+def test_git_commit(tmp_path, monkeypatch):
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    repo = tmp_path / "g"
+    repo.mkdir()
+    with pytest.raises(StageError, match="git rev-parse HEAD"):
+        evidence.git_commit(repo)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], cwd=repo, check=True)
+    assert len(evidence.git_commit(repo)) == 40
+
+
+# ---------------------------------------------------------------- package
+
+
+def zip_entries(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return {info.filename: zf.read(info) for info in zf.infolist()}
+
+
+def test_package_contents(root, params):
+    run_evidence(root, params)
+    rv = params["base"]["run_version"]
+    path = package.run(root, rv)
+    data = path.read_bytes()
+    assert path.name == f"tunix_rt_{rv}_{hashlib.sha256(data).hexdigest()[:12]}.zip"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    entries = zip_entries(data)
+    assert sorted(entries) == [
+        "README.md", "SUBMISSION_README.md", "data/train_manifest.json", "dvc.lock", "dvc.yaml",
+        "evalsets/tunix_eval_v1.jsonl", "notebooks/tunix_rt.ipynb", "params.yaml",
+        "schemas/eval_item.schema.json", "stages/__init__.py", "stages/evaluate.py", "stages/seed.py",
+        "stages/tokenizer.py", f"submission_runs/{rv}/eval_summary.json", f"submission_runs/{rv}/run_log.txt",
+        f"submission_runs/{rv}/run_manifest.json", "training/model.py",
+    ]
+    assert not any(b"secret" in v for v in entries.values())
+    lock = yaml.safe_load(entries["dvc.lock"])
+    assert "package" not in lock["stages"] and "evidence" in lock["stages"]
+    readme = entries["SUBMISSION_README.md"].decode()
+    assert "primary_score (answer accuracy): **0.5000**" in readme and COMMIT in readme and "dvc repro" in readme
+    assert "- `stages/tokenizer.py`" in readme
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            assert info.date_time == (1980, 1, 1, 0, 0, 0)
+            assert info.external_attr >> 16 == 0o100644
+            assert info.compress_type == zipfile.ZIP_DEFLATED
+
+
+def test_package_is_deterministic(root, params):
+    run_evidence(root, params)
+    rv = params["base"]["run_version"]
+    first = package.run(root, rv)
+    first_bytes = first.read_bytes()
+    # A different package entry in dvc.lock (the previous package run) must not change the zip.
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    lock["stages"]["package"]["outs"][0]["md5"] = "f" * 32
+    write(root / "dvc.lock", yaml.safe_dump(lock, sort_keys=False))
+    os.utime(root / "params.yaml", (0, 0))  # mtimes must not matter either
+    second = package.run(root, rv)
+    assert second == first and second.read_bytes() == first_bytes
+
+
+def test_package_refuses_invalid_evidence(root, params):
+    run_dir = run_evidence(root, params)
+    rv = params["base"]["run_version"]
+    summary = json.loads((run_dir / "eval_summary.json").read_text())
+    write(run_dir / "eval_summary.json", json.dumps(dict(summary, primary_score=None)))
+    with pytest.raises(StageError, match=r"eval_summary\.json: primary_score: None is not of type 'number'"):
+        package.run(root, rv)
+    assert not (root / package.SUBMISSION_DIR).exists()
+
+
+def test_package_refuses_missing_evidence(root, params):
+    with pytest.raises(StageError, match=r"run_manifest\.json: file not found"):
+        package.run(root, params["base"]["run_version"])
+
+
+def test_package_refuses_symlink_outside(root, params, tmp_path):
+    run_evidence(root, params)
+    outside = write(tmp_path / "outside.py", "print('not ours')\n")
+    (root / "stages/evil.py").symlink_to(outside)
+    with pytest.raises(StageError, match=r"stages/evil\.py: resolves outside the repository"):
+        package.run(root, params["base"]["run_version"])
+
+
+def test_symlink_inside_is_followed(root, params):
+    run_evidence(root, params)
+    (root / "training/alias.py").symlink_to(root / "training/model.py")
+    data = package.run(root, params["base"]["run_version"]).read_bytes()
+    assert zip_entries(data)["training/alias.py"] == b"# model\n"
+
+
+def test_unwritable_target_is_one_line_error(root, params):
+    run_evidence(root, params)
+    blocker = write(root / "not_a_dir", "x")
+    with pytest.raises(StageError, match=r"not_a_dir/submission: cannot write the submission") as err:
+        package.run(root, params["base"]["run_version"], out_dir=blocker / "submission")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "name, secret",
+    [(".env", True), (".env.local", True), ("id_rsa", True), ("server.pem", True), ("aws_credentials.json", True),
+     ("kaggle.json", True), ("hf_token.txt", True), ("token_cache.py", True), ("client_secret.json", True),
+     ("tokenizer.py", False), ("tokenizer.json", False), ("model.py", False), ("params.yaml", False)],
+)
+def test_is_secret(name, secret):
+    assert package.is_secret(name) is secret
