@@ -35,6 +35,8 @@ TRAIN_MANIFEST = "data/train_manifest.json"
 MODEL_DIR = "data/model"
 TRAINING_INFO = "data/model/training_info.json"
 LOCKED_STAGES = ("seed", "tokenizer", "train", "predict", "evaluate")
+# Training telemetry (tokens/s, timestamps) differs run to run: not part of what a run is.
+TELEMETRY_PREFIX = "dvclive"
 COMMAND = "dvc repro"
 MANIFEST_FILE = "run_manifest.json"
 SUMMARY_FILE = "eval_summary.json"
@@ -83,6 +85,10 @@ def stage_commands(dvc_yaml: Any, path: Path) -> dict[str, Any]:
     return cmds
 
 
+def is_telemetry(path: Any) -> bool:
+    return isinstance(path, str) and path.split("/", 1)[0] == TELEMETRY_PREFIX
+
+
 def lock_entries(lock: Any, path: Path, stages: tuple[str, ...] = LOCKED_STAGES) -> dict[str, dict]:
     """path + md5 of every dep and out of `stages` as recorded in dvc.lock.
 
@@ -101,6 +107,8 @@ def lock_entries(lock: Any, path: Path, stages: tuple[str, ...] = LOCKED_STAGES)
         for kind in ("deps", "outs"):
             files = []
             for i, dep in enumerate(entry.get(kind) or []):
+                if isinstance(dep, dict) and is_telemetry(dep.get("path")):
+                    continue
                 if not isinstance(dep, dict) or not dep.get("path") or not dep.get("md5"):
                     raise StageError(f"{path}: stages.{name}.{kind}[{i}]: path and md5 required")
                 files.append({"path": str(dep["path"]), "md5": str(dep["md5"])})

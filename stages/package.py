@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from stages.common import StageError, atomic_path, load_params, read_json, run_stage
-from stages.evidence import LOG_FILE, MANIFEST_FILE, RUNS_DIR, SUMMARY_FILE, TRAIN_MANIFEST, read_yaml
+from stages.evidence import LOG_FILE, MANIFEST_FILE, RUNS_DIR, SUMMARY_FILE, TRAIN_MANIFEST, is_telemetry, read_yaml
 
 SUBMISSION_DIR = "submission"
 PACKAGE_STAGE = "package"
@@ -82,11 +82,15 @@ def check_evidence(root: Path, run_version: str) -> tuple[dict, dict]:
 
 
 def lock_without_package(root: Path) -> bytes:
-    """dvc.lock minus the package stage's own entry, so the zip does not depend on the previous package run."""
+    """dvc.lock minus the package stage's own entry (so the zip does not depend on the previous
+    package run) and minus training telemetry outs."""
     lock = read_yaml(root / "dvc.lock")
     if not isinstance(lock, dict) or not isinstance(lock.get("stages"), dict):
         raise StageError(f"{root / 'dvc.lock'}: stages: missing")
     lock["stages"].pop(PACKAGE_STAGE, None)
+    for entry in lock["stages"].values():  # wall-clock telemetry would make the zip differ run to run
+        if isinstance(entry, dict) and isinstance(entry.get("outs"), list):
+            entry["outs"] = [o for o in entry["outs"] if not (isinstance(o, dict) and is_telemetry(o.get("path")))]
     return yaml.safe_dump(lock, sort_keys=False, allow_unicode=True, default_flow_style=False).encode("utf-8")
 
 

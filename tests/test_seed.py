@@ -131,7 +131,7 @@ def make_root(tmp_path: Path) -> Path:
 
 
 def params(seed_value: int = 1234, **overrides) -> dict:
-    cfg = {"source": "synthetic", "gsm8k_path": None, "size": 400, "mix": dict(MIX)}
+    cfg = {"source": "synthetic", "gsm8k_path": None, "size": 400, "show_work": True, "mix": dict(MIX)}
     cfg.update(overrides)
     return {"base": {"seed": seed_value, "run_version": "v1"}, "seed": cfg}
 

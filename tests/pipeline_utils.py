@@ -1,0 +1,71 @@
+"""Helpers for tests that run the real pipeline: a copy of the project in a temporary git repo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Small enough for CI (a minute or two a repro), large enough that every stage does real work.
+SMALL_PARAMS = {
+    "seed": {"size": 600},
+    "tokenizer": {"vocab_size": 400},
+    "train": {"steps": 12, "batch_size": 4, "seq_len": 256, "warmup_steps": 2, "log_every": 4, "save_every": 4},
+    "predict": {"batch_size": 64, "max_new_tokens": 24},
+}
+
+
+def env() -> dict[str, str]:
+    """The test's interpreter first on PATH, so `python -m stages.x` and `dvc` resolve to this venv."""
+    bin_dir = str(Path(sys.executable).parent)
+    e = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
+    e.pop("XLA_FLAGS", None)  # stages run on the one real CPU device
+    e["DVC_NO_ANALYTICS"] = "1"
+    e["GIT_AUTHOR_NAME"] = e["GIT_COMMITTER_NAME"] = "tunix-rt tests"
+    e["GIT_AUTHOR_EMAIL"] = e["GIT_COMMITTER_EMAIL"] = "tests@tunix-rt.invalid"
+    return e
+
+
+def run(args: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def project_files() -> list[str]:
+    """Tracked and not-ignored files of the working tree (what a commit of it would hold)."""
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return [f for f in out.splitlines() if (ROOT / f).is_file()]
+
+
+def set_params(path: Path, changes: dict) -> None:
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_repo(dest: Path, params: dict | None = SMALL_PARAMS) -> Path:
+    """A fresh git repo holding the project (without dvc.lock or outputs), params changed, committed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in project_files():
+        if name == "dvc.lock" or name.startswith(("submission_runs/", "reports/")):
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    if params:
+        set_params(dest / "params.yaml", params)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "test repo"], dest)
+    return dest
