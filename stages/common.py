@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -35,7 +36,7 @@ def run_stage(main: Callable[[], None]) -> None:
     try:
         main()
     except StageError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)  # one line, whatever the message holds
         sys.exit(1)
 
 
@@ -67,11 +68,20 @@ def schema_error(obj: Any, schema: str) -> jsonschema.ValidationError | None:
     return jsonschema.exceptions.best_match(validator.iter_errors(obj))
 
 
+def error_path(err: jsonschema.ValidationError) -> list[Any]:
+    """Where a violation is: jsonschema's absolute_path, plus the missing key of a `required` error."""
+    path = list(err.absolute_path)
+    if err.validator == "required" and isinstance(err.instance, dict):
+        missing = [key for key in err.validator_value if key not in err.instance]
+        path += missing[:1]
+    return path
+
+
 def validate(obj: Any, schema: str, where: str) -> None:
     """Raise a StageError `where: field: message` when `obj` violates `schema`."""
     err = schema_error(obj, schema)
     if err is not None:
-        raise StageError(f"{where}: {field_path(err.absolute_path)}: {_short(err.message)}")
+        raise StageError(f"{where}: {field_path(error_path(err))}: {_short(err.message)}")
 
 
 def _short(message: str, limit: int = 160) -> str:
@@ -93,12 +103,17 @@ def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> d
         params = yaml.safe_load(text)
     except FileNotFoundError:
         raise StageError(f"{path}: file not found") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
+    except UnicodeDecodeError as err:
+        raise StageError(f"{path}: not UTF-8 (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        if mark is not None and getattr(err, "problem", None):
+            raise StageError(f"{path}:{mark.line + 1}: not valid YAML: {err.problem} (column {mark.column + 1})") from None
         raise StageError(f"{path}: not valid YAML: {_short(str(err))}") from None
     err = schema_error(params, "params")
     if err is not None:
-        line = yaml_line(text, list(err.absolute_path))
-        raise StageError(f"{path}:{line}: {field_path(err.absolute_path)}: {_short(err.message)}")
+        line = yaml_line(text, error_path(err))
+        raise StageError(f"{path}:{line}: {field_path(error_path(err))}: {_short(err.message)}")
     return params if section is None else params[section]
 
 
@@ -123,6 +138,22 @@ def yaml_line(text: str, keys: list[Any]) -> int:
 
 # ---------------------------------------------------------------- reading
 
+MAX_LINE_BYTES = 1 << 20  # no record of any JSONL file here comes near 1 MiB; a bigger line is a mistake
+
+
+def _largest_field(line: bytes) -> str:
+    """Path of the biggest value in a JSON line (descending into the biggest child), or <record>."""
+    try:
+        node: Any = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return "<record>"
+    path: list[Any] = []
+    while isinstance(node, (dict, list)) and node:
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        key, node = max(items, key=lambda kv: len(json.dumps(kv[1], ensure_ascii=False)))
+        path.append(key)
+    return field_path(path)
+
 
 def read_jsonl(path: str | Path, schema: str | None = None, id_field: str | None = "id") -> list[dict]:
     """Every record of a JSONL file, each validated against `schema`; ids must be unique.
@@ -142,6 +173,9 @@ def read_jsonl(path: str | Path, schema: str | None = None, id_field: str | None
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
+        if len(line) > MAX_LINE_BYTES:
+            raise StageError(f"{where}: {_largest_field(line)}: line is {len(line) / 1e6:.1f} MB, "
+                             f"more than the {MAX_LINE_BYTES / 1e6:.1f} MB a record may hold")
         try:
             record = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as err:
@@ -177,6 +211,19 @@ def read_json(path: str | Path, schema: str | None = None) -> Any:
     return obj
 
 
+def load_tokenizer(directory: str | Path, hint: str = "run the tokenizer stage"):
+    """The tokenizers.Tokenizer of `directory`/tokenizer.json; missing or unreadable is a StageError."""
+    from training import tokenizer as tokenizers_io  # imported here: most stages never need it
+
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        raise StageError(f"{path}: missing ({hint})")
+    try:
+        return tokenizers_io.load(Path(directory))
+    except Exception as err:  # tokenizers raises a bare Exception for a corrupt file
+        raise StageError(f"{path}: not a valid tokenizer ({_short(str(err))})") from None
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -189,6 +236,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     target = tmp / path.name
     try:
@@ -201,6 +249,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(target, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of `path` that an earlier, killed run left behind; return them.
+
+    They are never taken for the output (it only appears by rename), but a
+    killed model write would otherwise leave its bytes behind for good.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    stale = [p for p in path.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
 
 
 def dumps_json(obj: Any) -> str:

@@ -89,8 +89,9 @@ def score_predictions(
 
 
 def _group_stats(rows: list[dict], any_scored: bool) -> dict:
-    # Accuracies are null when no answer at all could be scored: a broken run
-    # must not look like a model that is merely wrong.
+    # Accuracies are null when nothing could be scored (no item has any
+    # completion): a broken run must not look like a model that is merely wrong.
+    # A completion without a parseable answer is scored, as wrong.
     n = len(rows)
     return {
         "n": n,
@@ -110,9 +111,10 @@ def _breakdown(rows: Iterable[dict], key: str, any_scored: bool) -> dict:
 def summarize(rows: list[dict]) -> tuple[dict, dict]:
     """(metrics, scorecard) from scorecard rows; both validated against their schemas."""
     n_scored = sum(r["answer"] is not None for r in rows)
-    overall = _group_stats(rows, n_scored > 0)
+    any_scored = any(r["n_tokens"] > 0 for r in rows)
+    overall = _group_stats(rows, any_scored)
     tokens = [r["n_tokens"] for r in rows]
-    breakdowns = {key: _breakdown(rows, key, n_scored > 0) for key in GROUPS}
+    breakdowns = {key: _breakdown(rows, key, any_scored) for key in GROUPS}
     metrics = {
         "primary_score": overall["accuracy"],
         "format_accuracy": overall["format_accuracy"],

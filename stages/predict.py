@@ -13,10 +13,10 @@ import jax
 from tqdm import tqdm
 
 from stages.answers import parse_completion
-from stages.common import StageError, load_params, read_jsonl, run_stage, write_jsonl
+from stages.common import StageError, load_params, load_tokenizer, read_jsonl, run_stage, write_jsonl
 from training import chat
 from training import tokenizer as tokenizers_io
-from training.hf_io import CheckpointError, load_pretrained
+from training.hf_io import CheckpointError, load_pretrained, read_config
 from training.sampler import Sampler, SamplingConfig
 
 MODEL = Path("data/model")
@@ -26,10 +26,17 @@ OUT = Path("data/predictions.jsonl")
 
 def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens: int, dtype: str) -> list[dict]:
     try:
+        vocab_size = read_config(model_dir).vocab_size
+    except CheckpointError as err:
+        raise StageError(str(err)) from None
+    tok = load_tokenizer(model_dir, hint="the model directory must hold the tokenizer it was trained with")
+    if tok.get_vocab_size() > vocab_size:
+        raise StageError(f"{model_dir / 'tokenizer.json'}: vocab_size: the tokenizer has {tok.get_vocab_size()} tokens, "
+                         f"the model ({model_dir / 'config.json'}) only {vocab_size}")
+    try:
         model = load_pretrained(model_dir, dtype=dtype, param_dtype=dtype)
     except CheckpointError as err:
         raise StageError(str(err)) from None
-    tok = tokenizers_io.load(model_dir)
     eos = [tokenizers_io.token_id(tok, chat.END_OF_TURN)] + [
         i for i in [tok.token_to_id("<eos>")] if i is not None
     ]

@@ -17,7 +17,7 @@ import jax
 from dvclive import Live
 from tqdm import tqdm
 
-from stages.common import StageError, atomic_path, load_params, read_jsonl, run_stage, write_json
+from stages.common import StageError, atomic_path, load_params, load_tokenizer, read_jsonl, run_stage, write_json
 from training import tokenizer as tokenizers_io
 from training.data import BatchStream, encode_trace, pack
 from training.factory import build_model
@@ -43,7 +43,7 @@ def main() -> None:
     cfg = TrainConfig(seed=seed, **{k: v for k, v in p.items() if k in TrainConfig.__dataclass_fields__})
 
     records = read_jsonl(TRAIN, schema="trace")
-    tok = tokenizers_io.load(TOKENIZER)
+    tok = load_tokenizer(TOKENIZER)
     examples = [encode_trace(tok, r) for r in records]
     rows = pack(examples, cfg.seq_len, pad_id=tokenizers_io.token_id(tok, "<pad>"))
     stream = BatchStream(rows, cfg.batch_size, seed)
@@ -90,6 +90,8 @@ def main() -> None:
         write_json(out / "training_info.json", info)
     shutil.rmtree(CHECKPOINTS, ignore_errors=True)  # the run finished: nothing to resume
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    if result.resumed_from:
+        print(f"train: resumed from the checkpoint of step {result.resumed_from} in {CHECKPOINTS}")
     print(f"train: final loss {result.final_loss:.4f} -> {MODEL}")
 
 

@@ -58,7 +58,7 @@ def make_repo(dest: Path, params: dict | None = SMALL_PARAMS) -> Path:
     """A fresh git repo holding the project (without dvc.lock or outputs), params changed, committed."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in project_files():
-        if name == "dvc.lock" or name.startswith(("submission_runs/", "reports/")):
+        if name == "dvc.lock" or name.startswith(("submission_runs/", "reports/", "dvclive/")):
             continue
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)

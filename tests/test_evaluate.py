@@ -103,10 +103,17 @@ def test_answer_is_reparsed_from_the_completion(tmp_path):
 
 
 def test_nothing_scored_gives_null_primary_score(tmp_path):
-    preds = [pred(p["id"], "no idea") for p in PREDICTIONS]
+    preds = [pred(p["id"], "", n_tokens=0) for p in PREDICTIONS]
     metrics = evaluate.run(make_root(tmp_path, predictions=preds), PARAMS)
     assert metrics["primary_score"] is None and metrics["n_scored"] == 0
     assert metrics["section"] == {"core": None, "trace_sensitive": None, "edge_case": None}
+    assert metrics["format_accuracy"] == 0.0
+
+
+def test_completions_without_an_answer_score_zero(tmp_path):
+    preds = [pred(p["id"], "no idea") for p in PREDICTIONS]
+    metrics = evaluate.run(make_root(tmp_path, predictions=preds), PARAMS)
+    assert metrics["primary_score"] == 0.0 and metrics["n_scored"] == 0
     assert metrics["format_accuracy"] == 0.0
 
 

@@ -49,6 +49,15 @@ class GemmaConfig:
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
         if SLIDING in self.layer_types and not self.sliding_window:
             raise ValueError("sliding-window layers need sliding_window")
+        if self.family == 1 and (self.query_pre_attn_scalar != self.head_dim or SLIDING in self.layer_types):
+            # config.json cannot express either for Gemma 1: transformers would run a different model.
+            raise ValueError("Gemma 1 has only full-attention layers and query_pre_attn_scalar == head_dim")
+        if self.family == 1 and (self.attn_logit_softcapping or self.final_logit_softcapping):
+            raise ValueError("Gemma 1 has no logit soft-capping")
+        if self.family == 3 and self.attn_logit_softcapping:
+            raise ValueError("Gemma 3 has no attention soft-capping (transformers ignores attn_logit_softcapping)")
+        if self.family != 3 and self.rope_scaling_factor != 1.0:
+            raise ValueError("RoPE scaling is only supported for Gemma 3")
 
     @property
     def architecture(self) -> str:
@@ -79,11 +88,10 @@ class GemmaConfig:
     # ------------------------------------------------------------ HF mapping
 
     def to_hf(self) -> dict[str, Any]:
-        """config.json as transformers 5 writes it for this architecture."""
-        model_type = ARCHITECTURES[self.architecture][0]
+        """config.json exactly as transformers 5 writes it for this architecture (less `transformers_version`)."""
         cfg: dict[str, Any] = {
             "architectures": [self.architecture],
-            "model_type": model_type,
+            "model_type": ARCHITECTURES[self.architecture][0],
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -91,21 +99,26 @@ class GemmaConfig:
             "num_attention_heads": self.num_attention_heads,
             "num_key_value_heads": self.num_key_value_heads,
             "head_dim": self.head_dim,
-            "hidden_activation": "gelu_pytorch_tanh",
             "rms_norm_eps": self.rms_norm_eps,
             "max_position_embeddings": self.max_position_embeddings,
             "attention_bias": False,
             "attention_dropout": 0.0,
+            "initializer_range": 0.02,
+            "use_cache": True,
             "pad_token_id": self.pad_token_id,
             "eos_token_id": list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id,
             "bos_token_id": self.bos_token_id,
             "tie_word_embeddings": True,
             "dtype": "float32",
+            "use_bidirectional_attention": None,
         }
         if self.family == 1:
+            # Gemma 1 names its activation differently and always scales queries by head_dim ** -0.5.
+            cfg["hidden_act"] = "gelu_pytorch_tanh"
             cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": self.rope_theta}
             return cfg
         cfg.update(
+            hidden_activation="gelu_pytorch_tanh",
             layer_types=list(self.layer_types),
             sliding_window=self.sliding_window,
             query_pre_attn_scalar=self.query_pre_attn_scalar,
@@ -114,19 +127,21 @@ class GemmaConfig:
         )
         if self.family == 2:
             cfg["rope_parameters"] = {"rope_type": "default", "rope_theta": self.rope_theta}
-        else:
-            full: dict[str, Any] = {"rope_type": "default", "rope_theta": self.rope_theta}
-            if self.rope_scaling_factor != 1.0:
-                full = {"rope_type": "linear", "factor": self.rope_scaling_factor, "rope_theta": self.rope_theta}
-            cfg["rope_parameters"] = {
-                FULL: full,
-                SLIDING: {"rope_type": "default", "rope_theta": self.rope_local_base_freq},
-            }
+            return cfg
+        full: dict[str, Any] = {"rope_type": "default", "rope_theta": self.rope_theta}
+        if self.rope_scaling_factor != 1.0:
+            full = {"rope_type": "linear", "factor": self.rope_scaling_factor, "rope_theta": self.rope_theta}
+        cfg.update(
+            rope_parameters={FULL: full, SLIDING: {"rope_type": "default", "rope_theta": self.rope_local_base_freq}},
+            use_bidirectional_attention=False,
+            # A legacy field transformers 5 still writes (its default); `layer_types` is what counts.
+            _sliding_window_pattern=6,
+        )
         return cfg
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> GemmaConfig:
-        """Read a transformers config.json (4.x or 5.x key styles)."""
+        """Read a transformers config.json (4.x or 5.x key styles); ValueError for what the model cannot run."""
         archs = hf.get("architectures") or []
         arch = next((a for a in archs if a in ARCHITECTURES), None)
         if arch is None:
@@ -137,12 +152,11 @@ class GemmaConfig:
                 f"unknown architecture {archs or hf.get('model_type')!r}; expected one of {sorted(ARCHITECTURES)}"
             )
         family = ARCHITECTURES[arch][1]
+        _check_supported(hf)
         n = hf["num_hidden_layers"]
-        rope = hf.get("rope_parameters") or {}
-        full_rope = rope.get(FULL, rope) if family == 3 else rope
-        local_rope = rope.get(SLIDING, {}) if family == 3 else {}
-        rope_theta = full_rope.get("rope_theta", hf.get("rope_theta", 10_000.0))
-        scaling = hf.get("rope_scaling") or (full_rope if full_rope.get("rope_type") == "linear" else {})
+        heads = hf["num_attention_heads"]
+        head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+        full_rope, local_rope = _rope_parameters(hf, family)
         layer_types = hf.get("layer_types")
         if layer_types is None:
             if family == 1:
@@ -150,32 +164,69 @@ class GemmaConfig:
             elif family == 2:
                 layer_types = [SLIDING if (i + 1) % 2 else FULL for i in range(n)]
             else:
-                pattern = hf.get("sliding_window_pattern", 6)
-                layer_types = [SLIDING if (i + 1) % pattern else FULL for i in range(n)]
+                layer_types = list(gemma3_layer_types(n, hf.get("sliding_window_pattern", 6)))
         eos = hf.get("eos_token_id", 1)
+        pad = hf.get("pad_token_id", 0)
         return cls(
             family=family,
             vocab_size=hf["vocab_size"],
             hidden_size=hf["hidden_size"],
             intermediate_size=hf["intermediate_size"],
             num_hidden_layers=n,
-            num_attention_heads=hf["num_attention_heads"],
-            num_key_value_heads=hf.get("num_key_value_heads", hf["num_attention_heads"]),
-            head_dim=hf.get("head_dim", hf["hidden_size"] // hf["num_attention_heads"]),
+            num_attention_heads=heads,
+            num_key_value_heads=hf.get("num_key_value_heads") or heads,
+            head_dim=head_dim,
             layer_types=tuple(layer_types),
-            query_pre_attn_scalar=hf.get("query_pre_attn_scalar", hf.get("head_dim", 256)),
+            # transformers' Gemma 1 ignores query_pre_attn_scalar and scales by head_dim ** -0.5.
+            query_pre_attn_scalar=head_dim if family == 1 else hf.get("query_pre_attn_scalar", 256),
             rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
-            rope_theta=float(rope_theta),
-            rope_local_base_freq=float(local_rope.get("rope_theta", hf.get("rope_local_base_freq", 10_000.0))),
-            rope_scaling_factor=float(scaling.get("factor", 1.0)),
-            sliding_window=hf.get("sliding_window") if family > 1 else None,
-            attn_logit_softcapping=hf.get("attn_logit_softcapping") if family > 1 else None,
+            rope_theta=float(full_rope["rope_theta"]),
+            rope_local_base_freq=float(local_rope["rope_theta"]),
+            rope_scaling_factor=float(full_rope.get("factor", 1.0)),
+            sliding_window=hf.get("sliding_window", 4096) if family > 1 else None,  # transformers default
+            # transformers' Gemma 3 never soft-caps attention, whatever its config says.
+            attn_logit_softcapping=hf.get("attn_logit_softcapping") if family == 2 else None,
             final_logit_softcapping=hf.get("final_logit_softcapping") if family > 1 else None,
             max_position_embeddings=hf.get("max_position_embeddings", 8192),
-            pad_token_id=hf.get("pad_token_id", 0) or 0,
+            pad_token_id=0 if pad is None else pad,
             eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
             bos_token_id=hf.get("bos_token_id", 2),
         )
+
+
+def _check_supported(hf: dict[str, Any]) -> None:
+    """Refuse config switches this implementation does not have, rather than run a different model."""
+    act = hf.get("hidden_activation") or hf.get("hidden_act") or "gelu_pytorch_tanh"
+    if act not in ("gelu_pytorch_tanh", "gelu"):  # Gemma 1 configs say "gelu" but mean the tanh approximation
+        raise ValueError(f"hidden_activation {act!r} is not supported (expected gelu_pytorch_tanh)")
+    if hf.get("tie_word_embeddings") is False:
+        raise ValueError("tie_word_embeddings false is not supported (the LM head is the embedding)")
+    if hf.get("attention_bias"):
+        raise ValueError("attention_bias true is not supported")
+    if hf.get("use_bidirectional_attention"):
+        raise ValueError("use_bidirectional_attention true is not supported (decoder-only)")
+
+
+def _rope_parameters(hf: dict[str, Any], family: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(full-attention, sliding-attention) RoPE parameters from 5.x `rope_parameters` or 4.x flat keys.
+
+    Only Gemma 3 may scale RoPE (linearly, on its global layers): that is all the released models use.
+    """
+    rope = dict(hf.get("rope_parameters") or {})
+    if family == 3 and (FULL in rope or SLIDING in rope):
+        full, local = dict(rope.get(FULL) or {}), dict(rope.get(SLIDING) or {})
+    else:  # one dict for every layer (5.x Gemma 1/2) or 4.x flat keys
+        full = rope or {"rope_theta": hf.get("rope_theta", 1_000_000.0 if family == 3 else 10_000.0)}
+        full.update({k: v for k, v in (hf.get("rope_scaling") or {}).items() if k not in full})
+        local = {"rope_theta": hf.get("rope_local_base_freq", 10_000.0)} if family == 3 else dict(full)
+    full.setdefault("rope_theta", 1_000_000.0 if family == 3 else 10_000.0)
+    local.setdefault("rope_theta", 10_000.0)
+    for name, params in (("full_attention", full), ("sliding_attention", local)):
+        kind = params.get("rope_type", params.get("type", "default"))
+        allowed = ("default", "linear") if family == 3 and name == "full_attention" else ("default",)
+        if kind not in allowed:
+            raise ValueError(f"rope_type {kind!r} for {name} layers is not supported (expected one of {allowed})")
+    return full, local
 
 
 def gemma3_layer_types(n: int, pattern: int = 6) -> tuple[str, ...]:

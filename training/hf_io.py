@@ -53,22 +53,45 @@ def _to_hf(path: tuple, value: np.ndarray) -> np.ndarray:
     return value.T if path[-1] == "kernel" else value
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
 def save_pretrained(
-    model: Gemma, directory: Path, tokenizer_dir: Path | None = None, dtype: str = "float32"
+    model: Gemma,
+    directory: Path,
+    tokenizer_dir: Path | None = None,
+    dtype: str = "float32",
+    max_shard_bytes: int | None = None,
 ) -> None:
-    """Write config.json, generation_config.json, model.safetensors and the tokenizer files."""
+    """Write config.json, generation_config.json, the weights and the tokenizer files.
+
+    Weights go to model.safetensors, or, when they exceed `max_shard_bytes`, to
+    model-0000i-of-0000n.safetensors shards plus model.safetensors.index.json
+    (the layout transformers writes). Tensors are converted one shard at a time,
+    so host memory holds the model plus at most one shard. Same model, same bytes.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
-    tensors = {
-        hf_name(path): np.ascontiguousarray(_to_hf(path, np.asarray(value)).astype(np_dtype))
-        for path, value in _flat(params).items()
-    }
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    hf = cfg.to_hf() | {"dtype": dtype}
-    _write_json(directory / "config.json", hf)
+    params = _flat(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+    shards = _plan_shards(params, np_dtype.itemsize, max_shard_bytes)
+    for stale in [*directory.glob("model-*-of-*.safetensors"), *(directory / f for f in WEIGHT_FILES)]:
+        stale.unlink(missing_ok=True)  # an index left from an earlier save would shadow the new weights
+    names = ["model.safetensors"] if len(shards) == 1 else [
+        f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
+    ]
+    weight_map = {}
+    for file, paths in zip(names, shards):
+        tensors = {hf_name(p): _to_hf(p, np.asarray(params[p])).astype(np_dtype, order="C") for p in paths}
+        save_file(tensors, str(directory / file), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, file))
+        del tensors
+    if len(shards) > 1:
+        sizes = [int(np.prod(v.shape)) for v in params.values()]
+        metadata = {"total_parameters": sum(sizes), "total_size": sum(sizes) * np_dtype.itemsize}
+        _write_json(directory / WEIGHT_FILES[1], {"metadata": metadata, "weight_map": weight_map})
+    _write_json(directory / "config.json", cfg.to_hf() | {"dtype": dtype})
     eos = list(cfg.eos_token_id) if isinstance(cfg.eos_token_id, tuple) else [cfg.eos_token_id]
     _write_json(
         directory / "generation_config.json",
@@ -78,6 +101,20 @@ def save_pretrained(
         for name in TOKENIZER_FILES:
             if (Path(tokenizer_dir) / name).exists():
                 shutil.copyfile(Path(tokenizer_dir) / name, directory / name)
+
+
+def _plan_shards(params: dict[tuple, Any], itemsize: int, max_bytes: int | None) -> list[list[tuple]]:
+    """Parameter paths grouped into consecutive shards of at most `max_bytes` (a bigger tensor gets its own)."""
+    shards: list[list[tuple]] = [[]]
+    size = 0
+    for path, value in params.items():
+        nbytes = int(np.prod(value.shape)) * itemsize
+        if max_bytes is not None and shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(path)
+        size += nbytes
+    return shards
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -94,42 +131,55 @@ def read_config(directory: Path) -> GemmaConfig:
     try:
         hf = json.loads(path.read_text())
         return GemmaConfig.from_hf(hf.get("text_config", hf))
-    except (json.JSONDecodeError, KeyError, ValueError) as err:
+    except KeyError as err:
+        raise CheckpointError(f"{path}: missing field {err}") from None
+    except (json.JSONDecodeError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: {err}") from None
 
 
 def _tensor_files(directory: Path) -> dict[str, Path]:
     """HF tensor name -> the safetensors file holding it (sharded or single)."""
-    index = directory / "model.safetensors.index.json"
+    index = directory / WEIGHT_FILES[1]
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return {name: directory / file for name, file in weight_map.items()}
-    single = directory / "model.safetensors"
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            return {name: directory / file for name, file in weight_map.items()}
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"{index}: not a safetensors index ({err!r})") from None
+    single = directory / WEIGHT_FILES[0]
     if not single.is_file():
-        raise CheckpointError(f"{directory}: no model.safetensors or model.safetensors.index.json")
-    with safe_open(str(single), "np") as f:
-        return {name: single for name in f.keys()}
+        raise CheckpointError(f"{directory}: no {WEIGHT_FILES[0]} or {WEIGHT_FILES[1]}")
+    try:
+        with safe_open(str(single), "np") as f:
+            return {name: single for name in f.keys()}
+    except Exception as err:  # safetensors raises its own SafetensorError for a corrupt header
+        raise CheckpointError(f"{single}: unreadable safetensors ({err})") from None
 
 
-def _stream(directory: Path, names: dict[str, Path]) -> Iterator[tuple[str, np.ndarray]]:
-    by_file: dict[Path, list[str]] = {}
-    for name, file in names.items():
-        by_file.setdefault(file, []).append(name)
-    for file, wanted in sorted(by_file.items()):
+def _stream(names: dict[str, Path]) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, array) one tensor at a time, file by file.
+
+    The file is mapped only while one tensor is read: a mapping held open keeps
+    every page read so far resident, a second copy of the weights at the end.
+    """
+    for name, file in sorted(names.items(), key=lambda item: (str(item[1]), item[0])):
         if not file.is_file():
-            raise CheckpointError(f"{file}: missing shard")
+            raise CheckpointError(f"{file}: missing shard (listed in {WEIGHT_FILES[1]})")
         try:
             with safe_open(str(file), "np") as f:
-                for name in wanted:
-                    yield name, f.get_tensor(name)
-        except (OSError, ValueError, RuntimeError) as err:
-            raise CheckpointError(f"{file}: unreadable safetensors ({err})") from None
+                array = f.get_tensor(name)
+        except Exception as err:  # safetensors raises its own SafetensorError
+            raise CheckpointError(f"{file}: unreadable safetensors, tensor {name} ({err})") from None
+        yield name, array
 
 
 def load_pretrained(
     directory: Path, *, dtype: str = "float32", param_dtype: str = "float32", remat: bool = False
 ) -> Gemma:
-    """A Gemma model with the weights of an HF directory, cast to `param_dtype`."""
+    """A Gemma model with the weights of an HF directory, cast to `param_dtype`.
+
+    Host memory peaks near one copy of the weights (in `param_dtype`) plus one tensor.
+    """
     directory = Path(directory)
     cfg = read_config(directory)
     model = nnx.eval_shape(lambda: Gemma(cfg, rngs=nnx.Rngs(0), dtype=dtype, param_dtype=param_dtype, remat=remat))
@@ -139,17 +189,19 @@ def load_pretrained(
     missing = sorted(set(wanted) - set(files))
     if missing:
         raise CheckpointError(f"{directory}: tensor {missing[0]} not found ({len(missing)} missing)")
+    # A tied checkpoint may still carry lm_head.weight; anything else unknown means a different architecture.
+    unexpected = sorted(set(files) - set(wanted) - {"lm_head.weight"})
+    if unexpected:
+        raise CheckpointError(f"{directory}: unexpected tensor {unexpected[0]} ({len(unexpected)} not in the model)")
     loaded: dict[tuple, jax.Array] = {}
-    for name, array in _stream(directory, {n: files[n] for n in wanted}):
+    for name, array in _stream({n: files[n] for n in wanted}):
         path = wanted[name]
-        value = _to_hf(path, array)  # the transpose is its own inverse
-        expected = abstract[path].shape
-        if value.shape != expected:
-            shape = tuple(_to_hf(path, np.empty(expected, np.int8)).shape)
-            raise CheckpointError(f"{directory}: tensor {name} has shape {tuple(array.shape)}, expected {shape}")
-        loaded[path] = jnp.asarray(value, dtype=param_dtype)
+        expected = tuple(_to_hf(path, np.empty(abstract[path].shape, np.int8)).shape)
+        if tuple(array.shape) != expected:
+            raise CheckpointError(f"{directory}: tensor {name} has shape {tuple(array.shape)}, expected {expected}")
+        loaded[path] = jnp.asarray(_to_hf(path, array), dtype=param_dtype)  # the transpose is its own inverse
+        del array
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    params = jax.tree_util.tree_map_with_path(lambda p, _: loaded[_key(p)], params)
+    params = jax.tree_util.tree_map_with_path(lambda p, _: loaded.pop(_key(p)), params)
     nnx.update(model, params)
     return model
-

@@ -9,6 +9,7 @@ produced an end-of-sequence token or `max_new_tokens` are out.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -74,15 +75,19 @@ def choose(logits: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Array:
 
 
 class Sampler:
-    """Generates from a Gemma model; one compilation per (batch, prompt bucket, config)."""
+    """Generates from a Gemma model; one compilation per (model structure, batch, prompt bucket, config).
+
+    The compiled function is shared by every Sampler (the model's structure is a
+    static argument, its weights, end tokens and pad id are traced), so a new
+    Sampler over the same model, or other end tokens, costs no recompilation.
+    """
 
     def __init__(self, model: Gemma, eos_ids: Sequence[int], pad_id: int, cache_dtype: str | None = None):
         self.graphdef, self.state = nnx.split(model)
         self.config = model.config
         self.eos_ids = jnp.asarray(sorted(set(eos_ids)), jnp.int32)
         self.pad_id = pad_id
-        self.cache_dtype = cache_dtype or model.dtype
-        self._compiled = jax.jit(self._generate, static_argnames=("cfg",))
+        self.cache_dtype = str(jnp.dtype(cache_dtype or model.dtype))
 
     def __call__(
         self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, key: jax.Array | None = None
@@ -90,33 +95,39 @@ class Sampler:
         length = bucket_length(max(len(p) for p in prompts))
         tokens, positions, segments = left_pad(prompts, length, self.pad_id)
         key = jax.random.key(0) if key is None else key
-        out, lengths, truncated = self._compiled(self.state, tokens, positions, segments, key, cfg=cfg)
+        out, lengths, truncated = _generate(
+            self.graphdef, self.state, tokens, positions, segments, key, self.eos_ids, jnp.int32(self.pad_id),
+            cfg=cfg, cache_dtype=self.cache_dtype,
+        )  # fmt: skip
         return Generation(np.asarray(out), np.asarray(lengths), np.asarray(truncated))
 
-    def _generate(self, state, tokens, positions, segments, key, *, cfg: SamplingConfig):
-        model = nnx.merge(self.graphdef, state)
-        batch, prompt_len = tokens.shape
-        cache = init_cache(self.config, batch, prompt_len + cfg.max_new_tokens, self.cache_dtype)
-        logits, cache = model(tokens, positions, segments, cache, 0)
-        first = choose(logits[:, -1], jax.random.fold_in(key, 0), cfg)
-        out = jnp.full((batch, cfg.max_new_tokens), self.pad_id, jnp.int32).at[:, 0].set(first)
-        done = jnp.isin(first, self.eos_ids)
-        ones = jnp.ones((batch, 1), jnp.int32)
 
-        def cond(carry):
-            i, _, _, done, _, _ = carry
-            return (i < cfg.max_new_tokens) & ~jnp.all(done)
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "cache_dtype"))
+def _generate(graphdef, state, tokens, positions, segments, key, eos_ids, pad_id, *, cfg: SamplingConfig, cache_dtype):
+    model = nnx.merge(graphdef, state)
+    batch, prompt_len = tokens.shape
+    cache = init_cache(model.config, batch, prompt_len + cfg.max_new_tokens, cache_dtype)
+    logits, cache = model(tokens, positions, segments, cache, 0)
+    first = choose(logits[:, -1], jax.random.fold_in(key, 0), cfg)
+    out = jnp.full((batch, cfg.max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
+    done = jnp.isin(first, eos_ids)
+    ones = jnp.ones((batch, 1), jnp.int32)
 
-        def body(carry):
-            i, last, pos, done, out, cache = carry
-            logits, cache = model(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
-            nxt = choose(logits[:, 0], jax.random.fold_in(key, i), cfg)
-            nxt = jnp.where(done, self.pad_id, nxt)
-            out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
-            return i + 1, nxt, pos + 1, done | jnp.isin(nxt, self.eos_ids), out, cache
+    def cond(carry):
+        i, _, _, done, _, _ = carry
+        return (i < cfg.max_new_tokens) & ~jnp.all(done)
 
-        start_pos = positions[:, -1] + 1
-        _, _, _, done, out, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), first, start_pos, done, out, cache))
-        is_eos = jnp.isin(out, self.eos_ids)
-        lengths = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), cfg.max_new_tokens)
-        return out, lengths, ~jnp.any(is_eos, axis=1)
+    def body(carry):
+        i, last, pos, done, out, cache = carry
+        # token i-1 goes into cache slot prompt_len + i - 1 and predicts token i
+        logits, cache = model(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
+        nxt = choose(logits[:, 0], jax.random.fold_in(key, i), cfg)
+        nxt = jnp.where(done, pad_id, nxt)  # a finished row only pads
+        out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
+        return i + 1, nxt, pos + 1, done | jnp.isin(nxt, eos_ids), out, cache
+
+    start_pos = positions[:, -1] + 1
+    _, _, _, done, out, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), first, start_pos, done, out, cache))
+    is_eos = jnp.isin(out, eos_ids)
+    lengths = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), cfg.max_new_tokens)
+    return out, lengths, ~jnp.any(is_eos, axis=1)

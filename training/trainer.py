@@ -157,7 +157,7 @@ def train(
             target = {"params": params, "opt_state": opt_state, "history": np.zeros((0, 2), np.float64)}
             restored = manager.restore(latest, args=ocp.args.StandardRestore(_abstract(target)))
             params, opt_state, start = restored["params"], restored["opt_state"], latest
-            history = [(int(s), float(v)) for s, v in np.asarray(restored["history"])]
+            history = [(int(s), float(v)) for s, v in np.asarray(restored["history"]) if s >= 0]
 
     bar = progress(start) if progress else None
     window_tokens, window_start, loss = 0, time.perf_counter(), math.nan
@@ -187,11 +187,20 @@ def train(
                 )
             window_tokens, window_start = 0, time.perf_counter()
         if manager is not None and cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
-            hist = np.asarray(history, np.float64).reshape(-1, 2)
+            # Never checkpoint a diverged state, even between log steps: the last good one must survive.
+            step_loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
+            if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
+                raise NonFiniteLoss(
+                    f"loss is {step_loss} (gradient norm {grad_norm}) at step {done}; "
+                    f"the last good checkpoint is kept in {checkpoint_dir}"
+                )
+            # A leading (-1, 0) row: a save before the first log step would be a zero-size array, which orbax refuses.
+            hist = np.asarray([(-1, 0.0), *history], np.float64).reshape(-1, 2)
             manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state, "history": hist}))
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if math.isfinite(loss):  # nothing logged yet in this run: no "loss=nan" on the bar
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
     if bar is not None:
         bar.close()
     if manager is not None:

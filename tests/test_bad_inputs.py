@@ -1,0 +1,485 @@
+"""Bad input, stage by stage, through the real CLI (`python -m stages.<name>` in a copy of the project).
+
+Every case breaks one input of a stage whose outputs already exist, runs the
+stage, and checks the contract of DESIGN.md: a non-zero exit, exactly one line
+on stderr, `error: <file>[:<line>]: <field>: …`, and nothing already produced is
+lost (every file of the copy is byte-identical afterwards; no temporaries left).
+
+The base copy is built once per module, cheaply: seed, tokenizer, evaluate,
+evidence and package run for real; the model is a freshly initialised tiny
+model (no training), the predictions are written by hand and dvc.lock is
+crafted (no `dvc repro`). Train and predict cases all fail before anything is
+compiled.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from stages.answers import parse_completion
+from tests.pipeline_utils import env, make_repo
+
+EVAL_SET = "evalsets/tunix_eval_v1.jsonl"
+TRAIN = "data/train.jsonl"
+PREDICTIONS = "data/predictions.jsonl"
+MODEL = "data/model"
+RUN_DIR = "submission_runs/v1"
+HUGE = 5 * 1024 * 1024  # a 5 MB string field
+
+# Small and fast: no stage here trains or generates.
+BASE_PARAMS = {
+    "seed": {"size": 200},
+    "tokenizer": {"vocab_size": 400},
+    "train": {"steps": 4, "batch_size": 2, "seq_len": 128, "warmup_steps": 1, "log_every": 2, "save_every": 2},
+    "predict": {"batch_size": 64, "max_new_tokens": 16},
+}
+
+MAKE_MODEL = """
+import json, sys
+from pathlib import Path
+import jax
+from stages.common import load_params, write_json
+from training import tokenizer as tokenizers_io
+from training.factory import build_model
+from training.hf_io import save_pretrained
+
+params = load_params()
+tok = tokenizers_io.load(Path("data/tokenizer"))
+model = build_model(params["model"], tok.get_vocab_size(), params["base"]["seed"])
+save_pretrained(model, Path("data/model"), tokenizer_dir=Path("data/tokenizer"))
+write_json("data/model/training_info.json", {
+    "preset": "tiny", "checkpoint": None, "n_params": model.config.num_params(), "steps": 4,
+    "tokens_per_step": 256, "final_loss": 3.5, "loss_history": [[2, 4.0], [4, 3.5]],
+    "packing": {"examples": 200, "rows": 100, "fill": 0.9, "truncated": 0},
+    "versions": {"jax": jax.__version__}, "devices": [str(d) for d in jax.devices()],
+})
+"""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def stage_env(**extra: str) -> dict[str, str]:
+    e = env()
+    e["PYTHONDONTWRITEBYTECODE"] = "1"
+    e["JAX_PLATFORMS"] = "cpu"
+    e.update(extra)
+    return e
+
+
+def run_stage(repo: Path, stage: str, **kw) -> subprocess.CompletedProcess:
+    """`python -m stages.<stage>` in `repo`."""
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"], cwd=repo, env=stage_env(), capture_output=True, text=True,
+        timeout=300, **kw,
+    )
+
+
+def run_python(repo: Path, code: str) -> None:
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=stage_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def must_succeed(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+
+
+def snapshot(repo: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file (and link target) in the copy, .git and caches aside."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(repo):
+        dirnames[:] = [d for d in dirnames if d not in (".git", "__pycache__")]
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = Path(dirpath) / name
+            rel = path.relative_to(repo).as_posix()
+            if path.is_symlink():
+                out[rel] = "link:" + os.readlink(path)
+            else:
+                out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        for d in dirnames:
+            out.setdefault(Path(dirpath, d).relative_to(repo).as_posix() + "/", "dir")
+    return out
+
+
+def assert_one_line_error(
+    proc: subprocess.CompletedProcess, file: str, line: int | None, field: str | None, text: str | None
+) -> str:
+    """The stage failed with exactly `error: <file>[:<line>]: [<field>: ]…` on stderr; returns the message."""
+    assert proc.returncode != 0, f"expected a failure, got exit 0\n{proc.stdout[-2000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and proc.stderr.endswith("\n"), f"not one line:\n{proc.stderr[-3000:]}"
+    assert lines[0].startswith("error: "), lines[0]
+    message = lines[0][len("error: "):]
+    prefix = f"{file}:{line}: " if line is not None else f"{file}"
+    assert message.startswith(prefix), f"{message!r} does not start with {prefix!r}"
+    if line is None:
+        rest = message[len(file):]
+        assert rest.startswith(":") or rest.startswith(" ") or rest.startswith("/"), message
+    if field is not None:
+        assert field in message[len(prefix):], f"field {field!r} not named in {message!r}"
+    if text is not None:
+        assert text in message, f"{text!r} not in {message!r}"
+    return message
+
+
+# ---------------------------------------------------------------- input surgery
+
+
+def read_lines(repo: Path, rel: str) -> list[str]:
+    return (repo / rel).read_text(encoding="utf-8").splitlines()
+
+
+def write_lines(repo: Path, rel: str, lines: list[str]) -> None:
+    (repo / rel).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def edit_record(rel: str, lineno: int, change: Callable[[dict], None]) -> Callable[[Path], None]:
+    """Rewrite one JSONL record (1-based line) through `change`."""
+
+    def mutate(repo: Path) -> None:
+        lines = read_lines(repo, rel)
+        record = json.loads(lines[lineno - 1])
+        change(record)
+        lines[lineno - 1] = json.dumps(record)
+        write_lines(repo, rel, lines)
+
+    return mutate
+
+
+def replace_line(rel: str, lineno: int, raw: bytes) -> Callable[[Path], None]:
+    def mutate(repo: Path) -> None:
+        lines = (repo / rel).read_bytes().split(b"\n")
+        lines[lineno - 1] = raw
+        (repo / rel).write_bytes(b"\n".join(lines))
+
+    return mutate
+
+
+def copy_line(rel: str, src: int, dst: int) -> Callable[[Path], None]:
+    """Line `dst` becomes a copy of line `src` (a duplicate id on line `dst`)."""
+
+    def mutate(repo: Path) -> None:
+        lines = read_lines(repo, rel)
+        lines[dst - 1] = lines[src - 1]
+        write_lines(repo, rel, lines)
+
+    return mutate
+
+
+def set_param(dotted: str, value) -> Callable[[Path], None]:
+    section, key = dotted.split(".")
+
+    def mutate(repo: Path) -> None:
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params[section][key] = value
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    return mutate
+
+
+def param_line(repo: Path, section: str, key: str | None = None) -> int:
+    """1-based line of `section:` (or of `key:` inside it) in params.yaml."""
+    current = None
+    for n, text in enumerate((repo / "params.yaml").read_text().splitlines(), start=1):
+        if text and not text.startswith(" "):
+            current = text.split(":")[0]
+            if current == section and key is None:
+                return n
+        elif current == section and text.strip().startswith(f"{key}:"):
+            return n
+    raise AssertionError(f"{section}.{key} not in params.yaml")
+
+
+def write_file(rel: str, data: bytes | str) -> Callable[[Path], None]:
+    def mutate(repo: Path) -> None:
+        path = repo / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+
+    return mutate
+
+
+def remove(rel: str) -> Callable[[Path], None]:
+    def mutate(repo: Path) -> None:
+        path = repo / rel
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    return mutate
+
+
+def both(*mutations: Callable[[Path], None]) -> Callable[[Path], None]:
+    def mutate(repo: Path) -> None:
+        for m in mutations:
+            m(repo)
+
+    return mutate
+
+
+def edit_json(rel: str, change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def mutate(repo: Path) -> None:
+        doc = json.loads((repo / rel).read_text())
+        change(doc)
+        (repo / rel).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+    return mutate
+
+
+GSM8K_GOOD = {
+    "question": "Mia picks 48 apples on Monday and half as many on Tuesday. How many apples does she pick in all?",
+    "answer": "On Tuesday she picks 48/2 = <<48/2=24>>24.\nIn all 48+24 = <<48+24=72>>72.\n#### 72",
+}
+
+
+def gsm8k(*rows: dict | str | bytes) -> Callable[[Path], None]:
+    """Switch the seed stage to a GSM8K file whose lines are `rows` (dicts as JSON, bytes raw)."""
+    raw = [r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r)).encode() for r in rows]
+    return both(
+        set_param("seed.source", "gsm8k"),
+        set_param("seed.gsm8k_path", "gsm8k.jsonl"),
+        write_file("gsm8k.jsonl", b"\n".join(raw) + (b"\n" if raw else b"")),
+    )
+
+
+def eval_prompt(repo: Path, index: int = 11) -> tuple[str, str]:
+    item = json.loads(read_lines(repo, EVAL_SET)[index])
+    return item["prompt"], item["id"]
+
+
+def leak(repo: Path) -> None:
+    prompt, _ = eval_prompt(repo)
+    gsm8k(GSM8K_GOOD, {"question": prompt, "answer": "x = 1\n#### 1"})(repo)
+
+
+def bigger_tokenizer(repo: Path) -> None:
+    """data/model/tokenizer.json with 40 more tokens than the model's embedding has rows."""
+    code = (
+        "from tokenizers import Tokenizer\n"
+        "tok = Tokenizer.from_file('data/model/tokenizer.json')\n"
+        "tok.add_tokens([f'extra_token_{i}' for i in range(40)])\n"
+        "tok.save('data/model/tokenizer.json')\n"
+    )
+    run_python(repo, code)
+
+
+def truncate(rel: str, keep: int) -> Callable[[Path], None]:
+    def mutate(repo: Path) -> None:
+        data = (repo / rel).read_bytes()
+        (repo / rel).write_bytes(data[:keep])
+
+    return mutate
+
+
+# ---------------------------------------------------------------- the base copy
+
+
+def build_base(dest: Path) -> Path:
+    """A project copy in which every stage has produced its outputs (see the module docstring)."""
+    repo = make_repo(dest, BASE_PARAMS)
+    must_succeed(run_stage(repo, "seed"))
+    must_succeed(run_stage(repo, "tokenizer"))
+    run_python(repo, MAKE_MODEL)
+    items = [json.loads(line) for line in read_lines(repo, EVAL_SET)]
+    predictions = []
+    for i, item in enumerate(items):
+        answer = item["expected_answer"] if i % 2 == 0 else "0"
+        completion = f"<reasoning>step {i}</reasoning><answer>{answer}</answer>"
+        predictions.append({"id": item["id"], "completion": completion, **parse_completion(completion),
+                            "n_tokens": 8 + i % 5, "truncated": False})
+    write_lines(repo, PREDICTIONS, [json.dumps(p, sort_keys=True) for p in predictions])
+    must_succeed(run_stage(repo, "evaluate"))
+    lock = {"schema": "2.0", "stages": {}}
+    for i, name in enumerate(("seed", "tokenizer", "train", "predict", "evaluate")):
+        lock["stages"][name] = {
+            "cmd": f"python -m stages.{name}",
+            "deps": [{"path": f"stages/{name}.py", "hash": "md5", "md5": f"{i:032x}", "size": 1}],
+            "outs": [{"path": f"out/{name}", "hash": "md5", "md5": f"{i + 16:032x}", "size": 1}],
+        }
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    must_succeed(run_stage(repo, "evidence"))
+    must_succeed(run_stage(repo, "package"))
+    assert len(list((repo / "submission").glob("*.zip"))) == 1
+    return repo
+
+
+@functools.cache
+def shared_base() -> Path:
+    """One base per test session, shared with tests/test_safety.py (read-only: cases work on copies)."""
+    root = Path(tempfile.mkdtemp(prefix="tunix-rt-base-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return build_base(root / "base")
+
+
+@pytest.fixture(scope="module")
+def base() -> Path:
+    return shared_base()
+
+
+@pytest.fixture
+def repo(base, tmp_path) -> Path:
+    """A private copy of the base for one case."""
+    dest = tmp_path / "repo"
+    shutil.copytree(base, dest, symlinks=True)
+    return dest
+
+
+# ---------------------------------------------------------------- the matrix
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    stage: str
+    mutate: Callable[[Path], None]
+    file: str
+    line: int | Callable[[Path], int] | None
+    field: str | None
+    text: str | None = None
+
+
+def pline(section: str, key: str | None = None) -> Callable[[Path], int]:
+    return lambda repo: param_line(repo, section, key)
+
+
+CASES = [
+    # ---- params.yaml (every stage validates it whole; each case goes to the stage that uses the knob)
+    Case("params-unknown-key", "seed", set_param("seed.colour", "blue"),
+         "params.yaml", pline("seed"), "seed", "'colour' was unexpected"),
+    Case("params-malformed-yaml", "evaluate", write_file("params.yaml", "base:\n  seed: 1\n  run_version: [v1\n"),
+         "params.yaml", 4, None, "not valid YAML"),
+    Case("params-negative-learning-rate", "train", set_param("train.learning_rate", -1.0),
+         "params.yaml", pline("train", "learning_rate"), "train.learning_rate", "-1.0 is less than or equal to"),
+    Case("params-batch-size-0", "train", set_param("train.batch_size", 0),
+         "params.yaml", pline("train", "batch_size"), "train.batch_size", "0 is less than the minimum of 1"),
+    Case("params-max-new-tokens-above-guard", "predict", set_param("predict.max_new_tokens", 100_000),
+         "params.yaml", pline("predict", "max_new_tokens"), "predict.max_new_tokens", "greater than the maximum"),
+    Case("params-wrong-type", "evaluate", set_param("evaluate.rel_tolerance", "tiny"),
+         "params.yaml", pline("evaluate", "rel_tolerance"), "evaluate.rel_tolerance", "is not of type 'number'"),
+    # ---- seed: the GSM8K source file and the eval set it decontaminates against
+    Case("gsm8k-answer-without-final-line", "seed",
+         gsm8k(GSM8K_GOOD, {"question": "What is 2 + 2?", "answer": "2+2 = <<2+2=4>>4"}),
+         "gsm8k.jsonl", 2, "answer", "no final '#### <answer>' line"),
+    Case("gsm8k-leaked-eval-prompt", "seed", leak, TRAIN, 2, "prompt", "(leaked eval prompt)"),
+    Case("gsm8k-malformed-json", "seed", gsm8k(GSM8K_GOOD, GSM8K_GOOD, '{"question": "Q?", "answer": '),
+         "gsm8k.jsonl", 3, None, "malformed JSON"),
+    Case("gsm8k-non-utf8", "seed", gsm8k(GSM8K_GOOD, b'{"question": "caf\xe9?", "answer": "1+1=2\\n#### 2"}'),
+         "gsm8k.jsonl", 2, None, "not UTF-8"),
+    Case("gsm8k-huge-line", "seed", gsm8k(GSM8K_GOOD, {"question": "x" * HUGE, "answer": "1+1=2\n#### 2"}),
+         "gsm8k.jsonl", 2, "question", "MB"),
+    Case("gsm8k-empty-file", "seed", gsm8k(), "gsm8k.jsonl", None, None, "file is empty"),
+    Case("gsm8k-file-missing", "seed", both(gsm8k(GSM8K_GOOD), remove("gsm8k.jsonl")),
+         "gsm8k.jsonl", None, None, "file not found"),
+    Case("evalset-duplicate-id", "seed", copy_line(EVAL_SET, 3, 7), EVAL_SET, 7, "id", "duplicate id"),
+    # ---- tokenizer: data/train.jsonl
+    Case("train-jsonl-malformed-json", "tokenizer", replace_line(TRAIN, 5, b'{"id": "arithmetic-000005", "prompt"'),
+         TRAIN, 5, None, "malformed JSON"),
+    Case("train-jsonl-huge-prompt", "tokenizer", edit_record(TRAIN, 4, lambda r: r.update(prompt="9 + " * (HUGE // 4))),
+         TRAIN, 4, "prompt", "MB"),
+    Case("train-jsonl-missing-field", "tokenizer", edit_record(TRAIN, 3, lambda r: r.pop("final_answer")),
+         TRAIN, 3, "final_answer", "'final_answer' is a required property"),
+    Case("train-jsonl-duplicate-id", "tokenizer", copy_line(TRAIN, 2, 9), TRAIN, 9, "id", "duplicate id"),
+    # ---- train: data/train.jsonl, data/tokenizer, model.checkpoint
+    Case("train-jsonl-wrong-type", "train", edit_record(TRAIN, 7, lambda r: r.update(steps="add them")),
+         TRAIN, 7, "steps", "is not of type 'array'"),
+    Case("train-tokenizer-missing", "train", remove("data/tokenizer/tokenizer.json"),
+         "data/tokenizer/tokenizer.json", None, None, "missing (run the tokenizer stage)"),
+    Case("train-checkpoint-dir-missing", "train",
+         both(set_param("model.preset", "gemma3-1b"), set_param("model.checkpoint", "checkpoints/gemma-3-1b")),
+         "checkpoints/gemma-3-1b", None, None, "model directory not found"),
+    # ---- predict: data/model
+    Case("model-dir-missing", "predict", remove(MODEL), MODEL, None, None, "model directory not found"),
+    Case("model-config-missing", "predict", remove(f"{MODEL}/config.json"), f"{MODEL}/config.json", None, None,
+         "missing"),
+    Case("model-safetensors-missing", "predict", remove(f"{MODEL}/model.safetensors"), MODEL, None, None,
+         "model.safetensors"),
+    Case("model-safetensors-truncated", "predict", truncate(f"{MODEL}/model.safetensors", 3000),
+         f"{MODEL}/model.safetensors", None, None, "safetensors"),
+    Case("model-tokenizer-corrupt", "predict", write_file(f"{MODEL}/tokenizer.json", '{"version": "1.0", "model"'),
+         f"{MODEL}/tokenizer.json", None, None, "not a valid tokenizer"),
+    Case("tokenizer-model-vocab-mismatch", "predict", bigger_tokenizer,
+         f"{MODEL}/tokenizer.json", None, "vocab_size", "440"),
+    # ---- evaluate: the eval set and data/predictions.jsonl
+    Case("evalset-unknown-section", "evaluate", edit_record(EVAL_SET, 3, lambda r: r.update(section="bonus")),
+         EVAL_SET, 3, "section", "'bonus' is not one of"),
+    Case("evalset-empty", "evaluate", write_file(EVAL_SET, ""), EVAL_SET, None, None, "file is empty"),
+    Case("predictions-missing-an-id", "evaluate",
+         lambda repo: write_lines(repo, PREDICTIONS, read_lines(repo, PREDICTIONS)[1:]),
+         PREDICTIONS, None, "id", "no prediction for eval item 'core-001'"),
+    Case("predictions-unknown-id", "evaluate", edit_record(PREDICTIONS, 2, lambda r: r.update(id="core-999")),
+         PREDICTIONS, 2, "id", "'core-999' is not an item of"),
+    Case("predictions-wrong-type", "evaluate", edit_record(PREDICTIONS, 4, lambda r: r.update(n_tokens="12")),
+         PREDICTIONS, 4, "n_tokens", "is not of type 'integer'"),
+    Case("predictions-missing-field", "evaluate", edit_record(PREDICTIONS, 2, lambda r: r.pop("completion")),
+         PREDICTIONS, 2, "completion", "'completion' is a required property"),
+    Case("predictions-duplicate-id", "evaluate", copy_line(PREDICTIONS, 5, 6), PREDICTIONS, 6, "id", "duplicate id"),
+    Case("predictions-non-utf8", "evaluate", replace_line(PREDICTIONS, 3, b'{"id": "core-003", "completion": "\xff\xfe"}'),
+         PREDICTIONS, 3, None, "not UTF-8"),
+    Case("predictions-huge-completion", "evaluate",
+         edit_record(PREDICTIONS, 5, lambda r: r.update(completion="<reasoning>" + "a" * HUGE)),
+         PREDICTIONS, 5, "completion", "MB"),
+    Case("predictions-empty", "evaluate", write_file(PREDICTIONS, b""), PREDICTIONS, None, None, "file is empty"),
+    # ---- evidence: reports, training info, dvc.lock
+    Case("evidence-null-primary-score", "evidence", edit_json("reports/metrics.json", lambda m: m.update(primary_score=None)),
+         f"{RUN_DIR}/eval_summary.json", None, "primary_score", "None is not of type 'number'"),
+    Case("evidence-training-info-missing-field", "evidence",
+         edit_json(f"{MODEL}/training_info.json", lambda i: i.pop("final_loss")),
+         f"{MODEL}/training_info.json", None, "final_loss", "missing"),
+    Case("evidence-lock-missing-stage", "evidence",
+         lambda repo: (repo / "dvc.lock").write_text(
+             yaml.safe_dump({"schema": "2.0", "stages": {
+                 k: v for k, v in yaml.safe_load((repo / "dvc.lock").read_text())["stages"].items() if k != "train"}})),
+         "dvc.lock", None, "stages.train", "no lock entry"),
+    Case("evidence-scorecard-malformed", "evidence", truncate("reports/scorecard.json", 200),
+         "reports/scorecard.json", None, None, "malformed JSON"),
+    Case("evidence-weights-missing", "evidence", remove(f"{MODEL}/model.safetensors"), MODEL, None, None,
+         "no *.safetensors"),
+    # ---- package: the evidence and the target
+    Case("package-evidence-with-null", "package", edit_json(f"{RUN_DIR}/run_manifest.json", lambda m: m["model"].update(id=None)),
+         f"{RUN_DIR}/run_manifest.json", None, "model.id", "None is not of type 'string'"),
+    Case("package-summary-null-score", "package",
+         edit_json(f"{RUN_DIR}/eval_summary.json", lambda s: s.update(primary_score=None)),
+         f"{RUN_DIR}/eval_summary.json", None, "primary_score", "None is not of type 'number'"),
+    Case("package-log-missing", "package", remove(f"{RUN_DIR}/run_log.txt"), f"{RUN_DIR}/run_log.txt", None, None,
+         "missing or empty"),
+    Case("package-target-is-a-file", "package", both(remove("submission"), write_file("submission", "not a folder\n")),
+         "submission", None, None, "cannot write the submission"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_line_error_and_loses_nothing(case: Case, repo: Path):
+    case.mutate(repo)
+    before = snapshot(repo)
+    proc = run_stage(repo, case.stage)
+    line = case.line(repo) if callable(case.line) else case.line
+    message = assert_one_line_error(proc, case.file, line, case.field, case.text)
+    print(f"{case.id}: error: {message}")  # shown with -s / -rP
+    after = snapshot(repo)
+    assert after == before, f"files changed: {sorted(set(after.items()) ^ set(before.items()))[:10]}"
+
+
+def test_the_matrix_covers_every_stage():
+    assert len(CASES) >= 25
+    assert {c.stage for c in CASES} == {"seed", "tokenizer", "train", "predict", "evaluate", "evidence", "package"}
+
+
+def test_base_outputs_are_complete(base: Path):
+    """The base really holds every stage's outputs (so 'nothing produced is lost' means something)."""
+    for rel in (TRAIN, "data/train_manifest.json", "data/tokenizer/tokenizer.json", f"{MODEL}/model.safetensors",
+                PREDICTIONS, "reports/metrics.json", "reports/scorecard.json", f"{RUN_DIR}/run_manifest.json"):
+        assert (base / rel).is_file(), rel
+    assert len(list((base / "submission").glob("tunix_rt_v1_*.zip"))) == 1

@@ -1,0 +1,270 @@
+"""Benchmarks, ours beside the transformers PyTorch reference, in one run.
+
+    python -m training.bench train      # SFT step: tokens/s, GFLOP/s, matmul roof, peak memory
+    python -m training.bench generate   # greedy KV-cache generation: new tokens/s
+
+Each side runs in its own subprocess so peak memory (max RSS) is its own;
+timings are medians over repeated steps after a warm-up (compilation excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def model_config(args):
+    from training import config as configs
+
+    if args.preset == "tiny":
+        return configs.tiny(args.vocab)
+    return configs.PRESET_SHAPES[args.preset]()
+
+
+def train_flops_per_token(cfg, seq_len: int) -> float:
+    """6 × matmul parameters (LM head included, as it is tied) + attention, causal at half, windows at their size."""
+    attn = 0.0
+    for kind in cfg.layer_types:
+        span = min(seq_len, cfg.sliding_window or seq_len) if kind == "sliding_attention" else seq_len
+        attn += 2 * 2 * cfg.num_attention_heads * cfg.head_dim * span * (0.5 if span == seq_len else 1.0)
+    matmul_params = cfg.num_params() - cfg.num_hidden_layers * 6 * cfg.hidden_size
+    return 3 * (2 * matmul_params + attn)
+
+
+# ---------------------------------------------------------------- sides (each in its own process)
+
+
+def jax_matmul_roof(dtype: str) -> float:
+    import jax
+    import jax.numpy as jnp
+
+    best = 0.0
+    for m, k, n in ((4096, 256, 1024), (4096, 1024, 256), (2048, 2048, 2048)):
+        a = jnp.ones((m, k), dtype)
+        b = jnp.ones((k, n), dtype)
+        f = jax.jit(lambda x, y: x @ y)
+        t = median_seconds(lambda: f(a, b).block_until_ready(), 10)
+        best = max(best, 2 * m * k * n / t / 1e9)
+    return best
+
+
+def jax_train(args) -> dict:
+    import jax
+    from flax import nnx
+
+    from training.model import Gemma
+    from training.trainer import TrainConfig, make_optimizer, make_train_step
+
+    cfg = model_config(args)
+    model = Gemma(cfg, rngs=nnx.Rngs(0), dtype=args.dtype, param_dtype="float32", remat=args.remat)
+    graphdef, state = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(state)
+    tc = TrainConfig(steps=100, batch_size=args.batch, seq_len=args.seq, learning_rate=1e-3, warmup_steps=10)
+    tx = make_optimizer(tc)
+    opt_state = tx.init(params)
+    step = make_train_step(graphdef, tx, tc)
+    batch = random_batch(args, cfg.vocab_size)
+    holder = {"p": params, "o": opt_state}
+
+    def one():
+        holder["p"], holder["o"], m = step(holder["p"], holder["o"], batch)
+        jax.block_until_ready(m["loss"])
+
+    t = median_seconds(one, args.repeats)
+    tokens = args.batch * args.seq
+    return {
+        "tokens_per_s": tokens / t,
+        "gflops": train_flops_per_token(cfg, args.seq) * tokens / t / 1e9,
+        "roof_gflops": jax_matmul_roof(args.dtype),
+        "peak_rss_mib": peak_rss_mib(),
+        "device": str(jax.devices()[0]),
+    }
+
+
+def random_batch(args, vocab: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    shape = (args.batch, args.seq)
+    return {
+        "inputs": rng.integers(0, vocab, shape, dtype=np.int32),
+        "targets": rng.integers(0, vocab, shape, dtype=np.int32),
+        "weights": np.ones(shape, np.float32),
+        "positions": np.tile(np.arange(args.seq, dtype=np.int32), (args.batch, 1)),
+        "segments": np.ones(shape, np.int32),
+    }
+
+
+def torch_model(args):
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    hf = model_config(args).to_hf()
+    hf.pop("architectures"), hf.pop("model_type")
+    config = Gemma3TextConfig(**hf)
+    config._attn_implementation = "sdpa"
+    return Gemma3ForCausalLM(config), torch
+
+
+def torch_train(args) -> dict:
+    model, torch = torch_model(args)
+    torch.set_num_threads(args.threads)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batch = random_batch(args, model.config.vocab_size)
+    inputs = torch.from_numpy(batch["inputs"]).long()
+    labels = torch.from_numpy(batch["targets"]).long()
+
+    def one():
+        out = model(input_ids=inputs)
+        loss = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    t = median_seconds(one, args.repeats)
+    tokens = args.batch * args.seq
+    cfg = model_config(args)
+    return {
+        "tokens_per_s": tokens / t,
+        "gflops": train_flops_per_token(cfg, args.seq) * tokens / t / 1e9,
+        "peak_rss_mib": peak_rss_mib(),
+        "device": f"cpu ({args.threads} threads)",
+    }
+
+
+def jax_generate(args) -> dict:
+    import jax
+    from flax import nnx
+
+    from training.model import Gemma
+    from training.sampler import Sampler, SamplingConfig
+
+    cfg = model_config(args)
+    model = Gemma(cfg, rngs=nnx.Rngs(0), dtype=args.dtype, param_dtype=args.dtype)
+    sampler = Sampler(model, eos_ids=[cfg.vocab_size], pad_id=0)  # an id never sampled: full length
+    prompts = np.random.default_rng(0).integers(1, cfg.vocab_size, (args.batch, args.prompt)).tolist()
+    sc = SamplingConfig(max_new_tokens=args.new_tokens)
+    t = median_seconds(lambda: sampler(prompts, sc), args.repeats, warmup=1)
+    return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": str(jax.devices()[0])}
+
+
+def torch_generate(args) -> dict:
+    model, torch = torch_model(args)
+    torch.set_num_threads(args.threads)
+    model.eval()
+    prompts = torch.from_numpy(np.random.default_rng(0).integers(1, model.config.vocab_size, (args.batch, args.prompt)))
+
+    def one():
+        with torch.no_grad():
+            out = model.generate(
+                input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
+            )
+        assert out.shape[1] == args.prompt + args.new_tokens
+
+    t = median_seconds(one, args.repeats, warmup=1)
+    return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": f"cpu ({args.threads} threads)"}
+
+
+SIDES = {
+    ("train", "jax"): jax_train,
+    ("train", "torch"): torch_train,
+    ("generate", "jax"): jax_generate,
+    ("generate", "torch"): torch_generate,
+}
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run_side(argv: list[str], side: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.bench", *argv, "--side", side], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: the {side} side failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    lines.insert(1, "| " + " | ".join("-" * w for w in widths) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=["train", "generate"])
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "gemma3-1b"])
+    parser.add_argument("--vocab", type=int, default=1024, help="tiny preset vocabulary")
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--remat", action="store_true")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=len(__import__("os").sched_getaffinity(0)))
+    parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch side (e.g. on a GPU host)")
+    parser.add_argument("--side", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.batch is None:
+        args.batch = 16 if args.what == "train" else 32
+    if args.side:
+        print(json.dumps(SIDES[(args.what, args.side)](args)))
+        return
+
+    raw = sys.argv[1:] if argv is None else argv
+    ours = run_side(raw, "jax")
+    ref = None if args.no_reference else run_side(raw, "torch")
+    shape = f"{args.preset}, batch {args.batch}, " + (
+        f"seq {args.seq}, {args.dtype}" if args.what == "train" else f"prompt {args.prompt}, {args.new_tokens} new tokens"
+    )
+    print(f"{args.what} benchmark ({shape})\n")
+    if args.what == "train":
+        rows = [("", "tokens/s", "GFLOP/s", "peak RSS (MiB)", "device")]
+        rows.append(("tunix-rt (JAX)", f"{ours['tokens_per_s']:.0f}", f"{ours['gflops']:.1f}", f"{ours['peak_rss_mib']:.0f}", ours["device"]))
+        if ref:
+            rows.append(("transformers (PyTorch)", f"{ref['tokens_per_s']:.0f}", f"{ref['gflops']:.1f}", f"{ref['peak_rss_mib']:.0f}", ref["device"]))
+        rows.append(("matmul roof (JAX)", "", f"{ours['roof_gflops']:.1f}", "", ""))
+        print(table(rows))
+        print(f"\nfraction of the matmul roof: {ours['gflops'] / ours['roof_gflops']:.0%}")
+        if ref:
+            print(f"speed-up over PyTorch: {ours['tokens_per_s'] / ref['tokens_per_s']:.2f}x")
+    else:
+        rows = [("", "new tokens/s", "peak RSS (MiB)", "device")]
+        rows.append(("tunix-rt (JAX)", f"{ours['new_tokens_per_s']:.0f}", f"{ours['peak_rss_mib']:.0f}", ours["device"]))
+        if ref:
+            rows.append(("transformers generate (PyTorch)", f"{ref['new_tokens_per_s']:.0f}", f"{ref['peak_rss_mib']:.0f}", ref["device"]))
+        print(table(rows))
+        if ref:
+            print(f"\nspeed-up over PyTorch: {ours['new_tokens_per_s'] / ref['new_tokens_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
