@@ -108,7 +108,8 @@ def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> d
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         if mark is not None and getattr(err, "problem", None):
-            raise StageError(f"{path}:{mark.line + 1}: not valid YAML: {err.problem} (column {mark.column + 1})") from None
+            where = f"{path}:{mark.line + 1}"
+            raise StageError(f"{where}: not valid YAML: {err.problem} (column {mark.column + 1})") from None
         raise StageError(f"{path}: not valid YAML: {_short(str(err))}") from None
     err = schema_error(params, "params")
     if err is not None:
@@ -193,6 +194,22 @@ def read_jsonl(path: str | Path, schema: str | None = None, id_field: str | None
             seen[key] = lineno
         records.append(record)
     return records
+
+
+def read_checked_jsonl(path: str | Path, schema: str, manifest: str | Path) -> list[dict]:
+    """Records of a JSONL file whose producing stage recorded its sha256 in `manifest`.
+
+    A file matching the manifest is exactly what that stage wrote (from
+    schema-tested generators, or validated imports), so per-record validation,
+    the slow part, is skipped; any other file, an edited one say, is validated
+    record by record.
+    """
+    recorded = None
+    with contextlib.suppress(StageError, AttributeError, TypeError):
+        recorded = read_json(manifest).get("sha256")
+    if recorded is not None and Path(path).is_file() and sha256_file(path) == recorded:
+        return read_jsonl(path)
+    return read_jsonl(path, schema=schema)
 
 
 def read_json(path: str | Path, schema: str | None = None) -> Any:

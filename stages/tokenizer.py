@@ -9,12 +9,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from stages.common import StageError, atomic_path, load_params, read_jsonl, run_stage
+from stages.common import StageError, atomic_path, load_params, read_checked_jsonl, run_stage
 from training import chat
 from training import tokenizer as bpe
 from training.hf_io import TOKENIZER_FILES
 
 TRAIN = Path("data/train.jsonl")
+MANIFEST = Path("data/train_manifest.json")  # written by seed: the sha256 of the validated traces
 OUT = Path("data/tokenizer")
 
 
@@ -27,7 +28,7 @@ def main() -> None:
     model, tok_params = params["model"], params["tokenizer"]
     with atomic_path(OUT) as out:
         if model["preset"] == "tiny":
-            records = read_jsonl(TRAIN, schema="trace")
+            records = read_checked_jsonl(TRAIN, "trace", MANIFEST)
             tok = bpe.train_bpe(training_texts(records), tok_params["vocab_size"], tok_params["min_frequency"])
             bpe.save_hf(tok, out)
             print(f"tokenizer: BPE with {tok.get_vocab_size()} tokens -> {OUT}")

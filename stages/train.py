@@ -17,7 +17,7 @@ import jax
 from dvclive import Live
 from tqdm import tqdm
 
-from stages.common import StageError, atomic_path, load_params, load_tokenizer, read_jsonl, run_stage, write_json
+from stages.common import StageError, atomic_path, load_params, load_tokenizer, read_checked_jsonl, run_stage, write_json
 from training import tokenizer as tokenizers_io
 from training.data import BatchStream, encode_trace, pack
 from training.factory import build_model
@@ -25,6 +25,7 @@ from training.hf_io import CheckpointError, save_pretrained
 from training.trainer import NonFiniteLoss, TrainConfig, train
 
 TRAIN = Path("data/train.jsonl")
+MANIFEST = Path("data/train_manifest.json")  # written by seed: the sha256 of the validated traces
 TOKENIZER = Path("data/tokenizer")
 MODEL = Path("data/model")
 CHECKPOINTS = Path("data/checkpoints")
@@ -42,7 +43,7 @@ def main() -> None:
     seed = params["base"]["seed"]
     cfg = TrainConfig(seed=seed, **{k: v for k, v in p.items() if k in TrainConfig.__dataclass_fields__})
 
-    records = read_jsonl(TRAIN, schema="trace")
+    records = read_checked_jsonl(TRAIN, "trace", MANIFEST)
     tok = load_tokenizer(TOKENIZER)
     examples = [encode_trace(tok, r) for r in records]
     rows = pack(examples, cfg.seq_len, pad_id=tokenizers_io.token_id(tok, "<pad>"))
