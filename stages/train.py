@@ -41,7 +41,23 @@ def main() -> None:
     params = load_params()
     p = params["train"]
     seed = params["base"]["seed"]
-    cfg = TrainConfig(seed=seed, **{k: v for k, v in p.items() if k in TrainConfig.__dataclass_fields__})
+    if p["distributed"]:
+        jax.distributed.initialize()  # coordinator and process ids from the environment (TPU, SLURM, …)
+    cfg = TrainConfig(
+        seed=seed,
+        mesh_data=p["mesh"]["data"],
+        mesh_fsdp=p["mesh"]["fsdp"],
+        **{k: v for k, v in p.items() if k in TrainConfig.__dataclass_fields__},
+    )
+
+    devices = cfg.mesh_data * cfg.mesh_fsdp
+    if devices > jax.device_count():
+        raise StageError(f"params.yaml: train.mesh: {devices} devices asked for, {jax.device_count()} visible")
+    if cfg.batch_size % (cfg.grad_accum * devices):
+        raise StageError(
+            f"params.yaml: train.batch_size: {cfg.batch_size} is not a multiple of "
+            f"grad_accum × mesh devices ({cfg.grad_accum * devices})"
+        )
 
     records = read_checked_jsonl(TRAIN, "trace", MANIFEST)
     tok = load_tokenizer(TOKENIZER)

@@ -21,6 +21,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from training.data import BatchStream
 from training.model import Gemma, softcap
@@ -45,6 +47,10 @@ class TrainConfig:
     save_every: int = 0  # 0: no intermediate checkpoints
     loss_chunk: int = 256  # sequence chunk for the cross-entropy (bounds the logits' memory)
     seed: int = 0
+    optimizer: str = "adamw"  # adamw | adafactor
+    grad_accum: int = 1  # microbatches per step, accumulated in a lax.scan
+    mesh_data: int = 1  # devices along the data-parallel axis
+    mesh_fsdp: int = 1  # devices along the fully-sharded axis (params and optimizer state split)
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
@@ -64,10 +70,36 @@ def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
 
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)  # no decay on norms
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip),
-        optax.adamw(learning_rate_schedule(cfg), b1=0.9, b2=0.98, weight_decay=cfg.weight_decay, mask=decay_mask),
-    )
+    lr = learning_rate_schedule(cfg)
+    if cfg.optimizer == "adafactor":  # factored second moments: optimizer memory ~ O(rows + cols)
+        opt = optax.adafactor(lr, weight_decay_rate=cfg.weight_decay or None, weight_decay_mask=decay_mask)
+    else:
+        opt = optax.adamw(lr, b1=0.9, b2=0.98, weight_decay=cfg.weight_decay, mask=decay_mask)
+    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
+
+
+def make_mesh(cfg: TrainConfig) -> Mesh:
+    """A (data, fsdp) device mesh over the first data × fsdp devices."""
+    n = cfg.mesh_data * cfg.mesh_fsdp
+    if n > jax.device_count():
+        raise ValueError(f"train.mesh asks for {n} devices; {jax.device_count()} are visible")
+    return Mesh(np.asarray(jax.devices()[:n]).reshape(cfg.mesh_data, cfg.mesh_fsdp), ("data", "fsdp"))
+
+
+def param_sharding(mesh: Mesh, x: jax.Array) -> NamedSharding:
+    """FSDP: split a tensor's largest axis that the fsdp axis divides; replicate the rest."""
+    fsdp = mesh.shape["fsdp"]
+    spec = [None] * x.ndim
+    for axis in sorted(range(x.ndim), key=lambda a: -x.shape[a]):
+        if fsdp > 1 and x.shape[axis] % fsdp == 0:
+            spec[axis] = "fsdp"
+            break
+    return NamedSharding(mesh, P(*spec))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Batches split along their first axis over every device of the mesh."""
+    return NamedSharding(mesh, P(("data", "fsdp")))
 
 
 def token_cross_entropy(
@@ -96,27 +128,48 @@ def token_cross_entropy(
     return losses.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
 
 
-def sft_loss(model: Gemma, batch: dict[str, jax.Array], chunk: int) -> tuple[jax.Array, jax.Array]:
-    """Mean cross-entropy over target tokens, and their count."""
+def sft_loss_sum(model: Gemma, batch: dict[str, jax.Array], chunk: int) -> tuple[jax.Array, jax.Array]:
+    """Summed cross-entropy over target tokens, and their count (sums accumulate exactly)."""
     hidden, _ = model.hidden_states(batch["inputs"], batch["positions"], batch["segments"])
     table = model.embed_tokens[...].astype(hidden.dtype)
     ce = token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, chunk)
     w = batch["weights"]
-    n = jnp.sum(w)
-    return jnp.sum(ce * w) / jnp.maximum(n, 1.0), n
+    return jnp.sum(ce * w), jnp.sum(w)
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: TrainConfig) -> Callable:
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    cfg: TrainConfig,
+    out_shardings: Any = None,
+) -> Callable:
+    """One jitted, buffer-donating step: accumulate over microbatches, mean over target tokens, update."""
+
+    def grads_of(params, micro):
+        return jax.value_and_grad(lambda p: sft_loss_sum(nnx.merge(graphdef, p), micro, cfg.loss_chunk), has_aux=True)(
+            params
+        )
+
     def step(params, opt_state, batch):
-        def loss_fn(p):
-            return sft_loss(nnx.merge(graphdef, p), batch, cfg.loss_chunk)
+        if cfg.grad_accum == 1:
+            (total, n_tokens), grads = grads_of(params, batch)
+        else:
+            micro = jax.tree.map(lambda x: x.reshape(cfg.grad_accum, -1, *x.shape[1:]), batch)
 
-        (loss, n_tokens), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            def accumulate(carry, mb):
+                (s, n), g = grads_of(params, mb)
+                return jax.tree.map(jnp.add, carry, (s, n, g)), None
+
+            zero = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
+            (total, n_tokens, grads), _ = jax.lax.scan(accumulate, zero, micro)
+        scale = 1.0 / jnp.maximum(n_tokens, 1.0)
+        grads = jax.tree.map(lambda g: g * scale, grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        return params, opt_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "target_tokens": n_tokens}
+        metrics = {"loss": total * scale, "grad_norm": optax.tree.norm(grads), "target_tokens": n_tokens}
+        return params, opt_state, metrics
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=(0, 1), out_shardings=out_shardings)
 
 
 @dataclasses.dataclass
@@ -139,10 +192,17 @@ def train(
     """Train `model` in place for `cfg.steps`, resuming from `checkpoint_dir` when it holds a checkpoint."""
     graphdef, state = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(state)
+    if cfg.batch_size % (cfg.grad_accum * cfg.mesh_data * cfg.mesh_fsdp):
+        raise ValueError("train.batch_size must be a multiple of grad_accum × mesh devices")
+    mesh = make_mesh(cfg)
+    shard = lambda tree: jax.device_put(tree, jax.tree.map(lambda x: param_sharding(mesh, x), tree))
+    params = shard(params)
     tx = make_optimizer(cfg)
-    opt_state = tx.init(params)
+    opt_state = shard(tx.init(params))  # moments split like their parameters, scalars replicated
+    shardings = (jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, opt_state), None)
     schedule = learning_rate_schedule(cfg)
-    step_fn = make_train_step(graphdef, tx, cfg)
+    step_fn = make_train_step(graphdef, tx, cfg, out_shardings=shardings)
+    on_mesh = batch_sharding(mesh)
 
     manager = None
     start = 0
@@ -162,7 +222,7 @@ def train(
     bar = progress(start) if progress else None
     window_tokens, window_start, loss = 0, time.perf_counter(), math.nan
     for step in range(start, cfg.steps):
-        batch = stream.batch(step)
+        batch = jax.device_put(stream.batch(step), on_mesh)
         params, opt_state, metrics = step_fn(params, opt_state, batch)
         window_tokens += batch["inputs"].size
         done = step + 1
