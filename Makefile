@@ -13,7 +13,7 @@ $(BIN)/activate:
 
 $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/activate
 	$(BIN)/pip install --quiet -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed

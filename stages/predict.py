@@ -30,9 +30,9 @@ def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens:
     except CheckpointError as err:
         raise StageError(str(err)) from None
     tok = load_tokenizer(model_dir, hint="the model directory must hold the tokenizer it was trained with")
-    if tok.get_vocab_size() > vocab_size:
-        raise StageError(f"{model_dir / 'tokenizer.json'}: vocab_size: the tokenizer has {tok.get_vocab_size()} tokens, "
-                         f"the model ({model_dir / 'config.json'}) only {vocab_size}")
+    if tok.get_vocab_size() > vocab_size:  # ids past the embedding would be silently clamped, not refused
+        raise StageError(f"{model_dir / 'tokenizer.json'}: vocab_size: the tokenizer has {tok.get_vocab_size()} "
+                         f"tokens, the model ({model_dir / 'config.json'}) only {vocab_size}")
     try:
         model = load_pretrained(model_dir, dtype=dtype, param_dtype=dtype)
     except CheckpointError as err:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 LIVE_METRICS = Path("dvclive/metrics.json")
+LIVE_LOSS = Path("dvclive/plots/metrics/train/loss.tsv")
 REPORTS = Path("reports/metrics.json")
 TRAINING_INFO = Path("data/model/training_info.json")
 
@@ -132,6 +133,27 @@ def read_json(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def live_history(workspace: Path) -> list[tuple[int, float]]:
+    """Every (step, train loss) dvclive has logged so far: its plots TSV, complete lines only.
+
+    (metrics.json holds only the latest step, and polling it can miss the step
+    an ASHA rung is at.)
+    """
+    try:
+        text = (workspace / LIVE_LOSS).read_text(encoding="utf-8")
+    except OSError:
+        progress = live_progress(workspace)
+        return [progress] if progress else []
+    rows = []
+    for line in text.split("\n")[1:-1]:  # header; the last piece is partial or empty
+        try:
+            step, loss = line.split("\t")[:2]
+            rows.append((int(step), float(loss)))
+        except ValueError:
+            continue
+    return rows
+
+
 def live_progress(workspace: Path) -> tuple[int, float] | None:
     """(step, train loss) last logged by the train stage, or None."""
     data = read_json(workspace / LIVE_METRICS)
@@ -150,11 +172,18 @@ def last_error_line(log: Path) -> str:
     except OSError:
         return "(no log)"
     lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
-    for prefix in ("error:", "ERROR:", "Traceback"):
-        hits = [ln for ln in lines if ln.startswith(prefix)]
+    for prefix in ("error:", "ERROR:"):
+        # a progress bar without a newline may precede the message on its line
+        hits = [ln[ln.index(prefix):] for ln in lines if prefix in ln and (prefix == "ERROR:" or ln.startswith(prefix))]
         if hits:
-            return hits[-1] if prefix != "Traceback" else lines[-1]
+            return hits[-1]
     return lines[-1] if lines else "(empty log)"
+
+
+def note(log: Path, text: str) -> None:
+    """Append one line to a trial's log."""
+    with log.open("a", encoding="utf-8") as fh:
+        fh.write(f"\n{text}\n")
 
 
 def start_experiment(workspace: Path, name: str, target: str | None, log: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -169,23 +198,24 @@ def start_experiment(workspace: Path, name: str, target: str | None, log: Path, 
         fh.close()
 
 
-def stop_group(pgid: int, grace_s: float = 5.0) -> None:
-    """SIGTERM a process group, SIGKILL what is left after `grace_s`. Missing groups are fine."""
+def stop_group(pgid: int, grace_s: float = 5.0) -> bool:
+    """SIGTERM a process group, SIGKILL what is left after `grace_s`. False when there was none."""
     try:
         os.killpg(pgid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError):
-        return
+        return False
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         try:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):
-            return
+            return True
         time.sleep(0.1)
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    return True
 
 
 def final_metrics(workspace: Path) -> dict[str, Any]:

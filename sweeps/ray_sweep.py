@@ -35,7 +35,6 @@ from sweeps.space import Space, SweepError, fmt, load_space, normalize, ray_para
 from sweeps.trial import cleanup, exp_name, run_trial
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
-MAXIMIZE = {"primary_score", "format_accuracy", "partial_accuracy"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -128,6 +127,11 @@ class Sweep:
     def check(self) -> None:
         import re
 
+        props = json.loads((self.repo / "schemas/metrics.schema.json").read_text())["properties"]
+        metrics = ["loss", *(k for k, v in props.items() if v.get("type") != "object")]
+        if self.args.metric not in metrics:
+            raise SweepError(f"--metric {self.args.metric}: not a metric (one of {', '.join(metrics)})")
+
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", self.name):
             raise SweepError(f"--name {self.name!r}: use lowercase letters, digits and '-' (it names git refs)")
         taken = sorted(n for n in existing_exp_names(self.repo) if n.startswith(self.name + "-"))
@@ -143,7 +147,10 @@ class Sweep:
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no status tables; Progress prints
         import logging
 
-        import ray
+        try:
+            import ray
+        except ModuleNotFoundError:
+            raise SweepError("Ray Tune is not installed: pip install 'ray[tune]' (the project's `sweep` extra)") from None
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search import BasicVariantGenerator
@@ -194,6 +201,8 @@ class Sweep:
             return [self._record(r) for r in results]
         finally:
             ray.shutdown()
+            for pgid_file in self.workdir.glob("*/pgid"):  # interrupted: nothing may outlive the sweep
+                cleanup(self.ctx, pgid_file.parent.name)
 
     def _record(self, result) -> dict:
         name = Path(result.path).name
@@ -272,11 +281,16 @@ class Sweep:
             print("\nno trial completed: nothing to compare")
         else:
             value = best.get(self.args.metric)
-            why = (f"{self.args.metric} {fmt(value)}" if isinstance(value, (int, float))
-                   else f"{self.args.metric} is null for every completed trial; ranked by final loss {fmt(best.get('loss'))}")
+            if isinstance(value, (int, float)):
+                why = f"{self.args.metric} {fmt(value)}"
+                tied = [r for r in records if r["status"] == "completed" and r.get(self.args.metric) == value]
+                if len(tied) > 1 and self.args.metric != "loss":
+                    why += f", tied with {len(tied) - 1} other(s); lowest final loss {fmt(best.get('loss'))}"
+            else:
+                why = f"{self.args.metric} is null for every completed trial; lowest final loss {fmt(best.get('loss'))}"
             params = " ".join(f"-S {k}={fmt(v)}" for k, v in best["params"].items())
             print(f"\nbest: {best['name']} ({why}): {params}")
-            print("compare: dvc exp show --only-changed --sort-by reports/metrics.json:primary_score --sort-order desc")
+            print(f"compare: {self.compare_command(isinstance(value, (int, float)))}")
             print(f"promote: dvc exp apply {best['name']}   (then commit params.yaml and dvc.lock)")
         summary = {"sweep": self.name, "space": str(self.space.path), "metric": self.args.metric, "mode": self.mode,
                    "best": best["name"] if best else None, "trials": sorted(records, key=lambda r: r["name"])}
@@ -284,6 +298,18 @@ class Sweep:
         path.write_text(json.dumps(summary, indent=2) + "\n")
         print(f"summary: {path.relative_to(self.repo)}")
         return best
+
+    def compare_command(self, metric_has_values: bool) -> str:
+        """`dvc exp show` narrowed to the swept params and the scores, best first."""
+        import re
+
+        params = "|".join(f"(params\\.yaml:)?{re.escape(k)}" for k in self.space.keys())
+        keep = f"Experiment|train\\.loss|primary_score|format_accuracy|{params}"
+        if self.args.metric != "loss" and metric_has_values:
+            sort = f"--sort-by {self.args.metric} --sort-order {'desc' if self.mode == 'max' else 'asc'}"
+        else:
+            sort = "--sort-by train.loss --sort-order asc"
+        return f"dvc exp show --md --hide-workspace --drop '.*' --keep '{keep}' {sort}"
 
     def apply(self, best: dict) -> None:
         """`dvc exp apply <best>`: its params.yaml and dvc.lock into the workspace, its outputs from the cache.

@@ -16,6 +16,7 @@ trial ends unless kept), `dvc.log`, `pgid` (while running), `result.json`
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -46,7 +47,8 @@ def cleanup(ctx: dict, name: str) -> None:
     except (OSError, ValueError):
         pgid = None
     if pgid:
-        experiment.stop_group(pgid)
+        if experiment.stop_group(pgid):
+            experiment.note(tdir / "dvc.log", f"sweep: cleanup (pid {os.getpid()}) stopped process group {pgid}")
         pgid_file.unlink(missing_ok=True)
     if not ctx.get("keep_workspaces"):
         shutil.rmtree(tdir / "repo", ignore_errors=True)
@@ -68,13 +70,13 @@ def run_trial(config: dict[str, Any], ctx: dict) -> None:
         experiment.write_params(workspace / "params.yaml", values)
         proc = experiment.start_experiment(workspace, name, ctx.get("target"), log, env)
         (tdir / "pgid").write_text(str(proc.pid))
-        last_step = None
+        last_step: int | None = None
         while proc.poll() is None:
             time.sleep(POLL_S)
-            progress = experiment.live_progress(workspace)
-            if progress and progress[0] != last_step and progress[0] < total_steps:
-                last_step = progress[0]
-                tune.report({"step": progress[0], "loss": progress[1]})
+            for step, loss in experiment.live_history(workspace):
+                if (last_step is None or step > last_step) and step < total_steps:
+                    last_step = step
+                    tune.report({"step": step, "loss": loss})
         if proc.returncode != 0:
             raise experiment.TrialFailed(experiment.last_error_line(log))
         metrics = experiment.final_metrics(workspace)
@@ -88,7 +90,11 @@ def run_trial(config: dict[str, Any], ctx: dict) -> None:
     except Exception as err:  # anything else (a clone that failed, a bug): recorded the same way
         (tdir / "error.txt").write_text(f"{type(err).__name__}: {err}\n")
         raise
+    except BaseException:  # SystemExit: the scheduler stopped this trial
+        experiment.note(log, "sweep: trial stopped by the scheduler")
+        raise
     finally:
         if proc is not None and proc.poll() is None:
+            experiment.note(log, f"sweep: stopping dvc exp run (process group {proc.pid})")
             experiment.stop_group(proc.pid)
         cleanup(ctx, name)

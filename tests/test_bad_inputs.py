@@ -5,17 +5,16 @@ stage, and checks the contract of DESIGN.md: a non-zero exit, exactly one line
 on stderr, `error: <file>[:<line>]: <field>: …`, and nothing already produced is
 lost (every file of the copy is byte-identical afterwards; no temporaries left).
 
-The base copy is built once per module, cheaply: seed, tokenizer, evaluate,
-evidence and package run for real; the model is a freshly initialised tiny
-model (no training), the predictions are written by hand and dvc.lock is
-crafted (no `dvc repro`). Train and predict cases all fail before anything is
-compiled.
+The base copy is built once per test process (test_safety.py and test_faults.py
+copy it too), cheaply: seed, tokenizer, evaluate, evidence and package run for
+real; the model is a freshly initialised tiny model (no training), the
+predictions are written by hand and dvc.lock is crafted (no `dvc repro`).
+Train and predict cases all fail before anything is compiled.
 """
 
 from __future__ import annotations
 
 import atexit
-import functools
 import hashlib
 import json
 import os
@@ -49,7 +48,6 @@ BASE_PARAMS = {
 }
 
 MAKE_MODEL = """
-import json, sys
 from pathlib import Path
 import jax
 from stages.common import load_params, write_json
@@ -316,12 +314,24 @@ def build_base(dest: Path) -> Path:
     return repo
 
 
-@functools.cache
+SHARED_BASE_VAR = "TUNIX_RT_TEST_SHARED_BASE"
+
+
 def shared_base() -> Path:
-    """One base per test session, shared with tests/test_safety.py (read-only: cases work on copies)."""
+    """One base per test process, shared with test_safety.py and test_faults.py (read-only: tests copy it).
+
+    Kept in an environment variable, not a module global: pytest may import this
+    file under two module names (as a test and as `tests.test_bad_inputs`).
+    """
+    known = os.environ.get(SHARED_BASE_VAR, "")
+    if known.startswith(f"{os.getpid()}:") and (Path(known.split(":", 1)[1]) / ".complete").is_file():
+        return Path(known.split(":", 1)[1]) / "base"
     root = Path(tempfile.mkdtemp(prefix="tunix-rt-base-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
-    return build_base(root / "base")
+    build_base(root / "base")
+    (root / ".complete").touch()
+    os.environ[SHARED_BASE_VAR] = f"{os.getpid()}:{root}"
+    return root / "base"
 
 
 @pytest.fixture(scope="module")
@@ -426,14 +436,16 @@ CASES = [
     Case("predictions-missing-field", "evaluate", edit_record(PREDICTIONS, 2, lambda r: r.pop("completion")),
          PREDICTIONS, 2, "completion", "'completion' is a required property"),
     Case("predictions-duplicate-id", "evaluate", copy_line(PREDICTIONS, 5, 6), PREDICTIONS, 6, "id", "duplicate id"),
-    Case("predictions-non-utf8", "evaluate", replace_line(PREDICTIONS, 3, b'{"id": "core-003", "completion": "\xff\xfe"}'),
+    Case("predictions-non-utf8", "evaluate",
+         replace_line(PREDICTIONS, 3, b'{"id": "core-003", "completion": "\xff\xfe"}'),
          PREDICTIONS, 3, None, "not UTF-8"),
     Case("predictions-huge-completion", "evaluate",
          edit_record(PREDICTIONS, 5, lambda r: r.update(completion="<reasoning>" + "a" * HUGE)),
          PREDICTIONS, 5, "completion", "MB"),
     Case("predictions-empty", "evaluate", write_file(PREDICTIONS, b""), PREDICTIONS, None, None, "file is empty"),
     # ---- evidence: reports, training info, dvc.lock
-    Case("evidence-null-primary-score", "evidence", edit_json("reports/metrics.json", lambda m: m.update(primary_score=None)),
+    Case("evidence-null-primary-score", "evidence",
+         edit_json("reports/metrics.json", lambda m: m.update(primary_score=None)),
          f"{RUN_DIR}/eval_summary.json", None, "primary_score", "None is not of type 'number'"),
     Case("evidence-training-info-missing-field", "evidence",
          edit_json(f"{MODEL}/training_info.json", lambda i: i.pop("final_loss")),
@@ -448,7 +460,8 @@ CASES = [
     Case("evidence-weights-missing", "evidence", remove(f"{MODEL}/model.safetensors"), MODEL, None, None,
          "no *.safetensors"),
     # ---- package: the evidence and the target
-    Case("package-evidence-with-null", "package", edit_json(f"{RUN_DIR}/run_manifest.json", lambda m: m["model"].update(id=None)),
+    Case("package-evidence-with-null", "package",
+         edit_json(f"{RUN_DIR}/run_manifest.json", lambda m: m["model"].update(id=None)),
          f"{RUN_DIR}/run_manifest.json", None, "model.id", "None is not of type 'string'"),
     Case("package-summary-null-score", "package",
          edit_json(f"{RUN_DIR}/eval_summary.json", lambda s: s.update(primary_score=None)),

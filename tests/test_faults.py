@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import pytest
 
 from stages.common import read_json, read_jsonl, remove_stale_temporaries, sha256_file, write_jsonl
 from tests.pipeline_utils import env, make_repo, run
+from tests.test_bad_inputs import shared_base
 
 # Tiny everywhere: the point is the recovery, not the model.
 FAULT_PARAMS = {
@@ -122,7 +124,7 @@ def test_killed_training_resumes_from_its_checkpoint_bit_identical(tmp_path):
     (partial / "garbage").write_bytes(b"\x00" * 64)
 
     # The next repro resumes from the checkpoint and is clean. (Not the whole pipeline: 8 steps
-    # of training answer nothing, and evidence rightly refuses a null primary_score.)
+    # of training score nothing, and evidence rightly refuses a run that scored nothing.)
     out = run(["dvc", "repro", "train"], repo).stdout
     assert f"train: resumed from the checkpoint of step {max(saved)}" in out
     status_is_clean(repo, "train")
@@ -141,7 +143,6 @@ def test_killed_training_resumes_from_its_checkpoint_bit_identical(tmp_path):
     assert [s for s, _ in json.loads(resumed["training_info.json"])["loss_history"]] == [2, 4, 6, 8]
 
     assert checkpoint_steps(repo) == [] and temporaries(repo) == []
-    assert "Running stage" not in run(["dvc", "repro", "train"], repo).stdout  # and stays done
 
 
 # ---------------------------------------------------------------- kill while an output is written
@@ -260,7 +261,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
 
 
 def test_train_stage_reports_divergence_as_one_line(tmp_path, monkeypatch, capsys):
-    """The stage turns NonFiniteLoss into `error: data/train.jsonl: training diverged: …` and writes no model."""
+    """The stage turns NonFiniteLoss into `error: data/train.jsonl: training diverged: …`; the model is kept."""
     from stages import common
     from stages import train as train_stage
     from training.trainer import NonFiniteLoss
@@ -268,17 +269,19 @@ def test_train_stage_reports_divergence_as_one_line(tmp_path, monkeypatch, capsy
     def diverge(*args, **kwargs):
         raise NonFiniteLoss("loss is nan at step 4; the last good checkpoint is kept in data/checkpoints")
 
-    repo = make_repo(tmp_path / "repo", FAULT_PARAMS)
-    for stage in ("seed", "tokenizer"):
-        proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=repo, env=env(), capture_output=True,
-                              text=True)
-        assert proc.returncode == 0, proc.stderr
+    repo = tmp_path / "repo"
+    shutil.copytree(shared_base(), repo, symlinks=True)  # seed and tokenizer outputs, and a model to lose
+    model_before = files_under(repo / "data/model")
     monkeypatch.chdir(repo)
     monkeypatch.setattr(train_stage, "train", diverge)
     with pytest.raises(SystemExit) as exit_:
         common.run_stage(train_stage.main)
     assert exit_.value.code == 1
-    err = capsys.readouterr().err
-    assert err == ("error: data/train.jsonl: training diverged: loss is nan at step 4; "
-                   "the last good checkpoint is kept in data/checkpoints\n")
-    assert not (repo / "data/model").exists() and temporaries(repo) == []
+    err = capsys.readouterr().err.splitlines()
+    # (In-process, stderr may also hold other threads' log lines; the CLI's one-line contract is
+    # checked on real subprocesses in test_bad_inputs.py.)
+    assert [line for line in err if line.startswith("error")] == [
+        "error: data/train.jsonl: training diverged: loss is nan at step 4; "
+        "the last good checkpoint is kept in data/checkpoints"
+    ], err
+    assert files_under(repo / "data/model") == model_before and temporaries(repo) == []

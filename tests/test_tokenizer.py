@@ -37,3 +37,14 @@ def test_training_is_deterministic(tmp_path):
     bpe.save_hf(bpe.train_bpe(texts, 400, 1), a)
     bpe.save_hf(bpe.train_bpe(texts, 400, 1), b)
     assert (a / "tokenizer.json").read_bytes() == (b / "tokenizer.json").read_bytes()
+
+
+def test_chat_instruction_is_one_token_inside_the_requested_vocab_size():
+    texts = training_texts(RECORDS) * 5
+    tok = bpe.train_bpe(texts, vocab_size=300, min_frequency=1)
+    assert tok.get_vocab_size() <= 300
+    ids = tok.encode(texts[0], add_special_tokens=False).ids
+    assert tok.token_to_id(chat.SYSTEM_INSTRUCTION) in ids
+    assert len(ids) < len(tok.encode(texts[0].replace(chat.SYSTEM_INSTRUCTION, ""), add_special_tokens=False).ids) + 2
+    # an ordinary token: decoding without special tokens keeps the words
+    assert chat.SYSTEM_INSTRUCTION in tok.decode(ids, skip_special_tokens=True)

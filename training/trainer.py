@@ -229,10 +229,10 @@ def train(
         if done % cfg.log_every == 0 or done == cfg.steps:
             loss = float(metrics["loss"])
             if not math.isfinite(loss):
-                raise NonFiniteLoss(
+                raise _stopped(bar, manager, NonFiniteLoss(
                     f"loss is {loss} at step {done}; the last good checkpoint is kept"
                     + (f" in {checkpoint_dir}" if checkpoint_dir else "")
-                )
+                ))
             elapsed = time.perf_counter() - window_start
             history.append((done, loss))
             if on_log:
@@ -250,10 +250,10 @@ def train(
             # Never checkpoint a diverged state, even between log steps: the last good one must survive.
             step_loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
             if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
-                raise NonFiniteLoss(
+                raise _stopped(bar, manager, NonFiniteLoss(
                     f"loss is {step_loss} (gradient norm {grad_norm}) at step {done}; "
                     f"the last good checkpoint is kept in {checkpoint_dir}"
-                )
+                ))
             # A leading (-1, 0) row: a save before the first log step would be a zero-size array, which orbax refuses.
             hist = np.asarray([(-1, 0.0), *history], np.float64).reshape(-1, 2)
             manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state, "history": hist}))
@@ -269,6 +269,16 @@ def train(
 
     nnx.update(model, params)
     return TrainResult(params=params, loss_history=history, final_loss=loss, resumed_from=start)
+
+
+def _stopped(bar: Any, manager: ocp.CheckpointManager | None, err: Exception) -> Exception:
+    """`err`, once the progress bar and the checkpoint manager are closed (the run stops with it)."""
+    if bar is not None:
+        bar.close()
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
+    return err
 
 
 def _abstract(tree: Any) -> Any:
