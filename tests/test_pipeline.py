@@ -7,7 +7,6 @@ the same commit proves every declared output is byte-for-byte reproducible.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -24,8 +23,16 @@ FIXED_DATE = {"GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "
 
 
 @pytest.fixture(scope="module")
-def repro(tmp_path_factory) -> Path:
-    os.environ.update(FIXED_DATE)
+def fixed_date():
+    """FIXED_DATE for this module's git commits only (later tests' `dvc exp` commits need the real clock)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in FIXED_DATE.items():
+            patch.setenv(name, value)
+        yield
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory, fixed_date) -> Path:
     repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
     run(["dvc", "repro"], repo)
     return repo
@@ -111,7 +118,6 @@ def test_second_repro_is_a_no_op(repro):
 
 
 def test_two_clean_runs_give_identical_bytes(repro, tmp_path):
-    os.environ.update(FIXED_DATE)
     again = make_repo(tmp_path / "again")
     run(["dvc", "repro"], again)
     telemetry = repro / "dvclive"  # tokens/s and timestamps: wall-clock by nature
