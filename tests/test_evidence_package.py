@@ -138,7 +138,8 @@ def test_evidence_is_deterministic(root, params):
 
 def test_evidence_refuses_null_primary_score(root, params):
     preds = evaluate.read_jsonl(root / evaluate.PREDICTIONS)
-    write_jsonl(root / evaluate.PREDICTIONS, [dict(p, completion="", reasoning=None, answer=None, format_ok=False, n_tokens=0) for p in preds])
+    nothing = dict(completion="", reasoning=None, answer=None, format_ok=False, n_tokens=0)  # not one token generated
+    write_jsonl(root / evaluate.PREDICTIONS, [dict(p, **nothing) for p in preds])
     evaluate.run(root, params["evaluate"])
     with pytest.raises(StageError, match=r"eval_summary\.json: primary_score: None is not of type 'number'"):
         run_evidence(root, params)

@@ -45,6 +45,7 @@ def test_chat_instruction_is_one_token_inside_the_requested_vocab_size():
     assert tok.get_vocab_size() <= 300
     ids = tok.encode(texts[0], add_special_tokens=False).ids
     assert tok.token_to_id(chat.SYSTEM_INSTRUCTION) in ids
-    assert len(ids) < len(tok.encode(texts[0].replace(chat.SYSTEM_INSTRUCTION, ""), add_special_tokens=False).ids) + 2
+    without = tok.encode(texts[0].replace(chat.SYSTEM_INSTRUCTION, ""), add_special_tokens=False).ids
+    assert len(ids) <= len(without) + 1  # the whole instruction costs one token
     # an ordinary token: decoding without special tokens keeps the words
     assert chat.SYSTEM_INSTRUCTION in tok.decode(ids, skip_special_tokens=True)
