@@ -12,7 +12,6 @@ from pathlib import Path
 from stages.common import StageError, atomic_path, load_params, read_checked_jsonl, run_stage
 from training import chat
 from training import tokenizer as bpe
-from training.hf_io import TOKENIZER_FILES
 
 TRAIN = Path("data/train.jsonl")
 MANIFEST = Path("data/train_manifest.json")  # written by seed: the sha256 of the validated traces
@@ -37,7 +36,7 @@ def main() -> None:
             if not (source / "tokenizer.json").is_file():
                 raise StageError(f"{source / 'tokenizer.json'}: missing (model.checkpoint must hold the tokenizer)")
             out.mkdir()
-            for name in TOKENIZER_FILES:
+            for name in bpe.TOKENIZER_FILES:
                 if (source / name).is_file():
                     shutil.copyfile(source / name, out / name)
             print(f"tokenizer: copied from {source} -> {OUT}")

@@ -24,8 +24,8 @@ from safetensors.numpy import save_file
 
 from training.config import GemmaConfig
 from training.model import Gemma
+from training.tokenizer import TOKENIZER_FILES
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 
 
 class CheckpointError(ValueError):

@@ -18,7 +18,7 @@ from flax import nnx
 
 from training.config import SLIDING, GemmaConfig
 
-Cache = dict[str, Any]  # {"k": [L,B,S,K,hd], "v": …, "pos": [B,S], "seg": [B,S]}
+Cache = dict[str, Any]  # {"k": L × [B,S,K,hd], "v": …, "pos": [B,S], "seg": [B,S]}
 
 _NEG = -2.3819763e38  # a large finite negative: fully masked rows stay NaN-free
 
@@ -232,7 +232,7 @@ class Gemma(nnx.Module):
                 new_k.append(ck)
                 new_v.append(cv)
         if cache is not None:
-            cache = {"k": jnp.stack(new_k), "v": jnp.stack(new_v), "pos": k_pos, "seg": k_seg}
+            cache = {"k": tuple(new_k), "v": tuple(new_v), "pos": k_pos, "seg": k_seg}
         return self.norm(x), cache
 
     def __call__(self, tokens, positions, segments, cache=None, cache_index=0):
@@ -242,10 +242,11 @@ class Gemma(nnx.Module):
 
 def init_cache(cfg: GemmaConfig, batch: int, length: int, dtype: str | jnp.dtype = "float32") -> Cache:
     """An empty KV cache: every slot is padding (segment 0) until written."""
-    shape = (cfg.num_hidden_layers, batch, length, cfg.num_key_value_heads, cfg.head_dim)
+    shape = (batch, length, cfg.num_key_value_heads, cfg.head_dim)
+    layers = range(cfg.num_hidden_layers)
     return {
-        "k": jnp.zeros(shape, dtype),
-        "v": jnp.zeros(shape, dtype),
+        "k": tuple(jnp.zeros(shape, dtype) for _ in layers),
+        "v": tuple(jnp.zeros(shape, dtype) for _ in layers),
         "pos": jnp.zeros((batch, length), jnp.int32),
         "seg": jnp.zeros((batch, length), jnp.int32),
     }

@@ -31,6 +31,8 @@ SPECIAL_TOKENS = [
     chat.ANSWER_OPEN,
     chat.ANSWER_CLOSE,
 ]
+# The files of a Hugging Face tokenizer that travel with a model directory.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 # Whole phrases that are one token each: the last ids of the vocabulary.
 PHRASE_TOKENS = [chat.SYSTEM_INSTRUCTION]
 

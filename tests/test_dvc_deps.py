@@ -1,0 +1,77 @@
+"""Every project module a stage imports, directly or not, is a declared dep of that stage in dvc.yaml.
+
+A module missing from the deps is a change DVC cannot see (a stale output is
+taken as up to date); a dep the stage never imports retrains for nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("stages", "training")
+
+
+def module_file(name: str) -> Path | None:
+    """The project file of a dotted module name, or None when it is not ours."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    path = ROOT / Path(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names of what `path` imports when it is loaded: module-level statements, not the lazy
+    imports inside functions (`stages.common.load_tokenizer` imports the tokenizer only when called;
+    a stage that calls it imports the tokenizer itself)."""
+    names = set()
+    body = ast.parse(path.read_text(), str(path)).body
+    for node in (n for top in body if not isinstance(top, (ast.FunctionDef, ast.ClassDef)) for n in ast.walk(top)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from training import chat`
+    return names
+
+
+def project_closure(module: str) -> set[Path]:
+    """Files of the project modules `module` loads, itself included."""
+    seen: set[Path] = set()
+    todo = [module]
+    while todo:
+        path = module_file(todo.pop())
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo.extend(imported_modules(path))
+    return seen
+
+
+def stages() -> list[tuple[str, dict]]:
+    return list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items())
+
+
+@pytest.mark.parametrize(("name", "stage"), stages(), ids=[name for name, _ in stages()])
+def test_every_imported_module_is_a_dep(name, stage):
+    module = stage["cmd"].removeprefix("python -m ")
+    deps = [ROOT / d for d in stage["deps"]]
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in sorted(project_closure(module))
+        if path.name != "__init__.py" and not any(path == d or d in path.parents for d in deps)
+    ]
+    assert not missing, f"dvc.yaml: stages.{name}.deps: add {', '.join(missing)}"
+
+
+def test_the_closure_follows_imports():
+    closure = {p.relative_to(ROOT).as_posix() for p in project_closure("stages.train")}
+    assert {"stages/train.py", "stages/common.py", "training/trainer.py", "training/model.py"} <= closure
+    assert "training/sampler.py" not in closure
