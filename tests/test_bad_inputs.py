@@ -5,8 +5,8 @@ stage, and checks the contract of DESIGN.md: a non-zero exit, exactly one line
 on stderr, `error: <file>[:<line>]: <field>: …`, and nothing already produced is
 lost (every file of the copy is byte-identical afterwards; no temporaries left).
 
-The base copy is built once per test process (test_safety.py and test_faults.py
-copy it too), cheaply: seed, tokenizer, evaluate, evidence and package run for
+The base copy is built once per test session (the `shared_base` fixture of
+conftest.py; test_safety.py and test_faults.py copy it too), cheaply: seed, tokenizer, evaluate, evidence and package run for
 real; the model is a freshly initialised tiny model (no training), the
 predictions are written by hand and dvc.lock is crafted (no `dvc repro`).
 Train and predict cases all fail before anything is compiled.
@@ -14,14 +14,12 @@ Train and predict cases all fail before anything is compiled.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -314,36 +312,11 @@ def build_base(dest: Path) -> Path:
     return repo
 
 
-SHARED_BASE_VAR = "TUNIX_RT_TEST_SHARED_BASE"
-
-
-def shared_base() -> Path:
-    """One base per test process, shared with test_safety.py and test_faults.py (read-only: tests copy it).
-
-    Kept in an environment variable, not a module global: pytest may import this
-    file under two module names (as a test and as `tests.test_bad_inputs`).
-    """
-    known = os.environ.get(SHARED_BASE_VAR, "")
-    if known.startswith(f"{os.getpid()}:") and (Path(known.split(":", 1)[1]) / ".complete").is_file():
-        return Path(known.split(":", 1)[1]) / "base"
-    root = Path(tempfile.mkdtemp(prefix="tunix-rt-base-"))
-    atexit.register(shutil.rmtree, root, ignore_errors=True)
-    build_base(root / "base")
-    (root / ".complete").touch()
-    os.environ[SHARED_BASE_VAR] = f"{os.getpid()}:{root}"
-    return root / "base"
-
-
-@pytest.fixture(scope="module")
-def base() -> Path:
-    return shared_base()
-
-
 @pytest.fixture
-def repo(base, tmp_path) -> Path:
+def repo(shared_base, tmp_path) -> Path:
     """A private copy of the base for one case."""
     dest = tmp_path / "repo"
-    shutil.copytree(base, dest, symlinks=True)
+    shutil.copytree(shared_base, dest, symlinks=True)
     return dest
 
 
@@ -490,9 +463,9 @@ def test_the_matrix_covers_every_stage():
     assert {c.stage for c in CASES} == {"seed", "tokenizer", "train", "predict", "evaluate", "evidence", "package"}
 
 
-def test_base_outputs_are_complete(base: Path):
+def test_base_outputs_are_complete(shared_base: Path):
     """The base really holds every stage's outputs (so 'nothing produced is lost' means something)."""
     for rel in (TRAIN, "data/train_manifest.json", "data/tokenizer/tokenizer.json", f"{MODEL}/model.safetensors",
                 PREDICTIONS, "reports/metrics.json", "reports/scorecard.json", f"{RUN_DIR}/run_manifest.json"):
-        assert (base / rel).is_file(), rel
-    assert len(list((base / "submission").glob("tunix_rt_v1_*.zip"))) == 1
+        assert (shared_base / rel).is_file(), rel
+    assert len(list((shared_base / "submission").glob("tunix_rt_v1_*.zip"))) == 1

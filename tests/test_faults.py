@@ -26,7 +26,6 @@ import pytest
 
 from stages.common import read_json, read_jsonl, remove_stale_temporaries, sha256_file, write_jsonl
 from tests.pipeline_utils import env, make_repo, run
-from tests.test_bad_inputs import shared_base
 
 # Tiny everywhere: the point is the recovery, not the model.
 FAULT_PARAMS = {
@@ -260,7 +259,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
     assert [s for s, _ in result.loss_history] == [s for s in range(1, 9) if s % log_every == 0 or s == 8]
 
 
-def test_train_stage_reports_divergence_as_one_line(tmp_path, monkeypatch, capsys):
+def test_train_stage_reports_divergence_as_one_line(shared_base, tmp_path, monkeypatch, capsys):
     """The stage turns NonFiniteLoss into `error: data/train.jsonl: training diverged: …`; the model is kept."""
     from stages import common
     from stages import train as train_stage
@@ -270,7 +269,7 @@ def test_train_stage_reports_divergence_as_one_line(tmp_path, monkeypatch, capsy
         raise NonFiniteLoss("loss is nan at step 4; the last good checkpoint is kept in data/checkpoints")
 
     repo = tmp_path / "repo"
-    shutil.copytree(shared_base(), repo, symlinks=True)  # seed and tokenizer outputs, and a model to lose
+    shutil.copytree(shared_base, repo, symlinks=True)  # seed and tokenizer outputs, and a model to lose
     model_before = files_under(repo / "data/model")
     monkeypatch.chdir(repo)
     monkeypatch.setattr(train_stage, "train", diverge)

@@ -24,7 +24,6 @@ from tests.test_bad_inputs import (
     assert_one_line_error,
     run_stage,
     set_param,
-    shared_base,
     snapshot,
     stage_env,
 )
@@ -33,9 +32,9 @@ MARKER = "SECRET-MARKER-7f3a"  # inside every bait file: must never reach the zi
 
 
 @pytest.fixture
-def repo(tmp_path) -> Path:
+def repo(shared_base, tmp_path) -> Path:
     dest = tmp_path / "repo"
-    shutil.copytree(shared_base(), dest, symlinks=True)
+    shutil.copytree(shared_base, dest, symlinks=True)
     return dest
 
 
@@ -215,13 +214,13 @@ def test_train_refuses_a_pytorch_bin_checkpoint(repo, tmp_path):
     assert snapshot(repo) == before
 
 
-def test_an_index_pointing_at_a_pickle_is_refused(tmp_path):
+def test_an_index_pointing_at_a_pickle_is_refused(shared_base, tmp_path):
     """A sharded index whose shard is a pickle: refused as unreadable safetensors, never unpickled."""
     from safetensors import safe_open
 
     from training.hf_io import CheckpointError, load_pretrained
 
-    base_model = shared_base() / MODEL
+    base_model = shared_base / MODEL
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     shutil.copyfile(base_model / "config.json", ckpt / "config.json")
