@@ -36,6 +36,20 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def jax_device_name() -> str:
+    import jax
+
+    device = jax.devices()[0]
+    return str(device) if device.platform == "cpu" else device.device_kind
+
+
+def jax_peak_device_mib() -> float | None:
+    import jax
+
+    stats = jax.devices()[0].memory_stats()  # None on CPU
+    return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
+
+
 def model_config(args):
     from training import config as configs
 
@@ -62,7 +76,10 @@ def jax_matmul_roof(dtype: str) -> float:
     import jax.numpy as jnp
 
     best = 0.0
-    for m, k, n in ((4096, 256, 1024), (4096, 1024, 256), (2048, 2048, 2048)):
+    # The model's own GEMM shapes on CPU; on an accelerator only large products reach its peak.
+    on_cpu = jax.devices()[0].platform == "cpu"
+    shapes = ((4096, 256, 1024), (4096, 1024, 256), (2048, 2048, 2048)) if on_cpu else ((8192, 8192, 8192),)
+    for m, k, n in shapes:
         a = jnp.ones((m, k), dtype)
         b = jnp.ones((k, n), dtype)
         f = jax.jit(lambda x, y: x @ y)
@@ -98,9 +115,10 @@ def jax_train(args) -> dict:
     return {
         "tokens_per_s": tokens / t,
         "gflops": train_flops_per_token(cfg, args.seq) * tokens / t / 1e9,
-        "roof_gflops": jax_matmul_roof(args.dtype),
         "peak_rss_mib": peak_rss_mib(),
-        "device": str(jax.devices()[0]),
+        "peak_device_mib": jax_peak_device_mib(),
+        "roof_gflops": jax_matmul_roof(args.dtype),
+        "device": jax_device_name(),
     }
 
 
@@ -128,22 +146,35 @@ def torch_model(args):
     return Gemma3ForCausalLM(config), torch
 
 
+def torch_device(torch, args) -> tuple[str, str]:
+    """The reference runs where ours does: CUDA when there is one, else the CPU's threads."""
+    if torch.cuda.is_available():
+        return "cuda", torch.cuda.get_device_name()
+    torch.set_num_threads(args.threads)
+    return "cpu", f"cpu ({args.threads} threads)"
+
+
 def torch_train(args) -> dict:
     model, torch = torch_model(args)
-    torch.set_num_threads(args.threads)
-    model.train()
+    device, device_name = torch_device(torch, args)
+    model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch = random_batch(args, model.config.vocab_size)
-    inputs = torch.from_numpy(batch["inputs"]).long()
-    labels = torch.from_numpy(batch["targets"]).long()
+    inputs = torch.from_numpy(batch["inputs"]).long().to(device)
+    labels = torch.from_numpy(batch["targets"]).long().to(device)
+    # float32 master weights, bfloat16 compute when asked: what our side does
+    autocast = torch.autocast(device, torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     def one():
-        out = model(input_ids=inputs)
+        with autocast:
+            out = model(input_ids=inputs)
         loss = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     t = median_seconds(one, args.repeats)
     tokens = args.batch * args.seq
@@ -152,7 +183,8 @@ def torch_train(args) -> dict:
         "tokens_per_s": tokens / t,
         "gflops": train_flops_per_token(cfg, args.seq) * tokens / t / 1e9,
         "peak_rss_mib": peak_rss_mib(),
-        "device": f"cpu ({args.threads} threads)",
+        "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
+        "device": device_name,
     }
 
 
@@ -169,14 +201,15 @@ def jax_generate(args) -> dict:
     prompts = np.random.default_rng(0).integers(1, cfg.vocab_size, (args.batch, args.prompt)).tolist()
     sc = SamplingConfig(max_new_tokens=args.new_tokens)
     t = median_seconds(lambda: sampler(prompts, sc), args.repeats, warmup=1)
-    return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": str(jax.devices()[0])}
+    return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": jax_device_name()}
 
 
 def torch_generate(args) -> dict:
     model, torch = torch_model(args)
-    torch.set_num_threads(args.threads)
-    model.eval()
+    device, device_name = torch_device(torch, args)
+    model.to(device, getattr(torch, args.dtype)).eval()
     prompts = torch.from_numpy(np.random.default_rng(0).integers(1, model.config.vocab_size, (args.batch, args.prompt)))
+    prompts = prompts.to(device)
 
     def one():
         with torch.no_grad():
@@ -184,10 +217,10 @@ def torch_generate(args) -> dict:
                 input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=args.new_tokens,
                 min_new_tokens=args.new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
             )
-        assert out.shape[1] == args.prompt + args.new_tokens
+        assert out.shape[1] == args.prompt + args.new_tokens  # (reads the shape: also waits for a GPU)
 
     t = median_seconds(one, args.repeats, warmup=1)
-    return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": f"cpu ({args.threads} threads)"}
+    return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": device_name}
 
 
 SIDES = {
@@ -230,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--remat", action="store_true")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=len(__import__("os").sched_getaffinity(0)))
+    parser.add_argument("--peak-tflops", type=float, help="the device's datasheet peak, for MFU (H100/H200 bf16 dense: 989)")
     parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch side (e.g. on a GPU host)")
     parser.add_argument("--side", choices=["jax", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -247,13 +281,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"{args.what} benchmark ({shape})\n")
     if args.what == "train":
-        rows = [("", "tokens/s", "GFLOP/s", "peak RSS (MiB)", "device")]
-        rows.append(("tunix-rt (JAX)", f"{ours['tokens_per_s']:.0f}", f"{ours['gflops']:.1f}", f"{ours['peak_rss_mib']:.0f}", ours["device"]))
-        if ref:
-            rows.append(("transformers (PyTorch)", f"{ref['tokens_per_s']:.0f}", f"{ref['gflops']:.1f}", f"{ref['peak_rss_mib']:.0f}", ref["device"]))
-        rows.append(("matmul roof (JAX)", "", f"{ours['roof_gflops']:.1f}", "", ""))
+        on_device = ours["peak_device_mib"] is not None
+        rows = [("", "tokens/s", "GFLOP/s", "peak RSS (MiB)") + (("peak device memory (MiB)",) if on_device else ()) + ("device",)]
+        for name, side in (("tunix-rt (JAX)", ours), ("transformers (PyTorch)", ref)):
+            if side:
+                memory = (f"{side['peak_device_mib']:.0f}",) if on_device else ()
+                rows.append((name, f"{side['tokens_per_s']:.0f}", f"{side['gflops']:.1f}", f"{side['peak_rss_mib']:.0f}", *memory, side["device"]))
+        rows.append(("matmul roof (JAX)", "", f"{ours['roof_gflops']:.1f}", "", *([""] if on_device else []), ""))
         print(table(rows))
         print(f"\nfraction of the matmul roof: {ours['gflops'] / ours['roof_gflops']:.0%}")
+        if args.peak_tflops:
+            print(f"MFU (against the {args.peak_tflops:g} TFLOP/s datasheet peak): {ours['gflops'] / 1e3 / args.peak_tflops:.1%}")
         if ref:
             print(f"speed-up over PyTorch: {ours['tokens_per_s'] / ref['tokens_per_s']:.2f}x")
     else:
