@@ -27,7 +27,6 @@ from training.model import Gemma
 from training.tokenizer import TOKENIZER_FILES
 
 
-
 class CheckpointError(ValueError):
     """A model directory that cannot be loaded; the message names the path and what was expected."""
 

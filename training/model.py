@@ -18,7 +18,7 @@ from flax import nnx
 
 from training.config import SLIDING, GemmaConfig
 
-Cache = dict[str, Any]  # {"k": L × [B,S,K,hd], "v": …, "pos": [B,S], "seg": [B,S]}
+Cache = dict[str, Any]  # {"k": L × [B,K,S,hd], "v": …, "pos": [B,S], "seg": [B,S]}
 
 _NEG = -2.3819763e38  # a large finite negative: fully masked rows stay NaN-free
 
@@ -117,21 +117,26 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = rope(q, pos, self.rope_base, self.rope_scale)
         k = rope(k, pos, self.rope_base, self.rope_scale)
+        # Head-major [B, K, S, hd] keys/values and [B, K, G·T, hd] queries: each (row, KV head)
+        # is one contiguous matmul, where a [B, T, K, hd] layout makes XLA transpose per einsum.
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
         if kv is None:
             keys, values, k_pos, k_seg, new_kv = k, v, pos, seg, None
         else:
             cache_k, cache_v, k_pos, k_seg, index = kv
-            keys = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, index, 0, 0))
-            values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, index, 0, 0))
+            keys = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, index, 0))
+            values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
             new_kv = (keys, values)
         groups = self.heads // self.kv_heads
-        q = (q * self.scale).reshape(b, t, self.kv_heads, groups, self.head_dim)
-        logits = jnp.einsum("btkgh,bskh->bkgts", q, keys, preferred_element_type=jnp.float32)
-        logits = softcap(logits, self.softcap)
+        q = (q * self.scale).reshape(b, t, self.kv_heads, groups, self.head_dim).transpose(0, 2, 3, 1, 4)
+        q = q.reshape(b, self.kv_heads, groups * t, self.head_dim)
+        logits = jnp.einsum("bkqh,bksh->bkqs", q, keys, preferred_element_type=jnp.float32)
+        logits = softcap(logits, self.softcap).reshape(b, self.kv_heads, groups, t, -1)
         mask = attention_mask(pos, seg, k_pos, k_seg, self.window)
         logits = jnp.where(mask[:, None, None], logits, _NEG)
-        probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
-        out = jnp.einsum("bkgts,bskh->btkgh", probs, values).reshape(b, t, self.heads * self.head_dim)
+        probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype).reshape(b, self.kv_heads, groups * t, -1)
+        out = jnp.einsum("bkqs,bksh->bkqh", probs, values).reshape(b, self.kv_heads, groups, t, self.head_dim)
+        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, self.heads * self.head_dim)
         return self.o_proj(out), new_kv
 
 
@@ -201,7 +206,7 @@ class Gemma(nnx.Module):
     def logits(self, hidden: jax.Array) -> jax.Array:
         """Tied LM head with final soft-capping; float32 out."""
         table = self.embed_tokens[...].astype(self.dtype)
-        out = jnp.einsum("btd,vd->btv", hidden, table, preferred_element_type=jnp.float32)
+        out = jnp.einsum("...d,vd->...v", hidden, table, preferred_element_type=jnp.float32)
         return softcap(out, self.config.final_logit_softcapping)
 
     def hidden_states(
@@ -242,7 +247,7 @@ class Gemma(nnx.Module):
 
 def init_cache(cfg: GemmaConfig, batch: int, length: int, dtype: str | jnp.dtype = "float32") -> Cache:
     """An empty KV cache: every slot is padding (segment 0) until written."""
-    shape = (batch, length, cfg.num_key_value_heads, cfg.head_dim)
+    shape = (batch, cfg.num_key_value_heads, length, cfg.head_dim)
     layers = range(cfg.num_hidden_layers)
     return {
         "k": tuple(jnp.zeros(shape, dtype) for _ in layers),

@@ -107,8 +107,9 @@ def _generate(graphdef, state, tokens, positions, segments, key, eos_ids, pad_id
     model = nnx.merge(graphdef, state)
     batch, prompt_len = tokens.shape
     cache = init_cache(model.config, batch, prompt_len + cfg.max_new_tokens, cache_dtype)
-    logits, cache = model(tokens, positions, segments, cache, 0)
-    first = choose(logits[:, -1], jax.random.fold_in(key, 0), cfg)
+    hidden, cache = model.hidden_states(tokens, positions, segments, cache, 0)
+    logits = model.logits(hidden[:, -1])  # the LM head on the last prompt position only
+    first = choose(logits, jax.random.fold_in(key, 0), cfg)
     out = jnp.full((batch, cfg.max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, eos_ids)
     ones = jnp.ones((batch, 1), jnp.int32)
