@@ -1,0 +1,28 @@
+"""The benchmarks a user runs from the README: both sides run and the table names them."""
+
+import re
+import subprocess
+import sys
+
+
+def run_bench(*args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "training.bench", *args, "--repeats", "1"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_generate_bench_prints_both_sides_and_the_ratio():
+    out = run_bench("generate", "--batch", "2", "--prompt", "8", "--new-tokens", "4")
+    assert re.search(r"\| tunix-rt \(JAX\) +\| \d+", out)
+    assert re.search(r"\| transformers generate \(PyTorch\) +\| \d+", out)
+    assert re.search(r"speed-up over PyTorch: \d+\.\d\dx", out)
+
+
+def test_train_bench_prints_gflops_roof_and_ratio():
+    out = run_bench("train", "--batch", "2", "--seq", "32")
+    assert re.search(r"\| tunix-rt \(JAX\) +\| \d+ +\| \d+\.\d", out)
+    assert re.search(r"\| transformers \(PyTorch\) +\| \d+", out)
+    assert re.search(r"\| matmul roof \(JAX\) +\| +\| \d+\.\d", out)
+    assert re.search(r"fraction of the matmul roof: \d+%", out)
