@@ -217,7 +217,9 @@ def torch_generate(args) -> dict:
                 input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=args.new_tokens,
                 min_new_tokens=args.new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
             )
-        assert out.shape[1] == args.prompt + args.new_tokens  # (reads the shape: also waits for a GPU)
+        assert out.shape[1] == args.prompt + args.new_tokens
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     t = median_seconds(one, args.repeats, warmup=1)
     return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": device_name}
