@@ -146,17 +146,20 @@ def torch_model(args):
     return Gemma3ForCausalLM(config), torch
 
 
-def torch_device(torch, args) -> tuple[str, str]:
-    """The reference runs where ours does: CUDA when there is one, else the CPU's threads."""
+def torch_device(torch, args) -> tuple[str, str, Callable[[], None]]:
+    """The reference runs where ours does: CUDA when there is one, else the CPU's threads.
+
+    Returns the device, its name for the table, and what waits for its queued work.
+    """
     if torch.cuda.is_available():
-        return "cuda", torch.cuda.get_device_name()
+        return "cuda", torch.cuda.get_device_name(), torch.cuda.synchronize
     torch.set_num_threads(args.threads)
-    return "cpu", f"cpu ({args.threads} threads)"
+    return "cpu", f"cpu ({args.threads} threads)", lambda: None
 
 
 def torch_train(args) -> dict:
     model, torch = torch_model(args)
-    device, device_name = torch_device(torch, args)
+    device, device_name, sync = torch_device(torch, args)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     batch = random_batch(args, model.config.vocab_size)
@@ -173,8 +176,7 @@ def torch_train(args) -> dict:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync()
 
     t = median_seconds(one, args.repeats)
     tokens = args.batch * args.seq
@@ -206,7 +208,7 @@ def jax_generate(args) -> dict:
 
 def torch_generate(args) -> dict:
     model, torch = torch_model(args)
-    device, device_name = torch_device(torch, args)
+    device, device_name, sync = torch_device(torch, args)
     model.to(device, getattr(torch, args.dtype)).eval()
     prompts = torch.from_numpy(np.random.default_rng(0).integers(1, model.config.vocab_size, (args.batch, args.prompt)))
     prompts = prompts.to(device)
@@ -218,8 +220,7 @@ def torch_generate(args) -> dict:
                 min_new_tokens=args.new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
             )
         assert out.shape[1] == args.prompt + args.new_tokens
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync()
 
     t = median_seconds(one, args.repeats, warmup=1)
     return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": device_name}
