@@ -137,6 +137,14 @@ def yaml_line(text: str, keys: list[Any]) -> int:
     return line + 1
 
 
+def params_where(*keys: str, root: Path = Path(".")) -> str:
+    """`params.yaml:LINE` of a key when the file is there to point into, else `params.yaml`."""
+    try:
+        return f"{PARAMS_FILE}:{yaml_line((root / PARAMS_FILE).read_text(encoding='utf-8'), list(keys))}"
+    except Exception:  # no readable params file (params given programmatically)
+        return PARAMS_FILE
+
+
 # ---------------------------------------------------------------- reading
 
 MAX_LINE_BYTES = 1 << 20  # no record of any JSONL file here comes near 1 MiB; a bigger line is a mistake

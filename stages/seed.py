@@ -24,16 +24,15 @@ from typing import Any
 
 from stages import tasks, worked
 from stages.common import (
-    PARAMS_FILE,
     StageError,
     load_params,
+    params_where,
     read_jsonl,
     run_stage,
     sha256_file,
     validate,
     write_json,
     write_jsonl,
-    yaml_line,
 )
 
 TRAIN_PATH = Path("data/train.jsonl")
@@ -68,7 +67,7 @@ def apportion(size: int, mix: Mapping[str, float]) -> dict[str, int]:
     weights = {family: float(mix.get(family, 0)) for family in tasks.FAMILIES}
     total = sum(weights.values())
     if total <= 0:
-        raise StageError(f"{_params_where('seed', 'mix')}: seed.mix: every weight is 0; give a task family a positive weight")
+        raise StageError(f"{params_where('seed', 'mix')}: seed.mix: every weight is 0; give a task family a positive weight")
     quotas = {family: size * w / total for family, w in weights.items()}
     counts = {family: int(q) for family, q in quotas.items()}
     by_remainder = sorted(tasks.FAMILIES, key=lambda f: (-(quotas[f] - counts[f]), tasks.FAMILIES.index(f)))
@@ -191,14 +190,6 @@ def count_records(records: Iterable[Mapping]) -> dict[str, dict[str, int]]:
     return {"by_category": by_category, "by_difficulty": by_difficulty, "by_generator": dict(sorted(by_generator.items()))}
 
 
-def _params_where(*keys: str, root: Path = Path(".")) -> str:
-    """`params.yaml:LINE` of a key when the file is there to point into, else `params.yaml`."""
-    try:
-        return f"{PARAMS_FILE}:{yaml_line((root / PARAMS_FILE).read_text(encoding='utf-8'), list(keys))}"
-    except Exception:  # no readable params file (params given programmatically)
-        return PARAMS_FILE
-
-
 # ---------------------------------------------------------------- the stage
 
 
@@ -218,7 +209,7 @@ def run(params: Mapping[str, Any], root: str | Path = ".") -> dict:
         records, skipped = generate_dataset(cfg["size"], cfg["mix"], base["seed"], eval_index)
     else:
         if not cfg.get("gsm8k_path"):
-            raise StageError(f"{_params_where('seed', 'gsm8k_path', root=root)}: seed.gsm8k_path: "
+            raise StageError(f"{params_where('seed', 'gsm8k_path', root=root)}: seed.gsm8k_path: "
                              "required when seed.source is gsm8k")
         gsm8k_path = root / cfg["gsm8k_path"]
         records, skipped = import_gsm8k(gsm8k_path, base["seed"]), 0

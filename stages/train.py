@@ -17,10 +17,19 @@ import jax
 from dvclive import Live
 from tqdm import tqdm
 
-from stages.common import StageError, atomic_path, load_params, load_tokenizer, read_checked_jsonl, run_stage, write_json
+from stages.common import (
+    StageError,
+    atomic_path,
+    load_params,
+    load_tokenizer,
+    params_where,
+    read_checked_jsonl,
+    run_stage,
+    write_json,
+)
 from training import tokenizer as tokenizers_io
 from training.data import BatchStream, encode_trace, pack
-from training.factory import build_model
+from training.factory import ShapeError, build_model
 from training.hf_io import CheckpointError, save_pretrained
 from training.trainer import NonFiniteLoss, TrainConfig, train
 
@@ -52,10 +61,12 @@ def main() -> None:
 
     devices = cfg.mesh_data * cfg.mesh_fsdp
     if devices > jax.device_count():
-        raise StageError(f"params.yaml: train.mesh: {devices} devices asked for, {jax.device_count()} visible")
+        raise StageError(
+            f"{params_where('train', 'mesh')}: train.mesh: {devices} devices asked for, {jax.device_count()} visible"
+        )
     if cfg.batch_size % (cfg.grad_accum * devices):
         raise StageError(
-            f"params.yaml: train.batch_size: {cfg.batch_size} is not a multiple of "
+            f"{params_where('train', 'batch_size')}: train.batch_size: {cfg.batch_size} is not a multiple of "
             f"grad_accum × mesh devices ({cfg.grad_accum * devices})"
         )
 
@@ -68,6 +79,8 @@ def main() -> None:
         model = build_model(params["model"], tok.get_vocab_size(), seed, remat=p["remat"])
     except CheckpointError as err:
         raise StageError(str(err)) from None
+    except ShapeError as err:
+        raise StageError(f"{params_where('model', 'tiny')}: {err}") from None
     n_params = model.config.num_params()
     print(
         f"train: {len(records)} traces packed into {len(rows)} rows of {cfg.seq_len} "

@@ -178,11 +178,14 @@ def copy_line(rel: str, src: int, dst: int) -> Callable[[Path], None]:
 
 
 def set_param(dotted: str, value) -> Callable[[Path], None]:
-    section, key = dotted.split(".")
+    *parents, key = dotted.split(".")
 
     def mutate(repo: Path) -> None:
         params = yaml.safe_load((repo / "params.yaml").read_text())
-        params[section][key] = value
+        node = params
+        for name in parents:
+            node = node[name]
+        node[key] = value
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     return mutate
@@ -348,6 +351,8 @@ CASES = [
          "params.yaml", pline("train", "learning_rate"), "train.learning_rate", "-1.0 is less than or equal to"),
     Case("params-batch-size-0", "train", set_param("train.batch_size", 0),
          "params.yaml", pline("train", "batch_size"), "train.batch_size", "0 is less than the minimum of 1"),
+    Case("params-tiny-shape-impossible", "train", set_param("model.tiny.num_key_value_heads", 3),
+         "params.yaml", pline("model", "tiny"), "model.tiny", "must be a multiple of num_key_value_heads"),
     Case("params-max-new-tokens-above-guard", "predict", set_param("predict.max_new_tokens", 100_000),
          "params.yaml", pline("predict", "max_new_tokens"), "predict.max_new_tokens", "greater than the maximum"),
     Case("params-wrong-type", "evaluate", set_param("evaluate.rel_tolerance", "tiny"),

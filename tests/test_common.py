@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from stages.common import ROOT, StageError, atomic_path, load_params, read_jsonl, write_jsonl
+from training import config as configs
 
 
 def _params(tmp_path, mutate):
@@ -21,6 +22,12 @@ def test_default_params_are_valid():
     assert params["model"]["preset"] == "tiny"
 
 
+def test_default_tiny_shape_is_the_presets_default():
+    """params.yaml and `configs.tiny()` (what the benchmarks build) describe the same model."""
+    shape = load_params("model", path=ROOT / "params.yaml")["tiny"]
+    assert configs.tiny(1024, **shape) == configs.tiny(1024)
+
+
 @pytest.mark.parametrize(
     "mutate, field",
     [
@@ -29,6 +36,8 @@ def test_default_params_are_valid():
         (lambda p: p["train"].update(batch_size=0), "train.batch_size"),
         (lambda p: p["predict"].update(max_new_tokens=100_000), "predict.max_new_tokens"),
         (lambda p: p["model"].update(preset="gpt2"), "model.preset"),
+        (lambda p: p["model"]["tiny"].update(width=512), "model.tiny"),
+        (lambda p: p["model"]["tiny"].update(head_dim=0), "model.tiny.head_dim"),
         (lambda p: p.update(extra={}), "<record>"),
     ],
 )

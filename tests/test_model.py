@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from training.config import FULL, SLIDING, GemmaConfig
+from training.factory import ShapeError, build_model
 from training.model import Gemma, init_cache
 
 
@@ -72,3 +73,16 @@ def test_param_count_matches_config():
     model = Gemma(cfg, rngs=nnx.Rngs(0))
     n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     assert n == cfg.num_params()
+
+
+def test_tiny_preset_takes_its_shape_from_params():
+    shape = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=5, num_attention_heads=4,
+                 num_key_value_heads=1, head_dim=8)
+    spec = {"preset": "tiny", "checkpoint": None, "tiny": shape, "param_dtype": "float32", "compute_dtype": "float32"}
+    model = build_model(spec, vocab_size=50, seed=0)
+    assert {key: getattr(model.config, key) for key in shape} == shape
+    assert model.config.layer_types == (SLIDING, SLIDING, SLIDING, FULL, SLIDING)
+    assert model.layers[4].mlp.up_proj.kernel.shape == (32, 48)
+    assert model.config.num_params() == sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    with pytest.raises(ShapeError, match=r"^model\.tiny: num_attention_heads must be a multiple of num_key_value_heads"):
+        build_model({**spec, "tiny": {**shape, "num_key_value_heads": 3}}, vocab_size=50, seed=0)

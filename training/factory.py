@@ -12,11 +12,19 @@ from training.hf_io import CheckpointError, load_pretrained, read_config
 from training.model import Gemma
 
 
+class ShapeError(ValueError):
+    """`model.tiny` asks for a shape the architecture cannot have; the message names the field."""
+
+
 def build_model(model_params: dict, vocab_size: int, seed: int, remat: bool = False) -> Gemma:
     preset = model_params["preset"]
     dtypes = dict(dtype=model_params["compute_dtype"], param_dtype=model_params["param_dtype"])
     if preset == "tiny":
-        return Gemma(configs.tiny(vocab_size), rngs=nnx.Rngs(params=seed), remat=remat, **dtypes)
+        try:
+            cfg = configs.tiny(vocab_size, **model_params["tiny"])
+        except ValueError as err:
+            raise ShapeError(f"model.tiny: {err}") from None
+        return Gemma(cfg, rngs=nnx.Rngs(params=seed), remat=remat, **dtypes)
     checkpoint = model_params.get("checkpoint")
     if not checkpoint:
         raise CheckpointError(f"model.checkpoint: preset {preset} needs a local Hugging Face model directory")
