@@ -7,8 +7,9 @@ lost (every file of the copy is byte-identical afterwards; no temporaries left).
 
 The base copy is built once per test session (the `shared_base` fixture of
 conftest.py; test_safety.py and test_faults.py copy it too), cheaply: seed,
-tokenizer, evaluate, evidence and package run for real; the model is a freshly initialised tiny model (no training), the
-predictions are written by hand and dvc.lock is crafted (no `dvc repro`).
+tokenizer, evaluate, evidence and package run for real; the model is a freshly
+initialised tiny model (no training), the predictions are written by hand and
+dvc.lock is crafted (no `dvc repro`).
 Train and predict cases all fail before anything is compiled.
 """
 

@@ -20,6 +20,10 @@ def small(family=3, window=8, layer_types=(SLIDING, FULL)):
     )
 
 
+def parameter_count(model):
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
 def forward(model, tokens, positions=None, segments=None):
     b, t = tokens.shape
     positions = jnp.tile(jnp.arange(t), (b, 1)) if positions is None else positions
@@ -71,8 +75,7 @@ def test_sliding_window_hides_keys_outside_it():
 def test_param_count_matches_config():
     cfg = small(2)
     model = Gemma(cfg, rngs=nnx.Rngs(0))
-    n = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    assert n == cfg.num_params()
+    assert parameter_count(model) == cfg.num_params()
 
 
 def test_tiny_preset_takes_its_shape_from_params():
@@ -83,6 +86,6 @@ def test_tiny_preset_takes_its_shape_from_params():
     assert {key: getattr(model.config, key) for key in shape} == shape
     assert model.config.layer_types == (SLIDING, SLIDING, SLIDING, FULL, SLIDING)
     assert model.layers[4].mlp.up_proj.kernel.shape == (32, 48)
-    assert model.config.num_params() == sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert parameter_count(model) == model.config.num_params()
     with pytest.raises(ShapeError, match=r"^model\.tiny: num_attention_heads must be a multiple of num_key_value_heads"):
         build_model({**spec, "tiny": {**shape, "num_key_value_heads": 3}}, vocab_size=50, seed=0)
