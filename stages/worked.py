@@ -75,7 +75,8 @@ def multiply(n: int, m: int) -> tuple[str, str] | None:
     parts, columns, carry = [], [], 0
     for d in _digits(n):
         p = d * f + carry
-        parts.append(f"{d}×{f}" + (f"+{carry}" if carry else "") + f"={p}")
+        # The product, then the carry added to it: two facts a small model learns apart.
+        parts.append(f"{d}×{f}+{carry}={d * f}+{carry}={p}" if carry else f"{d}×{f}={p}")
         columns.append(p)
         carry = p // 10
     return ", ".join(parts), _assemble(columns, strip_zeros=True) + "0" * zeros
@@ -95,7 +96,8 @@ def divide(n: int, m: int) -> tuple[str, str] | None:
         if cur < f and i < len(text) and not quotient:
             continue  # take another digit before the first division
         q, cur = divmod(cur, f)
-        parts.append(f"{cur + q * f}/{f}={q} r{cur}")
+        # The quotient digit's product before the remainder: the remainder is then a difference.
+        parts.append(f"{cur + q * f}/{f}={q} ({q * f}) r{cur}")
         quotient += str(q)
     return ", ".join(parts), quotient.lstrip("0") or "0"
 
