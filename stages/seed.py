@@ -193,9 +193,14 @@ def count_records(records: Iterable[Mapping]) -> dict[str, dict[str, int]]:
 # ---------------------------------------------------------------- the stage
 
 
+# Step type -> its working (stages/worked.py).
+_WORKING = {"compute": worked.show_work, "compare": worked.show_comparison}
+
+
 def with_work(record: dict) -> dict:
-    """The trace with every compute step worked column by column (see stages/worked.py)."""
-    steps = [{**s, "content": worked.show_work(s["content"])} if s["type"] == "compute" else s for s in record["steps"]]
+    """The trace with every compute step worked column by column, every comparison digit by digit."""
+    steps = [{**s, "content": _WORKING[s["type"]](s["content"])} if s["type"] in _WORKING else s
+             for s in record["steps"]]
     return {**record, "steps": steps}
 
 

@@ -4,15 +4,21 @@
 Every token the model writes is then a one-digit fact, a carry, or a copy of a
 digit it can see, which a small model learns in minutes; a multi-digit sum
 written in one go needs the carries of digits not yet written, which it does
-not. Integer +, −, × and exact ÷ by a one- or two-digit multiplier (or such a
-multiplier times a power of ten) are worked; anything else stays `a op b = c`.
+not. A multiply column writes its product before adding the carry, and a
+division column its product before the remainder: one fact per token, not two.
++ and − are worked for integers and decimals of any sign (as whole numbers of
+their smallest place, a negative moved outside: `-(255 + 736)`), × and exact
+÷ by a one- or two-digit multiplier (or such a multiplier times a power of
+ten) for non-negative operands; anything else stays `a op b = c`.
 """
 
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
-_STEP = re.compile(r"^(-?\d+) ([-+×/]) (-?\d+) = (-?\d+)$")
+_NUMBER = r"-?\d+(?:\.\d+)?"
+_STEP = re.compile(rf"^({_NUMBER}) ([-+×/]) ({_NUMBER}) = ({_NUMBER})$")
 
 
 def _digits(n: int) -> list[int]:
@@ -102,29 +108,82 @@ def divide(n: int, m: int) -> tuple[str, str] | None:
     return ", ".join(parts), quotient.lstrip("0") or "0"
 
 
+def _point(value: str, places: int) -> str:
+    """An integer's digits read with `places` decimals: `5938`, 2 -> `59.38`; `-7`, 2 -> `-0.07`."""
+    if not places:
+        return value
+    sign, digits = ("-", value[1:]) if value.startswith("-") else ("", value)
+    digits = digits.zfill(places + 1)
+    return f"{sign}{digits[:-places]}.{digits[-places:]}"
+
+
+def _rewritten(rewrite: str, work: tuple[str, str], negate: bool = False) -> tuple[str, str]:
+    """Working of an equivalent step, named first: `-(120 - 45): 10-5=5, …`."""
+    cols, value = work
+    return (f"-({rewrite}): {cols}", f"-{value}") if negate else (f"{rewrite}: {cols}", value)
+
+
+def _add_or_subtract(a: str, op: str, b: str) -> tuple[str, str] | None:
+    """a ± b worked on magnitudes: a negative first operand or result is moved outside, `-(…)`."""
+    x, y = (int(n.replace(".", "")) for n in (a, b))
+    if y < 0:
+        return None
+    if x < 0 and op == "-":  # -a - b = -(a + b)
+        return _rewritten(f"{a[1:]} + {b}", add(-x, y), negate=True)
+    if x < 0:  # -a + b = b - a
+        if y < -x:
+            return _rewritten(f"{a[1:]} - {b}", subtract(-x, y), negate=True)
+        return _rewritten(f"{b} - {a[1:]}", subtract(y, -x))
+    if op == "+":
+        return add(x, y)
+    return _rewritten(f"{b} - {a}", subtract(y, x), negate=True) if x < y else subtract(x, y)
+
+
 def show_work(content: str) -> str:
-    """A compute step `a op b = c` with its working; other steps unchanged."""
+    """A compute step `a op b = c` with its working; other steps unchanged.
+
+    Decimal operands are padded to the same places, `6.18 + 53.20: 8+0=8, …, so 59.38`.
+    """
     match = _STEP.match(content)
     if not match:
         return content
-    a, op, b, c = int(match[1]), match[2], int(match[3]), match[4]
-    if a < 0 or b < 0:
-        return content
-    if op == "+":
-        work = add(a, b)
-    elif op == "-":
-        if a < b:
-            cols, value = subtract(b, a)
-            work = (f"-({b} - {a}): {cols}", f"-{value}")
-        else:
-            work = subtract(a, b)
+    a, op, b, c = match[1], match[2], match[3], match[4]
+    places = max(len(n.partition(".")[2]) for n in (a, b))
+    if op in "+-":
+        a, b = (f"{Decimal(n):.{places}f}" for n in (a, b))
+        work = _add_or_subtract(a, op, b)
+    elif "-" in a + b:
+        work = None
     elif op == "×":
-        work = multiply(a, b)
+        work = None if "." in b else multiply(int(a.replace(".", "")), int(b))
     else:
-        work = divide(a, b)
+        work = None if places else divide(int(a), int(b))
     if work is None:
         return content
     cols, value = work
-    if value != c:
+    value = _point(value, places)
+    if Decimal(value) != Decimal(c):
         raise ValueError(f"worked {content!r} gives {value}")
     return f"{a} {op} {b}: {cols}, so {c}"
+
+
+_COMPARE = re.compile(r"^(\d+) ([<>]) (\d+)$")
+
+
+def show_comparison(content: str) -> str:
+    """`772 > 756` decided digit by digit from the left: `772 vs 756: 7=7, 7>5, so 772 > 756`.
+
+    Numbers of different lengths (the longer is larger) and single digits stay as they are.
+    """
+    match = _COMPARE.match(content)
+    if not match or len(match[1]) != len(match[3]) or len(match[1]) < 2:
+        return content
+    a, sign, b = match[1], match[2], match[3]
+    parts = []
+    for x, y in zip(a, b):
+        parts.append(f"{x}{'=' if x == y else '>' if x > y else '<'}{y}")
+        if x != y:
+            break
+    if parts[-1][1] != sign:
+        raise ValueError(f"compared {content!r} gives {parts[-1]}")
+    return f"{a} vs {b}: {', '.join(parts)}, so {content}"

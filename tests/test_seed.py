@@ -214,6 +214,19 @@ def test_every_step_is_correct_and_mechanical(dataset):
         assert len(rec["prompt"].split()) < 40, rec["prompt"]
 
 
+def test_show_work_covers_signed_and_decimal_sums_and_close_comparisons(dataset):
+    records, _ = dataset
+    for rec in records:
+        worked = seed.with_work(rec)  # raises if any working disagrees with its step
+        for plain, step in zip(rec["steps"], worked["steps"]):
+            text = plain["content"]
+            signed_or_decimal = rec["meta"]["generator"] in ("arithmetic.decimal", "arithmetic.negative")
+            sum_or_difference = plain["type"] == "compute" and (" + " in text or " - " in text)
+            close = plain["type"] == "compare" and len(text.split()[0]) == len(text.split()[2]) > 1
+            if (signed_or_decimal and sum_or_difference) or close:
+                assert step["content"].endswith(f"so {text.split(' = ')[-1]}"), step
+
+
 def test_trace_regenerates_from_its_meta_seed(dataset):
     records, _ = dataset
     for rec in records[:200]:
