@@ -108,13 +108,9 @@ def divide(n: int, m: int) -> tuple[str, str] | None:
     return ", ".join(parts), quotient.lstrip("0") or "0"
 
 
-def _point(value: str, places: int) -> str:
-    """An integer's digits read with `places` decimals: `5938`, 2 -> `59.38`; `-7`, 2 -> `-0.07`."""
-    if not places:
-        return value
-    sign, digits = ("-", value[1:]) if value.startswith("-") else ("", value)
-    digits = digits.zfill(places + 1)
-    return f"{sign}{digits[:-places]}.{digits[-places:]}"
+def _whole(number: str) -> int:
+    """A decimal as a whole number of its smallest place: `53.20` -> 5320."""
+    return int(number.replace(".", ""))
 
 
 def _rewritten(rewrite: str, work: tuple[str, str], negate: bool = False) -> tuple[str, str]:
@@ -125,7 +121,7 @@ def _rewritten(rewrite: str, work: tuple[str, str], negate: bool = False) -> tup
 
 def _add_or_subtract(a: str, op: str, b: str) -> tuple[str, str] | None:
     """a ± b worked on magnitudes: a negative first operand or result is moved outside, `-(…)`."""
-    x, y = (int(n.replace(".", "")) for n in (a, b))
+    x, y = _whole(a), _whole(b)
     if y < 0:
         return None
     if x < 0 and op == "-":  # -a - b = -(a + b)
@@ -152,18 +148,18 @@ def show_work(content: str) -> str:
     if op in "+-":
         a, b = (f"{Decimal(n):.{places}f}" for n in (a, b))
         work = _add_or_subtract(a, op, b)
-    elif "-" in a + b:
+    elif "-" in a + b:  # × and ÷ are worked for non-negative operands only
         work = None
     elif op == "×":
-        work = None if "." in b else multiply(int(a.replace(".", "")), int(b))
+        work = None if "." in b else multiply(_whole(a), int(b))
     else:
         work = None if places else divide(int(a), int(b))
     if work is None:
         return content
     cols, value = work
-    value = _point(value, places)
-    if Decimal(value) != Decimal(c):
-        raise ValueError(f"worked {content!r} gives {value}")
+    result = Decimal(value).scaleb(-places)  # the columns' digits, read with the operands' decimals
+    if result != Decimal(c):
+        raise ValueError(f"worked {content!r} gives {result}")
     return f"{a} {op} {b}: {cols}, so {c}"
 
 

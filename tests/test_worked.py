@@ -83,9 +83,8 @@ def test_signed_and_decimal_steps_work_out_to_their_result():
         places = rng.choice([0, 1, 2])
         a, b = (Decimal(rng.randint(-99_999, 99_999)).scaleb(-places) for _ in "ab")
         b, m = abs(b), rng.choice([2, 3, 4, 5, 6, 7, 8, 9, 11, 12])  # 10 is a shift, not worked
-        for op, c in (("+", a + b), ("-", a - b), ("×", abs(a) * m)):
-            left = abs(a) if op == "×" else a
-            step = f"{num(left)} {op} {num(b if op != '×' else m)} = {num(c)}"
+        for left, op, right, c in ((a, "+", b, a + b), (a, "-", b, a - b), (abs(a), "×", m, abs(a) * m)):
+            step = f"{num(left)} {op} {num(right)} = {num(c)}"
             worked = show_work(step)  # raises if the working disagrees
             assert worked.endswith(f", so {num(c)}") and worked != step, step
             assert_facts_true(worked)
