@@ -4,7 +4,7 @@
     python scripts/make_evalset.py --check    # exit 1 if the committed file differs
 
 The items come from the same generators as the training traces
-(`stages/tasks.py`), so they share the training phrasing and step
+(`reasoning/tasks.py`), so they share the training phrasing and step
 conventions, drawn with a seed of their own (`EVAL_SEED`, never the
 training seed); the seed stage then drops any training prompt equal to one
 of them. Sections:
@@ -30,10 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages import tasks  # noqa: E402
+from reasoning import tasks  # noqa: E402
+from stages import paths  # noqa: E402
 from stages.common import StageError, run_stage, validate, write_jsonl  # noqa: E402
 
-EVAL_SET = Path("evalsets/tunix_eval_v1.jsonl")
 EVAL_SEED = 20250917  # the eval set's own seed; training uses base.seed
 SECTION_PREFIX = {"core": "core", "trace_sensitive": "trace", "edge_case": "edge"}
 
@@ -134,14 +134,14 @@ def build_items(seed: int = EVAL_SEED) -> list[tuple[dict, tasks.Task]]:
                     "difficulty": task.difficulty,
                     "answer_type": task.answer_type,
                 }
-                validate(item, "eval_item", f"{EVAL_SET}: item {item['id']}")
+                validate(item, "eval_item", f"{paths.EVALSET}: item {item['id']}")
                 out.append((item, task))
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / EVAL_SET, help="where to write (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=ROOT / paths.EVALSET, help="where to write (default: %(default)s)")
     parser.add_argument("--check", action="store_true", help="only check that --out holds exactly this eval set")
     args = parser.parse_args(argv)
     items = [item for item, _ in build_items()]

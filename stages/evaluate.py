@@ -3,7 +3,7 @@
 Writes reports/metrics.json (the flat numbers `dvc exp show` compares) and
 reports/scorecard.json (every item's score plus breakdowns by section,
 category and difficulty). The answer is re-parsed from each raw completion, so
-scores depend only on the completions and on stages/answers.py + scoring.py.
+scores depend only on the completions and on reasoning/answers.py + scoring.py.
 """
 
 from __future__ import annotations
@@ -14,14 +14,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from stages.answers import parse_completion
+from reasoning.answers import parse_completion
+from reasoning.scoring import score_answer
+from stages import paths
 from stages.common import StageError, dumps_json, load_params, read_jsonl, run_stage, validate, write_json
-from stages.scoring import score_answer
 
-EVAL_SET = "evalsets/tunix_eval_v1.jsonl"
-PREDICTIONS = "data/predictions.jsonl"
-METRICS = "reports/metrics.json"
-SCORECARD = "reports/scorecard.json"
 SECTIONS = ("core", "trace_sensitive", "edge_case")
 GROUPS = ("section", "category", "difficulty")
 
@@ -130,8 +127,8 @@ def summarize(rows: list[dict]) -> tuple[dict, dict]:
         "section": {s: breakdowns["section"].get(s, {}).get("accuracy") for s in SECTIONS},
     }
     scorecard = {"items": rows, "breakdowns": breakdowns}
-    validate(metrics, "metrics", METRICS)
-    validate(scorecard, "scorecard", SCORECARD)
+    validate(metrics, "metrics", str(paths.METRICS))
+    validate(scorecard, "scorecard", str(paths.SCORECARD))
     return metrics, scorecard
 
 
@@ -147,15 +144,15 @@ def write_reports(metrics: dict, scorecard: dict, metrics_path: Path, scorecard_
     write_json(scorecard_path, scorecard)
 
 
-def run(root: Path, params: dict) -> dict:
-    """The whole stage under `root` with the `evaluate` params section; returns metrics."""
-    metrics, scorecard = evaluate(root / EVAL_SET, root / PREDICTIONS, params)
-    write_reports(metrics, scorecard, root / METRICS, root / SCORECARD)
+def run(params: dict, root: Path = Path(".")) -> dict:
+    """The whole stage under `root`; returns the metrics."""
+    metrics, scorecard = evaluate(root / paths.EVALSET, root / paths.PREDICTIONS, params["evaluate"])
+    write_reports(metrics, scorecard, root / paths.METRICS, root / paths.SCORECARD)
     return metrics
 
 
 def main() -> None:
-    metrics = run(Path("."), load_params("evaluate"))
+    metrics = run(load_params())
     print(dumps_json(metrics), end="")
 
 

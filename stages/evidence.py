@@ -27,13 +27,8 @@ from stages.common import (
     sha256_file,
     validate,
 )
-from stages.evaluate import EVAL_SET, METRICS, SCORECARD
+from stages import paths
 
-RUNS_DIR = "submission_runs"
-TRAIN_DATA = "data/train.jsonl"
-TRAIN_MANIFEST = "data/train_manifest.json"
-MODEL_DIR = "data/model"
-TRAINING_INFO = "data/model/training_info.json"
 LOCKED_STAGES = ("seed", "tokenizer", "train", "predict", "evaluate")
 # Training telemetry (tokens/s, timestamps) differs run to run: not part of what a run is.
 TELEMETRY_PREFIX = "dvclive"
@@ -166,28 +161,28 @@ def count_lines(path: Path) -> int:
 def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, str]:
     """(run_manifest, eval_summary, run_log text), validated against their schemas."""
     run_version = params["base"]["run_version"]
-    info = read_training_info(root / TRAINING_INFO)
-    metrics = read_json(root / METRICS, "metrics")
-    scorecard = read_json(root / SCORECARD, "scorecard")
+    info = read_training_info(root / paths.TRAINING_INFO)
+    metrics = read_json(root / paths.METRICS, "metrics")
+    scorecard = read_json(root / paths.SCORECARD, "scorecard")
     manifest = {
         "run_version": run_version,
         "model": {
             "preset": params["model"]["preset"],
             "checkpoint": params["model"]["checkpoint"],
-            "id": model_id(root / MODEL_DIR),
+            "id": model_id(root / paths.MODEL),
             "n_params": info["n_params"],
-            "config": read_json(root / MODEL_DIR / "config.json"),
+            "config": read_json(root / paths.MODEL / "config.json"),
         },
         "dataset": {
-            "path": TRAIN_DATA,
-            "sha256": _sha256(root / TRAIN_DATA),
-            "n_records": count_lines(root / TRAIN_DATA),
-            "manifest": read_json(root / TRAIN_MANIFEST),
+            "path": paths.TRAIN.as_posix(),
+            "sha256": _sha256(root / paths.TRAIN),
+            "n_records": count_lines(root / paths.TRAIN),
+            "manifest": read_json(root / paths.TRAIN_MANIFEST),
         },
         "eval_set": {
-            "path": EVAL_SET,
-            "sha256": _sha256(root / EVAL_SET),
-            "n_items": len(read_jsonl(root / EVAL_SET)),
+            "path": paths.EVALSET.as_posix(),
+            "sha256": _sha256(root / paths.EVALSET),
+            "n_items": len(read_jsonl(root / paths.EVALSET)),
         },
         "params": params,
         "command": COMMAND,
@@ -207,7 +202,7 @@ def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, s
         "metrics": metrics,
         "breakdowns": scorecard["breakdowns"],
     }
-    run_dir = root / RUNS_DIR / run_version
+    run_dir = root / paths.SUBMISSION_RUNS / run_version
     validate(manifest, "run_manifest", str(run_dir / MANIFEST_FILE))
     validate(summary, "eval_summary", str(run_dir / SUMMARY_FILE))
     return manifest, summary, render_log(manifest, summary, info["loss_history"])
@@ -295,17 +290,17 @@ def write_evidence(run_dir: Path, manifest: dict, summary: dict, log: str) -> No
         raise StageError(f"{run_dir}: cannot write evidence: {err.strerror or err}") from None
 
 
-def run(root: Path, params: dict, commit: str | None = None) -> Path:
-    """The whole stage under `root` with the full params; returns the run folder."""
+def run(params: dict, root: Path = Path("."), commit: str | None = None) -> Path:
+    """The whole stage under `root`; returns the run folder."""
     commit = commit if commit is not None else git_commit(root)
     manifest, summary, log = build_evidence(root, params, commit)
-    run_dir = root / RUNS_DIR / params["base"]["run_version"]
+    run_dir = root / paths.SUBMISSION_RUNS / params["base"]["run_version"]
     write_evidence(run_dir, manifest, summary, log)
     return run_dir
 
 
 def main() -> None:
-    run_dir = run(Path("."), load_params())
+    run_dir = run(load_params())
     print(f"evidence written to {run_dir}/")
 
 

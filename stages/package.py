@@ -18,13 +18,13 @@ from pathlib import Path
 import yaml
 
 from stages.common import StageError, atomic_path, load_params, read_json, run_stage
-from stages.evidence import LOG_FILE, MANIFEST_FILE, RUNS_DIR, SUMMARY_FILE, TRAIN_MANIFEST, is_telemetry, read_yaml
+from stages import paths
+from stages.evidence import LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, is_telemetry, read_yaml
 
-SUBMISSION_DIR = "submission"
 PACKAGE_STAGE = "package"
-REQUIRED = ("params.yaml", "dvc.yaml", TRAIN_MANIFEST)
+REQUIRED = ("params.yaml", "dvc.yaml", paths.TRAIN_MANIFEST.as_posix())
 OPTIONAL = ("README.md",)
-GLOBS = ("evalsets/*.jsonl", "notebooks/*.ipynb", "stages/*.py", "training/*.py", "schemas/*.json")
+GLOBS = ("evalsets/*.jsonl", "notebooks/*.ipynb", "stages/*.py", "reasoning/*.py", "training/*.py", "schemas/*.json")
 README_NAME = "SUBMISSION_README.md"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
 ZIP_LEVEL = 9
@@ -69,7 +69,7 @@ def read_inside(root: Path, rel: str) -> bytes:
 
 def check_evidence(root: Path, run_version: str) -> tuple[dict, dict]:
     """(run_manifest, eval_summary) of the run, refused unless both are valid and the log exists."""
-    run_dir = root / RUNS_DIR / run_version
+    run_dir = root / paths.SUBMISSION_RUNS / run_version
     manifest = read_json(run_dir / MANIFEST_FILE, "run_manifest")
     summary = read_json(run_dir / SUMMARY_FILE, "eval_summary")
     for path, doc in ((run_dir / MANIFEST_FILE, manifest), (run_dir / SUMMARY_FILE, summary)):
@@ -98,7 +98,7 @@ def collect_files(root: Path, run_version: str) -> dict[str, bytes]:
     """zip entry name -> bytes for everything the submission holds, except the generated README."""
     root = root.resolve()
     names = list(REQUIRED) + [n for n in OPTIONAL if (root / n).exists()]
-    for pattern in (f"{RUNS_DIR}/{run_version}/*", *GLOBS):
+    for pattern in (f"{paths.SUBMISSION_RUNS}/{run_version}/*", *GLOBS):
         names += [p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file() or p.is_symlink()]
     files: dict[str, bytes] = {}
     for name in sorted(set(names)):
@@ -156,7 +156,7 @@ def submission_readme(manifest: dict, summary: dict, names: list[str]) -> str:
         "```",
         "",
         "`params.yaml` holds every knob; `dvc.lock` the hashes of every input and output;",
-        f"`{RUNS_DIR}/{manifest['run_version']}/` the run manifest, scores and training log.",
+        f"`{paths.SUBMISSION_RUNS}/{manifest['run_version']}/` the run manifest, scores and training log.",
         "",
         "## Contents",
         "",
@@ -202,14 +202,14 @@ def build_package(root: Path, run_version: str) -> tuple[str, bytes]:
     return zip_name(run_version, data), data
 
 
-def run(root: Path, run_version: str, out_dir: Path | None = None) -> Path:
+def run(params: dict, root: Path = Path("."), out_dir: Path | None = None) -> Path:
     """The whole stage under `root`; returns the zip's path."""
-    name, data = build_package(root, run_version)
-    return write_package(out_dir if out_dir is not None else root / SUBMISSION_DIR, name, data)
+    name, data = build_package(root, params["base"]["run_version"])
+    return write_package(out_dir if out_dir is not None else root / paths.SUBMISSION, name, data)
 
 
 def main() -> None:
-    path = run(Path("."), load_params()["base"]["run_version"])
+    path = run(load_params())
     print(f"submission written to {path}")
 
 

@@ -12,16 +12,14 @@ from pathlib import Path
 import jax
 from tqdm import tqdm
 
-from stages.answers import parse_completion
+from reasoning.answers import parse_completion
+from stages import paths
 from stages.common import StageError, load_params, load_tokenizer, read_jsonl, run_stage, write_jsonl
 from training import chat
 from training import tokenizer as tokenizers_io
 from training.hf_io import CheckpointError, load_pretrained, read_config
 from training.sampler import Sampler, SamplingConfig
 
-MODEL = Path("data/model")
-EVALSET = Path("evalsets/tunix_eval_v1.jsonl")
-OUT = Path("data/predictions.jsonl")
 
 
 def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens: int, dtype: str) -> list[dict]:
@@ -66,15 +64,20 @@ def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens:
     return [results[i] for i in range(len(items))]
 
 
-def main() -> None:
-    params = load_params()
+def run(params: dict, root: Path = Path(".")) -> list[dict]:
+    """Predict every item of `root`'s eval set with its model; write and return the predictions."""
     p = params["predict"]
-    items = read_jsonl(EVALSET, schema="eval_item")
-    records = predict(items, MODEL, p["batch_size"], p["max_new_tokens"], params["model"]["compute_dtype"])
-    write_jsonl(OUT, records)
+    items = read_jsonl(root / paths.EVALSET, schema="eval_item")
+    records = predict(items, root / paths.MODEL, p["batch_size"], p["max_new_tokens"], params["model"]["compute_dtype"])
+    write_jsonl(root / paths.PREDICTIONS, records)
     n_trunc = sum(r["truncated"] for r in records)
     n_ok = sum(r["format_ok"] for r in records)
-    print(f"predict: {len(records)} items on {jax.devices()[0].platform}, {n_ok} well-formed, {n_trunc} truncated -> {OUT}")
+    print(f"predict: {len(records)} items on {jax.devices()[0].platform}, {n_ok} well-formed, {n_trunc} truncated -> {paths.PREDICTIONS}")
+    return records
+
+
+def main() -> None:
+    run(load_params())
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m stages.seed
 
 Reads params `base.seed` and the `seed` section. `seed.source: synthetic`
-draws `seed.size` traces from the generators of `stages/tasks.py`, the task
+draws `seed.size` traces from the generators of `reasoning/tasks.py`, the task
 families weighted by `seed.mix`; `seed.source: gsm8k` imports a local JSONL
 file in GSM8K format (`seed.gsm8k_path`). Either way no training prompt may
 equal an eval prompt of `evalsets/tunix_eval_v1.jsonl`: the synthetic
@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from stages import tasks, worked
+from reasoning import tasks, worked
+from stages import paths
 from stages.common import (
     StageError,
     load_params,
@@ -35,9 +36,6 @@ from stages.common import (
     write_jsonl,
 )
 
-TRAIN_PATH = Path("data/train.jsonl")
-MANIFEST_PATH = Path("data/train_manifest.json")
-EVAL_SET = Path("evalsets/tunix_eval_v1.jsonl")
 
 MAX_ATTEMPTS = 1000  # fresh draws per trace before giving up on avoiding eval prompts
 
@@ -51,7 +49,7 @@ def load_eval_index(path: str | Path) -> dict[str, str]:
     return {tasks.normalize_prompt(item["prompt"]): item["id"] for item in items}
 
 
-def check_no_leaks(records: Iterable[Mapping], eval_index: Mapping[str, str], where: str | Path = TRAIN_PATH) -> None:
+def check_no_leaks(records: Iterable[Mapping], eval_index: Mapping[str, str], where: str | Path = paths.TRAIN) -> None:
     """Fail on the first training prompt that equals an eval prompt (after normalisation)."""
     for lineno, record in enumerate(records, start=1):
         hit = eval_index.get(tasks.normalize_prompt(record["prompt"]))
@@ -100,7 +98,7 @@ def generate_dataset(
                 break
             skipped += 1
         else:
-            raise StageError(f"{EVAL_SET}: prompt: every {family} task drawn equals an eval prompt; the eval set covers the whole family")
+            raise StageError(f"{paths.EVALSET}: prompt: every {family} task drawn equals an eval prompt; the eval set covers the whole family")
         records.append(task.trace(f"{task.category}-{index:06d}", task_seed))
     return records, skipped
 
@@ -193,7 +191,7 @@ def count_records(records: Iterable[Mapping]) -> dict[str, dict[str, int]]:
 # ---------------------------------------------------------------- the stage
 
 
-# Step type -> its working (stages/worked.py).
+# Step type -> its working (reasoning/worked.py).
 _WORKING = {"compute": worked.show_work, "compare": worked.show_comparison}
 
 
@@ -208,7 +206,7 @@ def run(params: Mapping[str, Any], root: str | Path = ".") -> dict:
     """Write `data/train.jsonl` and `data/train_manifest.json` under `root`; return the manifest."""
     root = Path(root)
     base, cfg = params["base"], params["seed"]
-    eval_index = load_eval_index(root / EVAL_SET)
+    eval_index = load_eval_index(root / paths.EVALSET)
     extra: dict[str, Any] = {}
     if cfg["source"] == "synthetic":
         records, skipped = generate_dataset(cfg["size"], cfg["mix"], base["seed"], eval_index)
@@ -221,7 +219,7 @@ def run(params: Mapping[str, Any], root: str | Path = ".") -> dict:
         extra["gsm8k"] = {"path": str(cfg["gsm8k_path"]), "sha256": sha256_file(gsm8k_path)}
     if cfg["show_work"]:
         records = [with_work(r) for r in records]
-    check_no_leaks(records, eval_index, TRAIN_PATH)
+    check_no_leaks(records, eval_index, paths.TRAIN)
     manifest = {
         "source": cfg["source"],
         "size": len(records),
@@ -230,23 +228,23 @@ def run(params: Mapping[str, Any], root: str | Path = ".") -> dict:
         "counts": count_records(records),
         "sha256": "0" * 64,  # filled in once the file is written
         "decontamination": {
-            "eval_set": EVAL_SET.as_posix(),
+            "eval_set": paths.EVALSET.as_posix(),
             "eval_prompts": len(eval_index),
             "skipped_collisions": skipped,
         },
         **extra,
     }
-    validate(manifest, "train_manifest", str(MANIFEST_PATH))  # before anything is written
-    write_jsonl(root / TRAIN_PATH, records)
-    manifest["sha256"] = sha256_file(root / TRAIN_PATH)
-    write_json(root / MANIFEST_PATH, manifest)
+    validate(manifest, "train_manifest", str(paths.TRAIN_MANIFEST))  # before anything is written
+    write_jsonl(root / paths.TRAIN, records)
+    manifest["sha256"] = sha256_file(root / paths.TRAIN)
+    write_json(root / paths.TRAIN_MANIFEST, manifest)
     return manifest
 
 
 def main() -> None:
     manifest = run(load_params())
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"]["by_category"].items() if v)
-    print(f"seed: wrote {manifest['size']} traces to {TRAIN_PATH} ({counts}); "
+    print(f"seed: wrote {manifest['size']} traces to {paths.TRAIN} ({counts}); "
           f"skipped {manifest['decontamination']['skipped_collisions']} eval-prompt collisions")
 
 

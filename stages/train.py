@@ -17,6 +17,7 @@ import jax
 from dvclive import Live
 from tqdm import tqdm
 
+from stages import paths
 from stages.common import (
     StageError,
     atomic_path,
@@ -31,14 +32,8 @@ from training import tokenizer as tokenizers_io
 from training.data import BatchStream, encode_trace, pack
 from training.factory import ShapeError, build_model
 from training.hf_io import CheckpointError, save_pretrained
-from training.trainer import NonFiniteLoss, TrainConfig, train
+from training.trainer import NonFiniteLoss, TrainConfig, TrainResult, MeshError, check_devices, train
 
-TRAIN = Path("data/train.jsonl")
-MANIFEST = Path("data/train_manifest.json")  # written by seed: the sha256 of the validated traces
-TOKENIZER = Path("data/tokenizer")
-MODEL = Path("data/model")
-CHECKPOINTS = Path("data/checkpoints")
-LIVE = Path("dvclive")
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tokenizers", "safetensors", "dvc", "dvclive")
 
 
@@ -46,41 +41,34 @@ def versions() -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in VERSIONED}
 
 
-def main() -> None:
-    params = load_params()
+def train_config(params: dict) -> TrainConfig:
     p = params["train"]
-    seed = params["base"]["seed"]
-    if p["distributed"]:
-        jax.distributed.initialize()  # coordinator and process ids from the environment (TPU, SLURM, …)
-    cfg = TrainConfig(
-        seed=seed,
+    return TrainConfig(
+        seed=params["base"]["seed"],
         mesh_data=p["mesh"]["data"],
         mesh_fsdp=p["mesh"]["fsdp"],
         **{k: v for k, v in p.items() if k in TrainConfig.__dataclass_fields__},
     )
 
-    devices = cfg.mesh_data * cfg.mesh_fsdp
-    if devices > jax.device_count():
-        raise StageError(
-            f"{params_where('train', 'mesh')}: train.mesh: {devices} devices asked for, {jax.device_count()} visible"
-        )
-    if cfg.batch_size % (cfg.grad_accum * devices):
-        raise StageError(
-            f"{params_where('train', 'batch_size')}: train.batch_size: {cfg.batch_size} is not a multiple of "
-            f"grad_accum × mesh devices ({cfg.grad_accum * devices})"
-        )
 
-    records = read_checked_jsonl(TRAIN, "trace", MANIFEST)
-    tok = load_tokenizer(TOKENIZER)
+def run(params: dict, root: Path = Path(".")) -> TrainResult:
+    """Train the model `params` describe on `root`'s traces; write its HF directory and dvclive curves."""
+    cfg = train_config(params)
+    try:
+        check_devices(cfg)
+    except MeshError as err:
+        raise StageError(f"{params_where('train', err.key, root=root)}: {err}") from None
+    records = read_checked_jsonl(root / paths.TRAIN, "trace", root / paths.TRAIN_MANIFEST)
+    tok = load_tokenizer(root / paths.TOKENIZER)
     examples = [encode_trace(tok, r) for r in records]
     rows = pack(examples, cfg.seq_len, pad_id=tokenizers_io.token_id(tok, "<pad>"))
-    stream = BatchStream(rows, cfg.batch_size, seed)
+    stream = BatchStream(rows, cfg.batch_size, cfg.seed)
     try:
-        model = build_model(params["model"], tok.get_vocab_size(), seed, remat=p["remat"])
+        model = build_model(params["model"], tok.get_vocab_size(), cfg.seed, remat=params["train"]["remat"])
     except CheckpointError as err:
         raise StageError(str(err)) from None
     except ShapeError as err:
-        raise StageError(f"{params_where('model', 'tiny')}: {err}") from None
+        raise StageError(f"{params_where('model', 'tiny', root=root)}: {err}") from None
     n_params = model.config.num_params()
     print(
         f"train: {len(records)} traces packed into {len(rows)} rows of {cfg.seq_len} "
@@ -88,8 +76,9 @@ def main() -> None:
         f"on {jax.device_count()} {jax.devices()[0].platform} device(s)"
     )
 
-    resume = any(CHECKPOINTS.glob("*")) if CHECKPOINTS.exists() else False
-    with Live(str(LIVE), resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+    checkpoints = root / paths.CHECKPOINTS
+    resume = checkpoints.exists() and any(checkpoints.iterdir())
+    with Live(str(root / paths.TRAIN_LIVE), resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
 
         def on_log(step: int, metrics: dict[str, float]) -> None:
             live.step = step
@@ -99,9 +88,9 @@ def main() -> None:
 
         progress = lambda start: tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
         try:
-            result = train(model, stream, cfg, checkpoint_dir=CHECKPOINTS, on_log=on_log, progress=progress)
+            result = train(model, stream, cfg, checkpoint_dir=checkpoints, on_log=on_log, progress=progress)
         except NonFiniteLoss as err:
-            raise StageError(f"{TRAIN}: training diverged: {err}") from None
+            raise StageError(f"{paths.TRAIN}: training diverged: {err}") from None
 
     info = {
         "preset": params["model"]["preset"],
@@ -115,14 +104,22 @@ def main() -> None:
         "versions": versions(),
         "devices": [str(d) for d in jax.devices()],
     }
-    with atomic_path(MODEL) as out:
-        save_pretrained(model, out, tokenizer_dir=TOKENIZER)
+    with atomic_path(root / paths.MODEL) as out:
+        save_pretrained(model, out, tokenizer_dir=root / paths.TOKENIZER)
         write_json(out / "training_info.json", info)
-    shutil.rmtree(CHECKPOINTS, ignore_errors=True)  # the run finished: nothing to resume
-    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the run finished: nothing to resume
+    checkpoints.mkdir(parents=True, exist_ok=True)
     if result.resumed_from:
-        print(f"train: resumed from the checkpoint of step {result.resumed_from} in {CHECKPOINTS}")
-    print(f"train: final loss {result.final_loss:.4f} -> {MODEL}")
+        print(f"train: resumed from the checkpoint of step {result.resumed_from} in {paths.CHECKPOINTS}")
+    print(f"train: final loss {result.final_loss:.4f} -> {paths.MODEL}")
+    return result
+
+
+def main() -> None:
+    params = load_params()
+    if params["train"]["distributed"]:
+        jax.distributed.initialize()  # coordinator and process ids from the environment (TPU, SLURM, …)
+    run(params)
 
 
 if __name__ == "__main__":

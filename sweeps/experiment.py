@@ -27,10 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-LIVE_METRICS = Path("dvclive/metrics.json")
-LIVE_LOSS = Path("dvclive/plots/metrics/train/loss.tsv")
-REPORTS = Path("reports/metrics.json")
-TRAINING_INFO = Path("data/model/training_info.json")
+from stages import paths
+
+LIVE_METRICS = paths.TRAIN_LIVE / "metrics.json"
+LIVE_LOSS = paths.TRAIN_LIVE / "plots/metrics/train/loss.tsv"
+REPORTS = paths.METRICS
+TRAINING_INFO = paths.TRAINING_INFO
 
 
 class TrialFailed(Exception):

@@ -28,7 +28,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from stages.answers import parse_completion
+from reasoning.answers import parse_completion
 from tests.pipeline_utils import env, make_repo
 
 EVAL_SET = "evalsets/tunix_eval_v1.jsonl"

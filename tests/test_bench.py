@@ -3,11 +3,14 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
 
 
 def run_bench(*args: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-m", "training.bench", *args, "--repeats", "1"], capture_output=True, text=True, check=False
+        [sys.executable, str(BENCH), *args, "--repeats", "1"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout

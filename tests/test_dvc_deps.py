@@ -7,13 +7,14 @@ taken as up to date); a dep the stage never imports retrains for nothing.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("stages", "training")
+PACKAGES = ("stages", "reasoning", "training")
 
 
 def module_file(name: str) -> Path | None:
@@ -75,3 +76,31 @@ def test_the_closure_follows_imports():
     closure = {p.relative_to(ROOT).as_posix() for p in project_closure("stages.train")}
     assert {"stages/train.py", "stages/common.py", "training/trainer.py", "training/model.py"} <= closure
     assert "training/sampler.py" not in closure
+
+
+def shared_paths_used(module: str) -> set[Path]:
+    """The `stages.paths` names a stage module reads (`paths.MODEL`), as paths."""
+    paths = importlib.import_module("stages.paths")
+    tree = ast.parse(module_file(module).read_text())
+    return {
+        Path(getattr(paths, node.attr))
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "paths"
+    }
+
+
+def declared(stage: dict) -> list[Path]:
+    """A stage's deps, outs, metrics and plots as paths (`cache: false` entries are one-key dicts)."""
+    entries = [*stage.get("deps", [])]
+    for kind in ("outs", "metrics", "plots"):
+        entries += [next(iter(e)) if isinstance(e, dict) else e for e in stage.get(kind, [])]
+    return [Path(e) for e in entries]
+
+
+@pytest.mark.parametrize(("name", "stage"), stages(), ids=[name for name, _ in stages()])
+def test_every_shared_path_a_stage_uses_is_declared(name, stage):
+    files = declared(stage)
+    used = shared_paths_used(stage["cmd"].removeprefix("python -m "))
+    # a file inside a declared folder is declared; so is a folder whose files are (dvclive's metrics and plots)
+    missing = [str(p) for p in sorted(used) if not any(p == f or f in p.parents or p in f.parents for f in files)]
+    assert not missing, f"dvc.yaml: stages.{name}: declare {', '.join(missing)} as a dep or an out"

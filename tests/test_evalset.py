@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages import tasks  # noqa: E402
+from reasoning import tasks  # noqa: E402
 from stages.common import StageError, read_jsonl, schema_error  # noqa: E402
 
 EVAL_SET = ROOT / "evalsets" / "tunix_eval_v1.jsonl"

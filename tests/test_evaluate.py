@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from stages import evaluate
+from stages import evaluate, paths
 from stages.common import StageError
 
 REPO = Path(__file__).resolve().parent.parent
-PARAMS = {"rel_tolerance": 1e-6, "partial_within": 0.10}
+PARAMS = {"evaluate": {"rel_tolerance": 1e-6, "partial_within": 0.10}}
 
 
 def item(id_, expected, answer_type, section="core", category="arithmetic", difficulty="easy"):
@@ -28,7 +28,7 @@ def item(id_, expected, answer_type, section="core", category="arithmetic", diff
 
 
 def pred(id_, completion, n_tokens=10, truncated=False):
-    from stages.answers import parse_completion
+    from reasoning.answers import parse_completion
 
     parsed = parse_completion(completion)
     return {"id": id_, "completion": completion, **parsed, "n_tokens": n_tokens, "truncated": truncated}
@@ -56,14 +56,14 @@ def write_jsonl(path: Path, records) -> None:
 
 
 def make_root(root: Path, items=ITEMS, predictions=PREDICTIONS) -> Path:
-    write_jsonl(root / evaluate.EVAL_SET, items)
-    write_jsonl(root / evaluate.PREDICTIONS, predictions)
+    write_jsonl(root / paths.EVALSET, items)
+    write_jsonl(root / paths.PREDICTIONS, predictions)
     return root
 
 
 def test_metrics_and_scorecard(tmp_path):
-    metrics = evaluate.run(make_root(tmp_path), PARAMS)
-    assert metrics == json.loads((tmp_path / evaluate.METRICS).read_text())
+    metrics = evaluate.run(PARAMS, make_root(tmp_path))
+    assert metrics == json.loads((tmp_path / paths.METRICS).read_text())
     assert metrics == {
         "primary_score": 0.6,
         "format_accuracy": 0.8,
@@ -74,7 +74,7 @@ def test_metrics_and_scorecard(tmp_path):
         "trace_tokens": {"mean": 30.0, "median": 30.0, "max": 50},
         "section": {"core": 1.0, "trace_sensitive": 0.0, "edge_case": 0.5},
     }
-    card = json.loads((tmp_path / evaluate.SCORECARD).read_text())
+    card = json.loads((tmp_path / paths.SCORECARD).read_text())
     assert [r["id"] for r in card["items"]] == [i["id"] for i in ITEMS]
     rows = {r["id"]: r for r in card["items"]}
     assert rows["core-002"]["answer"] == "0.75" and rows["core-002"]["correct"]
@@ -89,22 +89,22 @@ def test_metrics_and_scorecard(tmp_path):
 
 def test_outputs_are_deterministic_bytes(tmp_path):
     root = make_root(tmp_path)
-    evaluate.run(root, PARAMS)
-    first = [(root / p).read_bytes() for p in (evaluate.METRICS, evaluate.SCORECARD)]
-    evaluate.run(root, PARAMS)
-    assert [(root / p).read_bytes() for p in (evaluate.METRICS, evaluate.SCORECARD)] == first
+    evaluate.run(PARAMS, root)
+    first = [(root / p).read_bytes() for p in (paths.METRICS, paths.SCORECARD)]
+    evaluate.run(PARAMS, root)
+    assert [(root / p).read_bytes() for p in (paths.METRICS, paths.SCORECARD)] == first
     assert first[0].endswith(b"\n")
 
 
 def test_answer_is_reparsed_from_the_completion(tmp_path):
     tampered = [dict(p, answer="42", format_ok=True) if p["id"] == "edge-001" else p for p in PREDICTIONS]
-    metrics = evaluate.run(make_root(tmp_path, predictions=tampered), PARAMS)
+    metrics = evaluate.run(PARAMS, make_root(tmp_path, predictions=tampered))
     assert metrics["n_scored"] == 4 and metrics["format_accuracy"] == 0.8
 
 
 def test_nothing_scored_gives_null_primary_score(tmp_path):
     preds = [pred(p["id"], "", n_tokens=0) for p in PREDICTIONS]
-    metrics = evaluate.run(make_root(tmp_path, predictions=preds), PARAMS)
+    metrics = evaluate.run(PARAMS, make_root(tmp_path, predictions=preds))
     assert metrics["primary_score"] is None and metrics["n_scored"] == 0
     assert metrics["section"] == {"core": None, "trace_sensitive": None, "edge_case": None}
     assert metrics["format_accuracy"] == 0.0
@@ -112,56 +112,56 @@ def test_nothing_scored_gives_null_primary_score(tmp_path):
 
 def test_completions_without_an_answer_score_zero(tmp_path):
     preds = [pred(p["id"], "no idea") for p in PREDICTIONS]
-    metrics = evaluate.run(make_root(tmp_path, predictions=preds), PARAMS)
+    metrics = evaluate.run(PARAMS, make_root(tmp_path, predictions=preds))
     assert metrics["primary_score"] == 0.0 and metrics["n_scored"] == 0
     assert metrics["format_accuracy"] == 0.0
 
 
 def test_section_without_items_is_null(tmp_path):
-    metrics = evaluate.run(make_root(tmp_path, ITEMS[:2], PREDICTIONS[:2]), PARAMS)
+    metrics = evaluate.run(PARAMS, make_root(tmp_path, ITEMS[:2], PREDICTIONS[:2]))
     assert metrics["section"] == {"core": 1.0, "trace_sensitive": None, "edge_case": None}
 
 
 def test_missing_prediction_names_file_and_id(tmp_path):
     make_root(tmp_path, predictions=PREDICTIONS[:3] + PREDICTIONS[4:])
     with pytest.raises(StageError, match=r"predictions\.jsonl: id: no prediction for eval item 'edge-001'.*:4\)"):
-        evaluate.run(tmp_path, PARAMS)
-    assert not (tmp_path / evaluate.METRICS).exists()
+        evaluate.run(PARAMS, tmp_path)
+    assert not (tmp_path / paths.METRICS).exists()
 
 
 def test_unknown_prediction_names_line(tmp_path):
     make_root(tmp_path, predictions=PREDICTIONS + [pred("stray", "x")])
     with pytest.raises(StageError, match=r"predictions\.jsonl:6: id: 'stray' is not an item"):
-        evaluate.run(tmp_path, PARAMS)
+        evaluate.run(PARAMS, tmp_path)
 
 
 def test_duplicate_prediction_refused(tmp_path):
     make_root(tmp_path, predictions=PREDICTIONS + [PREDICTIONS[0]])
     with pytest.raises(StageError, match=r"predictions\.jsonl:6: id: duplicate id 'core-001'"):
-        evaluate.run(tmp_path, PARAMS)
+        evaluate.run(PARAMS, tmp_path)
 
 
 def test_bad_prediction_record_names_line_and_field(tmp_path):
     bad = [dict(p, n_tokens="ten") if p["id"] == "core-002" else p for p in PREDICTIONS]
     make_root(tmp_path, predictions=bad)
     with pytest.raises(StageError, match=r"predictions\.jsonl:2: n_tokens: 'ten' is not of type 'integer'"):
-        evaluate.run(tmp_path, PARAMS)
+        evaluate.run(PARAMS, tmp_path)
 
 
 def test_bad_eval_item_names_line_and_field(tmp_path):
     items = [dict(i, difficulty="extreme") if i["id"] == "trace-001" else i for i in ITEMS]
     make_root(tmp_path, items=items)
     with pytest.raises(StageError, match=r"tunix_eval_v1\.jsonl:3: difficulty: 'extreme' is not one of"):
-        evaluate.run(tmp_path, PARAMS)
+        evaluate.run(PARAMS, tmp_path)
 
 
 def test_unreadable_expected_answer_names_line_and_field(tmp_path):
     # The eval_item schema already refuses such an item; scoring still guards against it.
     items = [dict(i, expected_answer="forty-two") if i["id"] == "core-001" else i for i in ITEMS]
     root = make_root(tmp_path, items=items)
-    eval_path, pred_path = root / evaluate.EVAL_SET, root / evaluate.PREDICTIONS
+    eval_path, pred_path = root / paths.EVALSET, root / paths.PREDICTIONS
     with pytest.raises(StageError, match=r"tunix_eval_v1\.jsonl:1: expected_answer: .*not a number"):
-        evaluate.score_predictions(items, PREDICTIONS, PARAMS, eval_path, pred_path)
+        evaluate.score_predictions(items, PREDICTIONS, PARAMS["evaluate"], eval_path, pred_path)
 
 
 def test_cli_error_is_one_line_and_exit_1(tmp_path):
@@ -171,4 +171,4 @@ def test_cli_error_is_one_line_and_exit_1(tmp_path):
         [sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 1
-    assert proc.stderr == f"error: {evaluate.EVAL_SET}: file not found\n"
+    assert proc.stderr == f"error: {paths.EVALSET}: file not found\n"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import evaluate, evidence, package
-from stages.answers import parse_completion
+from stages import evaluate, evidence, package, paths
+from reasoning.answers import parse_completion
 from stages.common import StageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,16 +71,16 @@ def root(tmp_path, params):
          "category": "comparison",
          "difficulty": "hard", "answer_type": "bool"},
     ]
-    write_jsonl(root / evaluate.EVAL_SET, items)
+    write_jsonl(root / paths.EVALSET, items)
     completions = {
         "core-001": "<reasoning>6*7=42</reasoning><answer>42</answer>",
         "edge-001": "<reasoning>r</reasoning><answer>no</answer>",
     }
-    write_jsonl(root / evaluate.PREDICTIONS, [
+    write_jsonl(root / paths.PREDICTIONS, [
         {"id": k, "completion": c, **parse_completion(c), "n_tokens": 12, "truncated": False}
         for k, c in completions.items()
     ])
-    evaluate.run(root, params["evaluate"])
+    evaluate.run(params, root)
     for name in ("__init__", "seed", "tokenizer", "evaluate"):
         write(root / f"stages/{name}.py", f"# {name}\n")
     write(root / "stages/token_cache.py", "HF_TOKEN = 'hf_secret'\n")
@@ -94,7 +94,7 @@ def root(tmp_path, params):
 
 
 def run_evidence(root, params):
-    return evidence.run(root, params, commit=COMMIT)
+    return evidence.run(params, root, commit=COMMIT)
 
 
 # ---------------------------------------------------------------- evidence
@@ -137,13 +137,13 @@ def test_evidence_is_deterministic(root, params):
 
 
 def test_evidence_refuses_null_primary_score(root, params):
-    preds = evaluate.read_jsonl(root / evaluate.PREDICTIONS)
+    preds = evaluate.read_jsonl(root / paths.PREDICTIONS)
     nothing = dict(completion="", reasoning=None, answer=None, format_ok=False, n_tokens=0)  # not one token generated
-    write_jsonl(root / evaluate.PREDICTIONS, [dict(p, **nothing) for p in preds])
-    evaluate.run(root, params["evaluate"])
+    write_jsonl(root / paths.PREDICTIONS, [dict(p, **nothing) for p in preds])
+    evaluate.run(params, root)
     with pytest.raises(StageError, match=r"eval_summary\.json: primary_score: None is not of type 'number'"):
         run_evidence(root, params)
-    assert not (root / evidence.RUNS_DIR).exists()
+    assert not (root / paths.SUBMISSION_RUNS).exists()
 
 
 def test_evidence_needs_every_lock_entry(root, params):
@@ -155,9 +155,9 @@ def test_evidence_needs_every_lock_entry(root, params):
 
 
 def test_evidence_checks_training_info(root, params):
-    info = json.loads((root / evidence.TRAINING_INFO).read_text())
+    info = json.loads((root / paths.TRAINING_INFO).read_text())
     del info["versions"]
-    write(root / evidence.TRAINING_INFO, json.dumps(info))
+    write(root / paths.TRAINING_INFO, json.dumps(info))
     with pytest.raises(StageError, match=r"training_info\.json: versions: missing"):
         run_evidence(root, params)
 
@@ -185,7 +185,7 @@ def zip_entries(data: bytes) -> dict[str, bytes]:
 def test_package_contents(root, params):
     run_evidence(root, params)
     rv = params["base"]["run_version"]
-    path = package.run(root, rv)
+    path = package.run(params, root)
     data = path.read_bytes()
     assert path.name == f"tunix_rt_{rv}_{hashlib.sha256(data).hexdigest()[:12]}.zip"
     assert [p.name for p in path.parent.iterdir()] == [path.name]
@@ -213,14 +213,14 @@ def test_package_contents(root, params):
 def test_package_is_deterministic(root, params):
     run_evidence(root, params)
     rv = params["base"]["run_version"]
-    first = package.run(root, rv)
+    first = package.run(params, root)
     first_bytes = first.read_bytes()
     # A different package entry in dvc.lock (the previous package run) must not change the zip.
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     lock["stages"]["package"]["outs"][0]["md5"] = "f" * 32
     write(root / "dvc.lock", yaml.safe_dump(lock, sort_keys=False))
     os.utime(root / "params.yaml", (0, 0))  # mtimes must not matter either
-    second = package.run(root, rv)
+    second = package.run(params, root)
     assert second == first and second.read_bytes() == first_bytes
 
 
@@ -230,13 +230,13 @@ def test_package_refuses_invalid_evidence(root, params):
     summary = json.loads((run_dir / "eval_summary.json").read_text())
     write(run_dir / "eval_summary.json", json.dumps(dict(summary, primary_score=None)))
     with pytest.raises(StageError, match=r"eval_summary\.json: primary_score: None is not of type 'number'"):
-        package.run(root, rv)
-    assert not (root / package.SUBMISSION_DIR).exists()
+        package.run(params, root)
+    assert not (root / paths.SUBMISSION).exists()
 
 
 def test_package_refuses_missing_evidence(root, params):
     with pytest.raises(StageError, match=r"run_manifest\.json: file not found"):
-        package.run(root, params["base"]["run_version"])
+        package.run(params, root)
 
 
 def test_package_refuses_symlink_outside(root, params, tmp_path):
@@ -244,13 +244,13 @@ def test_package_refuses_symlink_outside(root, params, tmp_path):
     outside = write(tmp_path / "outside.py", "print('not ours')\n")
     (root / "stages/evil.py").symlink_to(outside)
     with pytest.raises(StageError, match=r"stages/evil\.py: resolves outside the repository"):
-        package.run(root, params["base"]["run_version"])
+        package.run(params, root)
 
 
 def test_symlink_inside_is_followed(root, params):
     run_evidence(root, params)
     (root / "training/alias.py").symlink_to(root / "training/model.py")
-    data = package.run(root, params["base"]["run_version"]).read_bytes()
+    data = package.run(params, root).read_bytes()
     assert zip_entries(data)["training/alias.py"] == b"# model\n"
 
 
@@ -258,7 +258,7 @@ def test_unwritable_target_is_one_line_error(root, params):
     run_evidence(root, params)
     blocker = write(root / "not_a_dir", "x")
     with pytest.raises(StageError, match=r"not_a_dir/submission: cannot write the submission") as err:
-        package.run(root, params["base"]["run_version"], out_dir=blocker / "submission")
+        package.run(params, root, out_dir=blocker / "submission")
     assert "\n" not in str(err.value)
 
 

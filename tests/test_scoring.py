@@ -4,8 +4,8 @@ from fractions import Fraction
 
 import pytest
 
-from stages.answers import parse_completion
-from stages.scoring import normalize_text, parse_number, score_answer
+from reasoning.answers import parse_completion
+from reasoning.scoring import normalize_text, parse_number, score_answer
 
 TOL, PARTIAL = 1e-6, 0.10
 

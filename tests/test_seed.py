@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from stages import seed, tasks  # noqa: E402
+from reasoning import tasks  # noqa: E402
+from stages import seed  # noqa: E402
 from stages.common import StageError, load_params, read_jsonl, schema_error, sha256_file  # noqa: E402
 
 EVAL_SET = ROOT / "evalsets" / "tunix_eval_v1.jsonl"

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from stages.tasks import num
-from stages.worked import show_comparison, show_work
+from reasoning.tasks import num
+from reasoning.worked import show_comparison, show_work
 
 
 @pytest.mark.parametrize(

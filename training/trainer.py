@@ -78,11 +78,28 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
 
 
-def make_mesh(cfg: TrainConfig) -> Mesh:
-    """A (data, fsdp) device mesh over the first data × fsdp devices."""
+class MeshError(ValueError):
+    """The mesh or the batch does not fit the devices; `key` names the `train` param at fault."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def check_devices(cfg: TrainConfig) -> None:
+    """Raise a MeshError unless the mesh fits the visible devices and the batch splits evenly over it."""
     n = cfg.mesh_data * cfg.mesh_fsdp
     if n > jax.device_count():
-        raise ValueError(f"train.mesh asks for {n} devices; {jax.device_count()} are visible")
+        raise MeshError("mesh", f"train.mesh: {n} devices asked for, {jax.device_count()} visible")
+    if cfg.batch_size % (cfg.grad_accum * n):
+        raise MeshError("batch_size", f"train.batch_size: {cfg.batch_size} is not a multiple of "
+                                      f"grad_accum × mesh devices ({cfg.grad_accum * n})")
+
+
+def make_mesh(cfg: TrainConfig) -> Mesh:
+    """A (data, fsdp) device mesh over the first data × fsdp devices."""
+    check_devices(cfg)
+    n = cfg.mesh_data * cfg.mesh_fsdp
     return Mesh(np.asarray(jax.devices()[:n]).reshape(cfg.mesh_data, cfg.mesh_fsdp), ("data", "fsdp"))
 
 
@@ -192,8 +209,6 @@ def train(
     """Train `model` in place for `cfg.steps`, resuming from `checkpoint_dir` when it holds a checkpoint."""
     graphdef, state = nnx.split(model, nnx.Param)
     params = nnx.to_pure_dict(state)
-    if cfg.batch_size % (cfg.grad_accum * cfg.mesh_data * cfg.mesh_fsdp):
-        raise ValueError("train.batch_size must be a multiple of grad_accum × mesh devices")
     mesh = make_mesh(cfg)
     shard = lambda tree: jax.device_put(tree, jax.tree.map(lambda x: param_sharding(mesh, x), tree))
     params = shard(params)
@@ -261,23 +276,23 @@ def train(
             bar.update(1)
             if math.isfinite(loss):  # nothing logged yet in this run: no "loss=nan" on the bar
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-    if bar is not None:
-        bar.close()
-    if manager is not None:
-        manager.wait_until_finished()
-        manager.close()
-
+    _close(bar, manager)
     nnx.update(model, params)
     return TrainResult(params=params, loss_history=history, final_loss=loss, resumed_from=start)
 
 
-def _stopped(bar: Any, manager: ocp.CheckpointManager | None, err: Exception) -> Exception:
-    """`err`, once the progress bar and the checkpoint manager are closed (the run stops with it)."""
+def _close(bar: Any, manager: ocp.CheckpointManager | None) -> None:
+    """Close the progress bar and the checkpoint manager (its last save finished)."""
     if bar is not None:
         bar.close()
     if manager is not None:
         manager.wait_until_finished()
         manager.close()
+
+
+def _stopped(bar: Any, manager: ocp.CheckpointManager | None, err: Exception) -> Exception:
+    """`err`, once the progress bar and the checkpoint manager are closed (the run stops with it)."""
+    _close(bar, manager)
     return err
 
 

@@ -1,7 +1,7 @@
 """Benchmarks, ours beside the transformers PyTorch reference, in one run.
 
-    python -m training.bench train      # SFT step: tokens/s, GFLOP/s, matmul roof, peak memory
-    python -m training.bench generate   # greedy KV-cache generation: new tokens/s
+    python scripts/bench.py train      # SFT step: tokens/s, GFLOP/s, matmul roof, peak memory
+    python scripts/bench.py generate   # greedy KV-cache generation: new tokens/s
 
 Each side runs in its own subprocess so peak memory (max RSS) is its own;
 timings are medians over repeated steps after a warm-up (compilation excluded).
@@ -17,8 +17,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: the project's packages are beside this folder
+    sys.path.insert(0, str(ROOT))
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
@@ -239,7 +244,7 @@ SIDES = {
 
 def run_side(argv: list[str], side: str) -> dict:
     proc = subprocess.run(
-        [sys.executable, "-m", "training.bench", *argv, "--side", side], capture_output=True, text=True, check=False
+        [sys.executable, __file__, *argv, "--side", side], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise SystemExit(f"bench: the {side} side failed:\n{proc.stderr[-3000:]}")
@@ -254,7 +259,7 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python scripts/bench.py", description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["train", "generate"])
     parser.add_argument("--preset", default="tiny", choices=["tiny", "gemma3-1b"])
     parser.add_argument("--vocab", type=int, default=1024, help="tiny preset vocabulary")
