@@ -15,12 +15,29 @@ MODEL = Path("data/model")  # train: the SFT model, a Hugging Face directory
 TRAINING_INFO = MODEL / "training_info.json"
 CHECKPOINTS = Path("data/checkpoints")  # train's orbax checkpoints (persist: an interrupted run resumes)
 TRAIN_LIVE = Path("dvclive")  # train's dvclive folder: loss, learning rate, tokens/s
-EVALSET = Path("evalsets/tunix_eval_v1.jsonl")  # the curated eval set (git-tracked)
-PREDICTIONS = Path("data/predictions.jsonl")  # predict -> evaluate
-METRICS = Path("reports/metrics.json")  # evaluate: DVC metrics
-SCORECARD = Path("reports/scorecard.json")  # evaluate: every item's verdict
+TRAINSETS = Path("trainsets")  # the files seed.sources import (gsm8k, file); seed tracks the folder
+DECONTAMINATION = Path("data/decontamination.json")  # seed: what each eval set caught (per set, per rule)
+EVALSETS = Path("evalsets")  # every eval set lives here (git-tracked); seed and package track the folder
+EVALSET = EVALSETS / "tunix_eval_v1.jsonl"  # the curated eval set (scripts/make_evalset.py writes it)
+SET_REPORTS = Path("reports/sets")  # evaluate: one folder per eval set
+METRICS = Path("reports/metrics.json")  # report: the primary set's metrics (primary_score for dvc exp show, sweeps)
 SUBMISSION_RUNS = Path("submission_runs")  # evidence: submission_runs/<run_version>/
 SUBMISSION = Path("submission")  # package: the zip
 POLICY = Path("data/policy")  # grpo: the RL policy, a Hugging Face directory (the SFT model when grpo.steps is 0)
 GRPO_CHECKPOINTS = Path("data/grpo_checkpoints")  # grpo's orbax checkpoints (persist)
 GRPO_LIVE = Path("dvclive/grpo")  # grpo's dvclive folder: rewards, KL, clip fraction, lengths
+
+
+def predictions(name: str) -> Path:
+    """predict@<name> -> evaluate@<name>: the completions for eval set `name`."""
+    return Path("data/predictions") / f"{name}.jsonl"
+
+
+def set_metrics(name: str) -> Path:
+    """evaluate@<name>: the set's DVC metrics (each set's scores are columns of `dvc exp show`)."""
+    return SET_REPORTS / name / "metrics.json"
+
+
+def set_scorecard(name: str) -> Path:
+    """evaluate@<name>: every item's verdict, breakdowns, and the eval set's sha256."""
+    return SET_REPORTS / name / "scorecard.json"

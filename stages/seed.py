@@ -1,34 +1,38 @@
-"""The `seed` stage: the training traces `data/train.jsonl` and their manifest.
+"""The `seed` stage: the training traces `data/train.jsonl`, their manifest and the decontamination report.
 
     python -m stages.seed
 
-Reads params `base.seed` and the `seed` section. `seed.source: synthetic`
-draws `seed.size` traces from the generators of `reasoning/tasks.py`, the task
-families weighted by `seed.mix`; `seed.source: gsm8k` imports a local JSONL
-file in GSM8K format (`seed.gsm8k_path`). Either way no training prompt may
-equal an eval prompt of `evalsets/tunix_eval_v1.jsonl`: the synthetic
-generator skips such prompts (counted in the manifest), and a final check
-fails loudly on any that remain.
+Reads params `base.seed`, the `seed` section and `evaluate.sets`. The
+sources of `seed.sources` (stages/sources.py: the synthetic generators of
+`reasoning/tasks.py` weighted by `seed.mix`, GSM8K-format files, any JSONL,
+JSON, Parquet, CSV or Arrow file) share `seed.size` by weight, each capped by
+its `limit`. No training prompt may be contaminated with an eval prompt of any
+configured eval set (stages/decontam.py): the synthetic generator redraws a
+prompt equal to an eval prompt; an imported record equal to one, or sharing 13
+words in a row with one, is dropped (or fails the stage, `seed.decontamination:
+fail`); a final check fails loudly on any equal prompt that remains.
+`data/train_manifest.json` counts per source, category, difficulty and
+generator and records each imported file's sha256; `data/decontamination.json`
+counts what each eval set caught, per rule.
 
 Same params, same bytes: no timestamps, no global random state.
 """
 
 from __future__ import annotations
 
+import math
 import random
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from reasoning import tasks, worked
-from stages import paths
+from stages import decontam, evalsets, paths, sources
 from stages.common import (
     StageError,
     load_params,
     params_where,
-    read_jsonl,
     run_stage,
     sha256_file,
     validate,
@@ -38,19 +42,17 @@ from stages.common import (
 
 
 MAX_ATTEMPTS = 1000  # fresh draws per trace before giving up on avoiding eval prompts
+POLICIES = ("drop", "fail")
 
 
 # ---------------------------------------------------------------- eval prompts
 
 
-def load_eval_index(path: str | Path) -> dict[str, str]:
-    """Normalised eval prompt -> eval item id, from a schema-valid eval set."""
-    items = read_jsonl(path, schema="eval_item")
-    return {tasks.normalize_prompt(item["prompt"]): item["id"] for item in items}
-
-
 def check_no_leaks(records: Iterable[Mapping], eval_index: Mapping[str, str], where: str | Path = paths.TRAIN) -> None:
-    """Fail on the first training prompt that equals an eval prompt (after normalisation)."""
+    """Fail on the first training prompt that equals an eval prompt (after normalisation).
+
+    `eval_index`: normalised eval prompt -> what to call it (`core-012 of eval set tunix`).
+    """
     for lineno, record in enumerate(records, start=1):
         hit = eval_index.get(tasks.normalize_prompt(record["prompt"]))
         if hit is not None:
@@ -75,13 +77,14 @@ def apportion(size: int, mix: Mapping[str, float]) -> dict[str, int]:
 
 
 def generate_dataset(
-    size: int, mix: Mapping[str, float], seed: int, eval_prompts: Iterable[str] = ()
+    size: int, mix: Mapping[str, float], seed: int, eval_prompts: Iterable[str] = (), rejected: list[str] | None = None
 ) -> tuple[list[dict], int]:
     """`size` synthetic traces and how many drawn prompts were skipped for equalling an eval prompt.
 
     Family counts follow `mix` exactly (largest remainder), in an order shuffled
     by `seed`. Each trace's `meta.seed` regenerates it:
-    `tasks.sample_task(family, random.Random(meta["seed"]))`.
+    `tasks.sample_task(family, random.Random(meta["seed"]))`. Each skipped
+    prompt is appended to `rejected` when it is given.
     """
     banned = {tasks.normalize_prompt(p) for p in eval_prompts}
     counts = apportion(size, mix)
@@ -97,8 +100,11 @@ def generate_dataset(
             if tasks.normalize_prompt(task.prompt) not in banned:
                 break
             skipped += 1
+            if rejected is not None:
+                rejected.append(task.prompt)
         else:
-            raise StageError(f"{paths.EVALSET}: prompt: every {family} task drawn equals an eval prompt; the eval set covers the whole family")
+            raise StageError(f"{paths.EVALSETS}: prompt: every {family} task drawn equals an eval prompt; "
+                             "the eval sets cover the whole family")
         records.append(task.trace(f"{task.category}-{index:06d}", task_seed))
     return records, skipped
 
@@ -110,14 +116,6 @@ def build_dataset(size: int, mix: Mapping[str, float], seed: int, eval_prompts: 
 
 # ---------------------------------------------------------------- GSM8K
 
-_ANNOTATION = re.compile(r"<<[^<>]*>>")
-_FINAL = re.compile(r"^####\s*(.*?)\s*$")
-_NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
-
-
-def _gsm8k_difficulty(n_steps: int) -> str:
-    return "easy" if n_steps <= 2 else "medium" if n_steps <= 4 else "hard"
-
 
 def import_gsm8k(path: str | Path, seed: int = 0) -> list[dict]:
     """Traces from a GSM8K-format JSONL file (`question`, `answer` with `<<…>>` and `#### 72`).
@@ -125,52 +123,8 @@ def import_gsm8k(path: str | Path, seed: int = 0) -> list[dict]:
     One `compute` step per answer line (calculator annotations removed), the
     final answer from the `####` line (commas stripped). Errors name file:line:field.
     """
-    path = Path(path)
-    rows = read_jsonl(path, schema=None, id_field=None)
-    linenos = [n for n, line in enumerate(path.read_bytes().split(b"\n"), start=1) if line.strip()]
-    records = []
-    for k, (lineno, row) in enumerate(zip(linenos, rows, strict=True), start=1):
-        where = f"{path}:{lineno}"
-        for key in ("question", "answer"):
-            if key not in row:
-                raise StageError(f"{where}: {key}: missing")
-            if not isinstance(row[key], str) or not row[key].strip():
-                raise StageError(f"{where}: {key}: expected a non-empty string")
-        lines = [" ".join(line.split()) for line in row["answer"].split("\n")]
-        lines = [line for line in lines if line]
-        match = _FINAL.match(lines[-1])
-        if match is None:
-            raise StageError(f"{where}: answer: no final '#### <answer>' line")
-        final = match.group(1).replace(",", "").removeprefix("$")
-        if not _NUMBER.match(final):
-            raise StageError(f"{where}: answer: final answer {match.group(1)!r} is not a number")
-        steps = []
-        for n, line in enumerate(lines[:-1], start=1):
-            text = " ".join(_ANNOTATION.sub("", line).split())
-            if "<<" in text or ">>" in text:
-                raise StageError(f"{where}: answer: unbalanced '<<…>>' calculator annotation on answer line {n}")
-            if text.startswith("####"):
-                raise StageError(f"{where}: answer: more than one '####' line")
-            if text:
-                steps.append({"i": len(steps) + 1, "type": "compute", "content": text})
-        if not steps:
-            raise StageError(f"{where}: answer: no working lines before '#### {final}'")
-        record = {
-            "id": f"gsm8k-{k:06d}",
-            "prompt": row["question"].strip(),
-            "steps": steps,
-            "final_answer": final,
-            "meta": {
-                "source": "gsm8k",
-                "generator": "gsm8k",
-                "category": "arithmetic",
-                "difficulty": _gsm8k_difficulty(len(steps)),
-                "seed": seed,
-            },
-        }
-        validate(record, "trace", where)
-        records.append(record)
-    return records
+    src = sources.Source(None, "gsm8k", "gsm8k", path=str(path))
+    return [sources.trace(src, *row, seed=seed, number=row[0]) for row in sources.gsm8k_rows(src)]
 
 
 # ---------------------------------------------------------------- manifest
@@ -182,7 +136,7 @@ def count_records(records: Iterable[Mapping]) -> dict[str, dict[str, int]]:
     by_generator: Counter[str] = Counter()
     for record in records:
         meta = record["meta"]
-        by_category[meta["category"]] += 1
+        by_category[meta["category"]] = by_category.get(meta["category"], 0) + 1
         by_difficulty[meta["difficulty"]] += 1
         by_generator[meta["generator"]] += 1
     return {"by_category": by_category, "by_difficulty": by_difficulty, "by_generator": dict(sorted(by_generator.items()))}
@@ -202,50 +156,126 @@ def with_work(record: dict) -> dict:
     return {**record, "steps": steps}
 
 
-def run(params: Mapping[str, Any], root: str | Path = ".") -> dict:
-    """Write `data/train.jsonl` and `data/train_manifest.json` under `root`; return the manifest."""
-    root = Path(root)
+def _imported_rows(src: sources.Source, index: decontam.EvalIndex, policy: str, report: dict, root: Path) -> tuple[list, int]:
+    """(rows kept, rows dropped) of a file-backed source: contaminated rows are dropped (counted per
+    set and rule in `report`) or refused."""
+    rows = sources.gsm8k_rows(src, root) if src.type == "gsm8k" else sources.file_rows(src, root)
+    kept, dropped = [], 0
+    for row in rows:
+        hits = index.hits(row[1])
+        if not hits:
+            kept.append(row)
+            continue
+        if policy == "fail":
+            raise StageError(f"{src.path}: row {row[0]}: prompt: {hits[0].describe()} (seed.decontamination: fail)")
+        dropped += 1
+        for hit in hits:
+            report[hit.set][f"dropped_{hit.rule}"] += 1
+    return kept, dropped
+
+
+def _pick(rows: list, n: int, seed: int, name: str) -> list:
+    """`n` of `rows`: all of them, or a sample drawn with `seed` (in file order)."""
+    if n >= len(rows):
+        return rows
+    chosen = sorted(random.Random(f"{seed}:{name}").sample(range(len(rows)), n))
+    return [rows[i] for i in chosen]
+
+
+def build(params: Mapping[str, Any], root: Path = Path(".")) -> tuple[list[dict], dict, dict]:
+    """(traces, manifest without its sha256, decontamination report) for the params."""
     base, cfg = params["base"], params["seed"]
-    eval_index = load_eval_index(root / paths.EVALSET)
-    extra: dict[str, Any] = {}
-    if cfg["source"] == "synthetic":
-        records, skipped = generate_dataset(cfg["size"], cfg["mix"], base["seed"], eval_index)
-    else:
-        if not cfg.get("gsm8k_path"):
-            raise StageError(f"{params_where('seed', 'gsm8k_path', root=root)}: seed.gsm8k_path: "
-                             "required when seed.source is gsm8k")
-        gsm8k_path = root / cfg["gsm8k_path"]
-        records, skipped = import_gsm8k(gsm8k_path, base["seed"]), 0
-        extra["gsm8k"] = {"path": str(cfg["gsm8k_path"]), "sha256": sha256_file(gsm8k_path)}
+    policy = cfg.get("decontamination", "drop")
+    srcs = sources.configured(cfg, root)
+    sets = evalsets.configured(params, root)
+    items = {s.name: evalsets.load_items(s, root) for s in sets}
+    index = decontam.EvalIndex(items)
+    report = {
+        s.name: {"path": s.path.as_posix(), "format": s.format, "sha256": sha256_file(root / s.path),
+                 "prompts": len(items[s.name]), "redrawn": 0, "dropped_exact": 0, "dropped_ngram": 0,
+                 "synthetic_ngram_shared": 0}
+        for s in sets
+    }
+    imported = {src.name: _imported_rows(src, index, policy, report, root) for src in srcs if src.type != "synthetic"}
+    caps = {src.name: min(src.limit if src.limit is not None else math.inf,
+                          len(imported[src.name][0]) if src.name in imported else math.inf) for src in srcs}
+    counts = sources.apportion(cfg["size"], {src.name: src.weight for src in srcs}, caps)
+    by_source: dict[str, list[dict]] = {}
+    numbers = Counter()
+    summary = []
+    for src in srcs:
+        entry = {"name": src.name, "type": src.type, "weight": src.weight, "limit": src.limit, "records": counts[src.name]}
+        if src.type == "synthetic":
+            rejected: list[str] = []
+            records, _ = generate_dataset(counts[src.name], cfg["mix"], base["seed"], index.prompts(), rejected)
+            for prompt in rejected:
+                for hit in index.exact_hits(prompt):
+                    report[hit.set]["redrawn"] += 1
+            for record in records:
+                for hit in index.ngram_hits(record["prompt"]):
+                    report[hit.set]["synthetic_ngram_shared"] += 1
+            entry["redrawn"] = len(rejected)
+        else:
+            kept, dropped = imported[src.name]
+            rows = _pick(kept, counts[src.name], base["seed"], src.name)
+            records = []
+            for row in rows:
+                numbers[src.type] += 1
+                records.append(sources.trace(src, *row, seed=base["seed"], number=numbers[src.type]))
+            entry.update({"path": src.path, "sha256": sha256_file(root / src.path),
+                          "rows": len(kept) + dropped, "dropped": dropped})
+        by_source[src.name] = records
+        summary.append(entry)
+    records = [r for src in srcs for r in by_source[src.name]]
+    if len(srcs) > 1:  # mixed: interleave the sources (the trainer packs neighbouring traces into one row)
+        random.Random(base["seed"]).shuffle(records)
+    if not records:
+        raise StageError(f"{params_where('seed', 'sources', root=root)}: seed.sources: no traces "
+                         "(every source is empty, capped at 0 or dropped by decontamination)")
     if cfg["show_work"]:
         records = [with_work(r) for r in records]
-    check_no_leaks(records, eval_index, paths.TRAIN)
+    check_no_leaks(records, {p: f"{ids[0][1]} of eval set {ids[0][0]}" for p, ids in index.exact.items()}, paths.TRAIN)
     manifest = {
-        "source": cfg["source"],
         "size": len(records),
+        "requested": cfg["size"],
         "seed": base["seed"],
         "mix": dict(cfg["mix"]),
-        "counts": count_records(records),
+        "sources": summary,
+        "counts": {**count_records(records), "by_source": {name: len(recs) for name, recs in by_source.items()}},
         "sha256": "0" * 64,  # filled in once the file is written
         "decontamination": {
-            "eval_set": paths.EVALSET.as_posix(),
-            "eval_prompts": len(eval_index),
-            "skipped_collisions": skipped,
+            "policy": policy,
+            "ngram": decontam.NGRAM,
+            "eval_sets": len(sets),
+            "redrawn": sum(r["redrawn"] for r in report.values()),
+            "dropped": sum(r["dropped_exact"] + r["dropped_ngram"] for r in report.values()),
+            "report": paths.DECONTAMINATION.as_posix(),
         },
-        **extra,
     }
+    return records, manifest, {"policy": policy, "ngram": decontam.NGRAM, "sets": report}
+
+
+def run(params: Mapping[str, Any], root: str | Path = ".") -> dict:
+    """Write `data/train.jsonl`, `data/train_manifest.json` and `data/decontamination.json` under `root`;
+    return the manifest."""
+    root = Path(root)
+    records, manifest, report = build(params, root)
     validate(manifest, "train_manifest", str(paths.TRAIN_MANIFEST))  # before anything is written
+    validate(report, "decontamination", str(paths.DECONTAMINATION))
     write_jsonl(root / paths.TRAIN, records)
     manifest["sha256"] = sha256_file(root / paths.TRAIN)
     write_json(root / paths.TRAIN_MANIFEST, manifest)
+    write_json(root / paths.DECONTAMINATION, report)
     return manifest
 
 
 def main() -> None:
     manifest = run(load_params())
-    counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"]["by_category"].items() if v)
-    print(f"seed: wrote {manifest['size']} traces to {paths.TRAIN} ({counts}); "
-          f"skipped {manifest['decontamination']['skipped_collisions']} eval-prompt collisions")
+    counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"]["by_source"].items())
+    deco = manifest["decontamination"]
+    print(f"seed: wrote {manifest['size']} traces to {paths.TRAIN} ({counts}); against {deco['eval_sets']} eval "
+          f"set(s): redrew {deco['redrawn']} synthetic prompts, dropped {deco['dropped']} imported records "
+          f"(details: {paths.DECONTAMINATION})")
 
 
 if __name__ == "__main__":

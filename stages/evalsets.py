@@ -1,0 +1,121 @@
+"""Eval sets as params: `evaluate.sets`, name -> {path, format, primary}.
+
+`predict` and `evaluate` run once per set (a `foreach` over `evaluate.sets` in
+dvc.yaml); `seed` decontaminates against all of them; `report` takes
+`primary_score` from the one marked `primary: true`. A set is our eval-item
+JSONL (`format: items`, schemas/eval_item.schema.json) or a GSM8K-format JSONL
+file (`format: gsm8k`) whose `question` and `#### answer` become items.
+Sets live under `evalsets/`, the folder `seed` and `package` track.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages import gsm8k, paths
+from stages.common import PARAMS_FILE, StageError, params_where, read_jsonl, validate
+
+FORMATS = ("items", "gsm8k")
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    name: str
+    path: Path  # relative to the repository root
+    format: str
+    primary: bool
+
+
+def _duplicate_name(root: Path) -> str | None:
+    """`params.yaml:LINE: …` for a set name given twice under evaluate.sets (YAML keeps the last silently)."""
+    try:
+        node = yaml.compose((root / PARAMS_FILE).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None  # params given programmatically; a dict cannot repeat a key
+    for key in ("evaluate", "sets"):
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        node = next((v for k, v in node.value if k.value == key), None)
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    first: dict[str, int] = {}
+    for key_node, _ in node.value:
+        line = key_node.start_mark.line + 1
+        if key_node.value in first:
+            return (f"{PARAMS_FILE}:{line}: evaluate.sets.{key_node.value}: set name used twice "
+                    f"(first on line {first[key_node.value]})")
+        first[key_node.value] = line
+    return None
+
+
+def configured(params: Mapping[str, Any], root: Path = Path(".")) -> list[EvalSet]:
+    """Every configured eval set, in params order; exactly one is primary, each lives under evalsets/."""
+    duplicate = _duplicate_name(root)
+    if duplicate:
+        raise StageError(duplicate)
+    sets = params["evaluate"]["sets"]
+    out = []
+    for name, spec in sets.items():
+        path = Path(spec["path"])
+        if path.is_absolute() or paths.EVALSETS not in path.parents or ".." in path.parts:
+            raise StageError(f"{params_where('evaluate', 'sets', name, 'path', root=root)}: evaluate.sets.{name}.path: "
+                             f"{spec['path']!r} is not under {paths.EVALSETS}/ (seed and package track that folder)")
+        out.append(EvalSet(name, path, spec.get("format", "items"), bool(spec.get("primary", False))))
+    primaries = [s.name for s in out if s.primary]
+    if len(primaries) != 1:
+        why = "no set is marked primary: true" if not primaries else f"{len(primaries)} sets are marked primary ({', '.join(primaries)}); mark one"
+        raise StageError(f"{params_where('evaluate', 'sets', root=root)}: evaluate.sets: {why}")
+    return out
+
+
+def primary(params: Mapping[str, Any], root: Path = Path(".")) -> EvalSet:
+    return next(s for s in configured(params, root) if s.primary)
+
+
+def named(params: Mapping[str, Any], name: str, root: Path = Path(".")) -> EvalSet:
+    """The configured set called `name` (the argument a per-set stage is run with)."""
+    sets = configured(params, root)
+    for s in sets:
+        if s.name == name:
+            return s
+    raise StageError(f"{params_where('evaluate', 'sets', root=root)}: evaluate.sets: no set named {name!r} "
+                     f"(configured: {', '.join(s.name for s in sets)})")
+
+
+def load_items(evalset: EvalSet, root: Path = Path(".")) -> list[dict]:
+    """The set's eval items (schema-valid), whatever its format."""
+    path = root / evalset.path
+    if evalset.format == "items":
+        return read_jsonl(path, schema="eval_item")
+    return gsm8k_items(path)
+
+
+def gsm8k_items(path: Path) -> list[dict]:
+    """Eval items from a GSM8K-format file: the question, the `####` number, difficulty by working lines."""
+    items = []
+    for k, (where, row) in enumerate(gsm8k.read_rows(path), start=1):
+        question, steps, final = gsm8k.parse_row(row, where)
+        item = {
+            "id": f"core-{k:03d}",
+            "prompt": " ".join(question.split()),
+            "expected_answer": final,
+            "section": "core",
+            "category": "arithmetic",
+            "difficulty": gsm8k.difficulty(len(steps)),
+            "answer_type": "number",
+        }
+        validate(item, "eval_item", where)
+        items.append(item)
+    return items
+
+
+def main_argument(argv: list[str], stage: str) -> str:
+    """The set name a per-set stage is run with (`python -m stages.predict <set>`)."""
+    if len(argv) != 2:
+        raise StageError(f"{stage}: usage: python -m stages.{stage} <eval set name from evaluate.sets>")
+    return argv[1]
