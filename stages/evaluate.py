@@ -1,35 +1,45 @@
-"""Stage `evaluate`: score data/predictions.jsonl against the eval set.
+"""Stage `evaluate@<set>`: score data/predictions/<set>.jsonl against eval set <set>.
 
-Writes reports/metrics.json (the flat numbers `dvc exp show` compares) and
-reports/scorecard.json (every item's score plus breakdowns by section,
-category and difficulty). The answer is re-parsed from each raw completion, so
-scores depend only on the completions and on reasoning/answers.py + scoring.py.
+    python -m stages.evaluate <set>     # a name from params evaluate.sets (dvc.yaml runs one per set)
+
+Writes reports/sets/<set>/metrics.json (the flat numbers `dvc exp show`
+compares) and reports/sets/<set>/scorecard.json (every item's score plus
+breakdowns by section, category and difficulty, and the eval set's file and
+sha256). The answer is re-parsed from each raw completion, so scores depend
+only on the completions and on reasoning/answers.py + scoring.py.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from reasoning.answers import parse_completion
 from reasoning.scoring import score_answer
-from stages import paths
-from stages.common import StageError, dumps_json, load_params, read_jsonl, run_stage, validate, write_json
+from stages import evalsets, paths
+from stages.common import StageError, dumps_json, load_params, read_jsonl, run_stage, sha256_file, validate, write_json
 
 SECTIONS = ("core", "trace_sensitive", "edge_case")
 GROUPS = ("section", "category", "difficulty")
 
 
 def _lines_by_id(path: Path) -> dict[Any, int]:
-    """id -> 1-based line number (only needed to word an error message)."""
+    """id -> 1-based line number (only needed to word an error message; GSM8K-format rows have no id)."""
     lines: dict[Any, int] = {}
     for lineno, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         if line.strip():
             lines.setdefault(json.loads(line).get("id"), lineno)
     return lines
+
+
+def _where(path: Path, id_: Any) -> str:
+    """`path:line` of the record with id `id_`, or `path` when no record carries it."""
+    line = _lines_by_id(path).get(id_)
+    return f"{path}:{line}" if line else str(path)
 
 
 def _rate(count: int, n: int) -> float:
@@ -54,8 +64,7 @@ def score_predictions(
     for item in items:
         pred = by_id.get(item["id"])
         if pred is None:
-            line = _lines_by_id(eval_path)[item["id"]]
-            raise StageError(f"{predictions_path}: id: no prediction for eval item {item['id']!r} ({eval_path}:{line})")
+            raise StageError(f"{predictions_path}: id: no prediction for eval item {item['id']!r} ({_where(eval_path, item['id'])})")
         parsed = parse_completion(pred["completion"])
         expected = item["expected_answer"]
         expected = expected if isinstance(expected, str) else json.dumps(expected)  # 42 -> "42", true -> "true"
@@ -64,8 +73,7 @@ def score_predictions(
                 parsed["answer"], expected, item["answer_type"], params["rel_tolerance"], params["partial_within"]
             )
         except ValueError as err:
-            line = _lines_by_id(eval_path)[item["id"]]
-            raise StageError(f"{eval_path}:{line}: expected_answer: {err}") from None
+            raise StageError(f"{_where(eval_path, item['id'])}: expected_answer: {err}") from None
         rows.append(
             {
                 "id": item["id"],
@@ -105,8 +113,11 @@ def _breakdown(rows: Iterable[dict], key: str, any_scored: bool) -> dict:
     return {name: _group_stats(members, any_scored) for name, members in sorted(groups.items())}
 
 
-def summarize(rows: list[dict]) -> tuple[dict, dict]:
-    """(metrics, scorecard) from scorecard rows; both validated against their schemas."""
+def summarize(rows: list[dict], eval_set: dict) -> tuple[dict, dict]:
+    """(metrics, scorecard) from scorecard rows; both validated against their schemas.
+
+    `eval_set`: the set's name, path, format, sha256 and size, recorded in the scorecard.
+    """
     n_scored = sum(r["answer"] is not None for r in rows)
     any_scored = any(r["n_tokens"] > 0 for r in rows)
     overall = _group_stats(rows, any_scored)
@@ -126,17 +137,21 @@ def summarize(rows: list[dict]) -> tuple[dict, dict]:
         },
         "section": {s: breakdowns["section"].get(s, {}).get("accuracy") for s in SECTIONS},
     }
-    scorecard = {"items": rows, "breakdowns": breakdowns}
-    validate(metrics, "metrics", str(paths.METRICS))
-    validate(scorecard, "scorecard", str(paths.SCORECARD))
+    scorecard = {"eval_set": eval_set, "items": rows, "breakdowns": breakdowns}
+    validate(metrics, "metrics", str(paths.set_metrics(eval_set["name"])))
+    validate(scorecard, "scorecard", str(paths.set_scorecard(eval_set["name"])))
     return metrics, scorecard
 
 
-def evaluate(eval_path: Path, predictions_path: Path, params: dict) -> tuple[dict, dict]:
+def evaluate(evalset: evalsets.EvalSet, params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     """(metrics, scorecard) for one eval set and its predictions."""
-    items = read_jsonl(eval_path, "eval_item")
+    items = evalsets.load_items(evalset, root)
+    predictions_path = root / paths.predictions(evalset.name)
     predictions = read_jsonl(predictions_path, "prediction")
-    return summarize(score_predictions(items, predictions, params, eval_path, predictions_path))
+    rows = score_predictions(items, predictions, params["evaluate"], root / evalset.path, predictions_path)
+    about = {"name": evalset.name, "path": evalset.path.as_posix(), "format": evalset.format,
+             "sha256": sha256_file(root / evalset.path), "n_items": len(items)}
+    return summarize(rows, about)
 
 
 def write_reports(metrics: dict, scorecard: dict, metrics_path: Path, scorecard_path: Path) -> None:
@@ -144,15 +159,15 @@ def write_reports(metrics: dict, scorecard: dict, metrics_path: Path, scorecard_
     write_json(scorecard_path, scorecard)
 
 
-def run(params: dict, root: Path = Path(".")) -> dict:
-    """The whole stage under `root`; returns the metrics."""
-    metrics, scorecard = evaluate(root / paths.EVALSET, root / paths.PREDICTIONS, params["evaluate"])
-    write_reports(metrics, scorecard, root / paths.METRICS, root / paths.SCORECARD)
+def run(params: dict, name: str, root: Path = Path(".")) -> dict:
+    """The stage for eval set `name` under `root`; returns its metrics."""
+    metrics, scorecard = evaluate(evalsets.named(params, name, root), params, root)
+    write_reports(metrics, scorecard, root / paths.set_metrics(name), root / paths.set_scorecard(name))
     return metrics
 
 
 def main() -> None:
-    metrics = run(load_params())
+    metrics = run(load_params(), evalsets.main_argument(sys.argv, "evaluate"))
     print(dumps_json(metrics), end="")
 
 

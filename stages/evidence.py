@@ -22,14 +22,13 @@ from stages.common import (
     dumps_json,
     load_params,
     read_json,
-    read_jsonl,
     run_stage,
     sha256_file,
     validate,
 )
-from stages import paths
+from stages import evalsets, paths
 
-LOCKED_STAGES = ("seed", "tokenizer", "train", "predict", "evaluate")
+LOCKED_STAGES = ("seed", "tokenizer", "train")  # then predict@<set> and evaluate@<set> for every set, and report
 # Training telemetry (tokens/s, timestamps) differs run to run: not part of what a run is.
 TELEMETRY_PREFIX = "dvclive"
 COMMAND = "dvc repro"
@@ -158,12 +157,28 @@ def count_lines(path: Path) -> int:
 # ---------------------------------------------------------------- evidence
 
 
+def locked_stages(sets: list[evalsets.EvalSet]) -> tuple[str, ...]:
+    """The stages whose dvc.lock entries the evidence records (foreach stages as dvc names them)."""
+    per_set = tuple(f"{stage}@{s.name}" for stage in ("predict", "evaluate") for s in sets)
+    return (*LOCKED_STAGES, *per_set, "report")
+
+
 def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, str]:
     """(run_manifest, eval_summary, run_log text), validated against their schemas."""
     run_version = params["base"]["run_version"]
     info = read_training_info(root / paths.TRAINING_INFO)
     metrics = read_json(root / paths.METRICS, "metrics")
-    scorecard = read_json(root / paths.SCORECARD, "scorecard")
+    sets = evalsets.configured(params, root)
+    primary = next(s for s in sets if s.primary)
+    if metrics.get("primary_set") != primary.name:
+        raise StageError(f"{paths.METRICS}: primary_set: {metrics.get('primary_set')!r}, params say {primary.name!r}; run dvc repro")
+    set_metrics = {s.name: read_json(root / paths.set_metrics(s.name), "metrics") for s in sets}
+    scorecards = {s.name: read_json(root / paths.set_scorecard(s.name), "scorecard") for s in sets}
+    for s in sets:  # the reports must be of the set as configured now
+        about = scorecards[s.name]["eval_set"]
+        if (about["name"], about["path"], about["format"]) != (s.name, s.path.as_posix(), s.format):
+            raise StageError(f"{paths.set_scorecard(s.name)}: eval_set: scored {about['path']} ({about['format']}), "
+                             f"params say {s.path.as_posix()} ({s.format}); run dvc repro")
     manifest = {
         "run_version": run_version,
         "model": {
@@ -178,17 +193,19 @@ def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, s
             "sha256": _sha256(root / paths.TRAIN),
             "n_records": count_lines(root / paths.TRAIN),
             "manifest": read_json(root / paths.TRAIN_MANIFEST),
+            "decontamination": read_json(root / paths.DECONTAMINATION, "decontamination"),
         },
-        "eval_set": {
-            "path": paths.EVALSET.as_posix(),
-            "sha256": _sha256(root / paths.EVALSET),
-            "n_items": len(read_jsonl(root / paths.EVALSET)),
+        "eval_sets": {
+            s.name: {key: scorecards[s.name]["eval_set"][key] for key in ("path", "format", "sha256", "n_items")}
+            | {"primary": s.primary}
+            for s in sets
         },
+        "primary_set": primary.name,
         "params": params,
         "command": COMMAND,
         "stages": stage_commands(read_yaml(root / "dvc.yaml"), root / "dvc.yaml"),
         "git": {"commit": commit},
-        "dvc_lock": lock_entries(read_yaml(root / "dvc.lock"), root / "dvc.lock"),
+        "dvc_lock": lock_entries(read_yaml(root / "dvc.lock"), root / "dvc.lock", locked_stages(sets)),
         "environment": {"versions": info["versions"], "devices": info["devices"]},
         "training": {
             "steps": info["steps"],
@@ -198,9 +215,11 @@ def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, s
     }
     summary = {
         "run_version": run_version,
+        "primary_set": primary.name,
         "primary_score": metrics["primary_score"],
         "metrics": metrics,
-        "breakdowns": scorecard["breakdowns"],
+        "breakdowns": scorecards[primary.name]["breakdowns"],
+        "sets": set_metrics,
     }
     run_dir = root / paths.SUBMISSION_RUNS / run_version
     validate(manifest, "run_manifest", str(run_dir / MANIFEST_FILE))
@@ -221,7 +240,7 @@ def _fmt(x: Any, spec: str = ".4f") -> str:
 
 def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
     """A human-readable account of the run; deterministic (no clocks, no wall times)."""
-    m, d, e, t = manifest["model"], manifest["dataset"], manifest["eval_set"], manifest["training"]
+    m, d, t = manifest["model"], manifest["dataset"], manifest["training"]
     metrics = summary["metrics"]
     out = [
         f"tunix-rt run {manifest['run_version']}",
@@ -245,12 +264,14 @@ def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
     for key, value in sorted(d["manifest"].items()) if isinstance(d["manifest"], dict) else []:
         shown = value if isinstance(value, (str, int, float)) else json.dumps(value, sort_keys=True, ensure_ascii=False)
         out.append(f"manifest.{key}: {shown}")
+    for name, caught in sorted(d["decontamination"]["sets"].items()):
+        out.append(f"decontamination.{name}: " + json.dumps(caught, sort_keys=True, ensure_ascii=False))
+    out += ["", "== eval sets"]
+    for name, e in manifest["eval_sets"].items():
+        score = _fmt(summary["sets"][name]["primary_score"])
+        out.append(f"{name}{' (primary)' if e['primary'] else ''}: {e['path']} ({e['format']}), {e['n_items']} items, "
+                   f"sha256 {e['sha256']}, primary_score {score}")
     out += [
-        "",
-        "== eval set",
-        f"path: {e['path']}",
-        f"items: {e['n_items']}",
-        f"sha256: {e['sha256']}",
         "",
         "== training",
         f"steps: {t['steps']}",
@@ -260,7 +281,7 @@ def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
     out += [f"{step:>8d}  {loss:>10.6f}" for step, loss in loss_history]
     out += [
         "",
-        "== evaluation",
+        f"== evaluation of the primary set, {manifest['primary_set']}",
         f"primary_score: {_fmt(metrics['primary_score'])}",
         f"format_accuracy: {_fmt(metrics['format_accuracy'])}",
         f"partial_accuracy: {_fmt(metrics['partial_accuracy'])}",

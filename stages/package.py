@@ -22,7 +22,7 @@ from stages import paths
 from stages.evidence import LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, is_telemetry, read_yaml
 
 PACKAGE_STAGE = "package"
-REQUIRED = ("params.yaml", "dvc.yaml", paths.TRAIN_MANIFEST.as_posix())
+REQUIRED = ("params.yaml", "dvc.yaml", paths.TRAIN_MANIFEST.as_posix(), paths.DECONTAMINATION.as_posix())
 OPTIONAL = ("README.md",)
 GLOBS = ("evalsets/*.jsonl", "notebooks/*.ipynb", "stages/*.py", "reasoning/*.py", "training/*.py", "schemas/*.json")
 README_NAME = "SUBMISSION_README.md"
@@ -125,7 +125,8 @@ def submission_readme(manifest: dict, summary: dict, names: list[str]) -> str:
         "",
         "## Scores",
         "",
-        f"- primary_score (answer accuracy): **{fmt(summary['primary_score'])}** over {metrics['n_items']} eval items",
+        f"- primary_score (answer accuracy on the primary eval set, {summary['primary_set']}): "
+        f"**{fmt(summary['primary_score'])}** over {metrics['n_items']} eval items",
         f"- format accuracy: {fmt(metrics['format_accuracy'])}",
         f"- partial accuracy (within {within:g}%): {fmt(metrics['partial_accuracy'])}",
         f"- truncated: {fmt(metrics['truncated_rate'])}",
@@ -138,14 +139,23 @@ def submission_readme(manifest: dict, summary: dict, names: list[str]) -> str:
                      f"| {fmt(s['partial_accuracy'])} |")
     lines += [
         "",
+        "Every eval set (`evaluate.sets`):",
+        "",
+        "| eval set | file | items | primary_score | format | sha256 |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for name, e in manifest["eval_sets"].items():
+        s = summary["sets"][name]
+        lines.append(f"| {name}{' (primary)' if e['primary'] else ''} | `{e['path']}` | {e['n_items']} "
+                     f"| {fmt(s['primary_score'])} | {fmt(s['format_accuracy'])} | `{e['sha256']}` |")
+    lines += [
+        "",
         "## Run",
         "",
         f"- model: preset `{m['preset']}`, {m['n_params']:,} parameters, weights `{m['id']}`",
         f"- checkpoint: {m['checkpoint'] or 'none (trained from scratch)'}",
         f"- dataset: `{manifest['dataset']['path']}`, {manifest['dataset']['n_records']} records, "
         f"sha256 `{manifest['dataset']['sha256']}`",
-        f"- eval set: `{manifest['eval_set']['path']}`, {manifest['eval_set']['n_items']} items, "
-        f"sha256 `{manifest['eval_set']['sha256']}`",
         f"- git commit: `{manifest['git']['commit']}`",
         "",
         "## Reproduce",

@@ -1,4 +1,6 @@
-"""Stage `predict`: greedy generation over every eval item -> data/predictions.jsonl.
+"""Stage `predict@<set>`: greedy generation over every item of one eval set -> data/predictions/<set>.jsonl.
+
+    python -m stages.predict <set>      # a name from params evaluate.sets (dvc.yaml runs one per set)
 
 Items are batched in order of prompt length, so each batch shares a prompt
 bucket; records are written back in eval-set order.
@@ -6,6 +8,7 @@ bucket; records are written back in eval-set order.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -13,8 +16,8 @@ import jax
 from tqdm import tqdm
 
 from reasoning.answers import parse_completion
-from stages import paths
-from stages.common import StageError, load_params, load_tokenizer, read_jsonl, run_stage, write_jsonl
+from stages import evalsets, paths
+from stages.common import StageError, load_params, load_tokenizer, run_stage, write_jsonl
 from training import chat
 from training import tokenizer as tokenizers_io
 from training.hf_io import CheckpointError, load_pretrained, read_config
@@ -64,20 +67,23 @@ def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens:
     return [results[i] for i in range(len(items))]
 
 
-def run(params: dict, root: Path = Path(".")) -> list[dict]:
-    """Predict every item of `root`'s eval set with its model; write and return the predictions."""
+def run(params: dict, name: str, root: Path = Path(".")) -> list[dict]:
+    """Predict every item of eval set `name` with `root`'s model; write and return the predictions."""
     p = params["predict"]
-    items = read_jsonl(root / paths.EVALSET, schema="eval_item")
-    records = predict(items, root / paths.MODEL, p["batch_size"], p["max_new_tokens"], params["model"]["compute_dtype"])
-    write_jsonl(root / paths.PREDICTIONS, records)
+    evalset = evalsets.named(params, name, root)
+    items = evalsets.load_items(evalset, root)
+    model_dir = root / paths.MODEL
+    records = predict(items, model_dir, p["batch_size"], p["max_new_tokens"], params["model"]["compute_dtype"])
+    out = paths.predictions(name)
+    write_jsonl(root / out, records)
     n_trunc = sum(r["truncated"] for r in records)
     n_ok = sum(r["format_ok"] for r in records)
-    print(f"predict: {len(records)} items on {jax.devices()[0].platform}, {n_ok} well-formed, {n_trunc} truncated -> {paths.PREDICTIONS}")
+    print(f"predict {name}: {len(records)} items on {jax.devices()[0].platform}, {n_ok} well-formed, {n_trunc} truncated -> {out}")
     return records
 
 
 def main() -> None:
-    run(load_params())
+    run(load_params(), evalsets.main_argument(sys.argv, "predict"))
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ def stages() -> list[tuple[str, dict]]:
 
 @pytest.mark.parametrize(("name", "stage"), stages(), ids=[name for name, _ in stages()])
 def test_every_imported_module_is_a_dep(name, stage):
-    module = stage["cmd"].removeprefix("python -m ")
-    deps = [ROOT / d for d in stage["deps"]]
+    module = stage_module(stage)
+    deps = [ROOT / d for d in (stage.get("do") or stage)["deps"]]
     missing = [
         str(path.relative_to(ROOT))
         for path in sorted(project_closure(module))
@@ -79,14 +79,21 @@ def test_the_closure_follows_imports():
 
 
 def shared_paths_used(module: str) -> set[Path]:
-    """The `stages.paths` names a stage module reads (`paths.MODEL`), as paths."""
+    """The `stages.paths` names a stage module reads (`paths.MODEL`), as paths; a per-eval-set path
+    (`paths.predictions(name)`) as dvc.yaml's foreach writes it (`data/predictions/${key}.jsonl`)."""
     paths = importlib.import_module("stages.paths")
     tree = ast.parse(module_file(module).read_text())
-    return {
-        Path(getattr(paths, node.attr))
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "paths"
-    }
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "paths":
+            value = getattr(paths, node.attr)
+            used.add(Path(value("${key}") if callable(value) else value))
+    return used
+
+
+def stage_module(stage: dict) -> str:
+    """`stages.predict` of `python -m stages.predict ${key}` (a foreach stage's `do`)."""
+    return (stage.get("do") or stage)["cmd"].removeprefix("python -m ").split()[0]
 
 
 def declared(stage: dict) -> list[Path]:
@@ -99,8 +106,8 @@ def declared(stage: dict) -> list[Path]:
 
 @pytest.mark.parametrize(("name", "stage"), stages(), ids=[name for name, _ in stages()])
 def test_every_shared_path_a_stage_uses_is_declared(name, stage):
-    files = declared(stage)
-    used = shared_paths_used(stage["cmd"].removeprefix("python -m "))
+    files = declared(stage.get("do") or stage)
+    used = shared_paths_used(stage_module(stage))
     # a file inside a declared folder is declared; so is a folder whose files are (dvclive's metrics and plots)
     missing = [str(p) for p in sorted(used) if not any(p == f or f in p.parents or p in f.parents for f in files)]
     assert not missing, f"dvc.yaml: stages.{name}: declare {', '.join(missing)} as a dep or an out"
