@@ -7,7 +7,7 @@
 
 Run it from the repo root. Each trial clones the repo at HEAD (plus uncommitted
 changes to tracked files) into `.dvc/tmp/sweeps/<sweep>/<trial>/`, writes its
-params, runs `dvc exp run evaluate --name <sweep>-<nn>` there with the repo's
+params, runs `dvc exp run report --name <sweep>-<nn>` there with the repo's
 DVC cache, and pushes the experiment back: `dvc exp show` lists every completed
 trial. With a `scheduler: {asha: ...}` in the space, trials whose train loss
 falls behind are stopped early. At the end a table of all trials (completed,
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("max", "min"), help="default: min for loss, max otherwise")
     p.add_argument("--apply-best", action="store_true", help="dvc exp apply the best trial into the workspace")
     p.add_argument("--name", help="sweep name; experiments are <name>-00, <name>-01, ... (default sw-<time>)")
-    p.add_argument("--target", default="evaluate", help="stage to reproduce up to (default evaluate; 'all' = whole pipeline)")
+    p.add_argument("--target", default="report", help="stage to reproduce up to (default report: every eval set scored, primary_score in reports/metrics.json; 'all' = whole pipeline)")
     p.add_argument("--cpus-per-trial", type=float, default=1)
     p.add_argument("--gpus-per-trial", type=float, default=0,
                    help="GPUs Ray reserves per trial; 0 (default) leaves the machine's devices visible to every trial")
@@ -128,7 +128,7 @@ class Sweep:
         import re
 
         props = json.loads((self.repo / "schemas/metrics.schema.json").read_text())["properties"]
-        metrics = ["loss", *(k for k, v in props.items() if v.get("type") != "object")]
+        metrics = ["loss", *(k for k, v in props.items() if v.get("type") not in ("object", "string"))]  # numbers only
         if self.args.metric not in metrics:
             raise SweepError(f"--metric {self.args.metric}: not a metric (one of {', '.join(metrics)})")
 

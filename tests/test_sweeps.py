@@ -1,6 +1,6 @@
 """Sweeps: the DVC queue grid, a Ray Tune sweep whose trials are DVC experiments, space validation.
 
-The two end-to-end tests run the real pipeline (up to `evaluate`) on params
+The two end-to-end tests run the real pipeline (up to `report`) on params
 small enough for a 2-core CI machine: a handful of train steps and 8 generated
 tokens per eval item. At that size no answer is right (primary_score 0.0), but
 every score is a number and lands in `dvc exp show`.
@@ -85,7 +85,7 @@ def start_worker(repo: Path) -> None:
 def test_queued_grid_runs_three_experiments(tmp_path):
     started = time.monotonic()
     repo = make_repo(tmp_path / "repo", QUEUE_TINY)
-    out = run(["dvc", "exp", "run", "--queue", "evaluate", "-S", "train.learning_rate=0.001,0.002,0.004"], repo).stdout
+    out = run(["dvc", "exp", "run", "--queue", "report", "-S", "train.learning_rate=0.001,0.002,0.004"], repo).stdout
     assert out.count("Queued experiment") == 3
 
     start_worker(repo)
