@@ -131,10 +131,17 @@ def make_root(tmp_path: Path) -> Path:
     return tmp_path
 
 
+EVAL_SETS = {"tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "primary": True}}
+
+
 def params(seed_value: int = 1234, **overrides) -> dict:
-    cfg = {"source": "synthetic", "gsm8k_path": None, "size": 400, "show_work": True, "mix": dict(MIX)}
+    """Seed params; `source`/`gsm8k_path` overrides use the keys from before seed.sources (still read)."""
+    cfg = {"sources": [{"type": "synthetic"}], "size": 400, "show_work": True, "mix": dict(MIX)}
+    if "source" in overrides or "gsm8k_path" in overrides:
+        cfg.pop("sources")
     cfg.update(overrides)
-    return {"base": {"seed": seed_value, "run_version": "v1"}, "seed": cfg}
+    return {"base": {"seed": seed_value, "run_version": "v1"}, "seed": cfg,
+            "evaluate": {"sets": json.loads(json.dumps(EVAL_SETS))}}
 
 
 def eval_items() -> list[dict]:
@@ -168,17 +175,25 @@ def test_manifest_describes_the_file(tmp_path):
     assert schema_error(on_disk, "train_manifest") is None
     records = read_jsonl(root / "data/train.jsonl", schema="trace")
     assert on_disk["sha256"] == sha256_file(root / "data/train.jsonl")
-    assert on_disk["size"] == len(records) == 900
-    assert on_disk["source"] == "synthetic" and on_disk["seed"] == 1234 and on_disk["mix"] == MIX
+    assert on_disk["size"] == len(records) == on_disk["requested"] == 900
+    assert on_disk["seed"] == 1234 and on_disk["mix"] == MIX
+    _, skipped = seed.generate_dataset(900, MIX, 1234, [i["prompt"] for i in eval_items()])
+    assert on_disk["sources"] == [{"name": "synthetic", "type": "synthetic", "weight": 1.0, "limit": None,
+                                   "records": 900, "redrawn": skipped}]
     counts = on_disk["counts"]
     assert counts["by_category"] == {c: sum(r["meta"]["category"] == c for r in records) for c in tasks.CATEGORIES}
     assert counts["by_difficulty"] == {d: sum(r["meta"]["difficulty"] == d for r in records) for d in tasks.DIFFICULTIES}
     assert counts["by_generator"] == dict(Counter(r["meta"]["generator"] for r in records))
-    deco = on_disk["decontamination"]
-    assert deco["eval_set"] == "evalsets/tunix_eval_v1.jsonl"
-    assert deco["eval_prompts"] == len(eval_items()) >= 110
-    _, skipped = seed.generate_dataset(900, MIX, 1234, [i["prompt"] for i in eval_items()])
-    assert deco["skipped_collisions"] == skipped
+    assert counts["by_source"] == {"synthetic": 900}
+    assert on_disk["decontamination"] == {"policy": "drop", "ngram": 13, "eval_sets": 1, "redrawn": skipped,
+                                          "dropped": 0, "report": "data/decontamination.json"}
+    report = json.loads((root / "data/decontamination.json").read_text())
+    assert schema_error(report, "decontamination") is None
+    tunix = report["sets"]["tunix"]
+    assert tunix["path"] == "evalsets/tunix_eval_v1.jsonl" and tunix["sha256"] == sha256_file(EVAL_SET)
+    assert tunix["prompts"] == len(eval_items()) >= 110
+    assert tunix["redrawn"] == skipped and tunix["dropped_exact"] == tunix["dropped_ngram"] == 0
+    assert tunix["synthetic_ngram_shared"] > 0  # template text, kept (stages/decontam.py says why)
 
 
 def test_mix_weights_are_respected(dataset):
@@ -343,8 +358,8 @@ def test_gsm8k_import(tmp_path):
         {"i": 2, "type": "compute", "content": "In all she picks 48+24 = 72 apples."},
     ]
     assert first["final_answer"] == "72"
-    assert first["meta"] == {"source": "gsm8k", "generator": "gsm8k", "category": "arithmetic",
-                             "difficulty": "easy", "seed": 1234}
+    assert first["meta"] == {"source": "gsm8k", "name": "gsm8k", "path": str(path), "row": 1, "generator": "gsm8k",
+                             "category": "arithmetic", "difficulty": "easy", "seed": 1234}
     assert records[1]["final_answer"] == "1200"  # thousands separator stripped
     assert len(records[2]["steps"]) == 5 and records[2]["meta"]["difficulty"] == "hard"
     for rec in records:
@@ -379,47 +394,89 @@ def test_gsm8k_errors_name_file_line_and_field(tmp_path, bad, message):
 
 def test_gsm8k_source_end_to_end(tmp_path):
     root = make_root(tmp_path)
-    write_gsm8k(root / "gsm8k.jsonl", GSM8K_LINES)
-    manifest = seed.run(params(source="gsm8k", gsm8k_path="gsm8k.jsonl"), root)
-    assert manifest["source"] == "gsm8k" and manifest["size"] == 3
-    assert manifest["counts"]["by_generator"] == {"gsm8k": 3}
-    assert manifest["gsm8k"] == {"path": "gsm8k.jsonl", "sha256": sha256_file(root / "gsm8k.jsonl")}
-    assert manifest["decontamination"]["skipped_collisions"] == 0
-    assert schema_error(manifest, "train_manifest") is None
-    assert [r["id"] for r in read_jsonl(root / "data/train.jsonl", schema="trace")][0] == "gsm8k-000001"
+    (root / "trainsets").mkdir()
+    write_gsm8k(root / "trainsets/gsm8k.jsonl", GSM8K_LINES)
+    for cfg in ({"source": "gsm8k", "gsm8k_path": "trainsets/gsm8k.jsonl"},  # the keys from before seed.sources
+                {"sources": [{"type": "gsm8k", "path": "trainsets/gsm8k.jsonl"}]}):
+        manifest = seed.run(params(**cfg), root)
+        assert manifest["size"] == 3 and manifest["requested"] == 400  # the file has 3 rows: all of them
+        assert manifest["counts"]["by_generator"] == {"gsm8k": 3} and manifest["counts"]["by_source"] == {"gsm8k": 3}
+        assert manifest["sources"] == [{"name": "gsm8k", "type": "gsm8k", "weight": 1.0, "limit": None, "records": 3,
+                                        "path": "trainsets/gsm8k.jsonl", "rows": 3, "dropped": 0,
+                                        "sha256": sha256_file(root / "trainsets/gsm8k.jsonl")}]
+        assert manifest["decontamination"]["redrawn"] == manifest["decontamination"]["dropped"] == 0
+        assert schema_error(manifest, "train_manifest") is None
+        records = read_jsonl(root / "data/train.jsonl", schema="trace")
+        assert [r["id"] for r in records] == ["gsm8k-000001", "gsm8k-000002", "gsm8k-000003"]
+        assert [r["meta"]["row"] for r in records] == [1, 2, 3]
 
 
-def test_leaked_gsm8k_prompt_fails_loudly_and_writes_nothing(tmp_path):
-    root = make_root(tmp_path)
+def leaky_gsm8k(root: Path) -> dict:
+    """A GSM8K train file whose second record is an eval prompt in other case and spacing."""
     leaked = eval_items()[11]
     rows = [GSM8K_LINES[0], {"question": "  " + leaked["prompt"].lower(), "answer": "x = 1\n#### 1"}]
-    write_gsm8k(root / "gsm8k.jsonl", rows, blank_after_first=False)
+    (root / "trainsets").mkdir(exist_ok=True)
+    write_gsm8k(root / "trainsets/gsm8k.jsonl", rows, blank_after_first=False)
+    return leaked
+
+
+def test_leaked_gsm8k_prompt_is_dropped_and_counted(tmp_path):
+    root = make_root(tmp_path)
+    leaky_gsm8k(root)
+    manifest = seed.run(params(sources=[{"type": "gsm8k", "path": "trainsets/gsm8k.jsonl"}]), root)
+    assert manifest["size"] == 1 and manifest["sources"][0]["dropped"] == 1
+    assert manifest["decontamination"]["dropped"] == 1
+    report = json.loads((root / "data/decontamination.json").read_text())
+    assert report["sets"]["tunix"]["dropped_exact"] == 1 and report["sets"]["tunix"]["dropped_ngram"] == 0
+    assert [r["prompt"] for r in read_jsonl(root / "data/train.jsonl")] == [GSM8K_LINES[0]["question"]]
+
+
+def test_leaked_gsm8k_prompt_fails_loudly_under_fail_and_writes_nothing(tmp_path):
+    root = make_root(tmp_path)
+    leaked = leaky_gsm8k(root)
     (root / "data").mkdir()
     (root / "data/train.jsonl").write_text("previous output\n")
     with pytest.raises(StageError) as err:
-        seed.run(params(source="gsm8k", gsm8k_path="gsm8k.jsonl"), root)
-    assert str(err.value) == f"data/train.jsonl:2: prompt: equals eval item {leaked['id']} (leaked eval prompt)"
+        seed.run(params(sources=[{"type": "gsm8k", "path": "trainsets/gsm8k.jsonl"}], decontamination="fail"), root)
+    assert str(err.value) == (f"trainsets/gsm8k.jsonl: row 2: prompt: equals eval item {leaked['id']} of eval set "
+                              "tunix (leaked eval prompt) (seed.decontamination: fail)")
     assert (root / "data/train.jsonl").read_text() == "previous output\n"  # nothing produced is lost
     assert not (root / "data/train_manifest.json").exists()
     assert sorted(p.name for p in (root / "data").iterdir()) == ["train.jsonl"]  # no temp files left
 
 
-def test_gsm8k_source_needs_a_path(tmp_path):
+def test_gsm8k_source_needs_a_path_under_trainsets(tmp_path):
     root = make_root(tmp_path)
     with pytest.raises(StageError, match=r"seed\.gsm8k_path: required when seed\.source is gsm8k"):
         seed.run(params(source="gsm8k"), root)
-    with pytest.raises(StageError, match=r"nope\.jsonl: file not found"):
-        seed.run(params(source="gsm8k", gsm8k_path="nope.jsonl"), root)
+    with pytest.raises(StageError, match=r"seed\.gsm8k_path: 'gsm8k\.jsonl' is not under trainsets/"):
+        seed.run(params(source="gsm8k", gsm8k_path="gsm8k.jsonl"), root)
+    with pytest.raises(StageError, match=r"^trainsets/nope\.jsonl: file not found \(params\.yaml: seed\.gsm8k_path\)$"):
+        seed.run(params(source="gsm8k", gsm8k_path="trainsets/nope.jsonl"), root)
+    with pytest.raises(StageError, match=r"^trainsets/nope\.jsonl: file not found \(params\.yaml: seed\.sources\[0\]\.path\)$"):
+        seed.run(params(sources=[{"type": "gsm8k", "path": "trainsets/nope.jsonl"}]), root)
 
 
 def test_cli_reports_one_line_and_exit_1(tmp_path):
     root = make_root(tmp_path)
     text = (ROOT / "params.yaml").read_text()
-    text = text.replace("source: synthetic", "source: gsm8k").replace("gsm8k_path: null", "gsm8k_path: bad.jsonl")
+    old = next(line for line in text.splitlines() if line.strip().startswith("- type: synthetic"))
+    text = text.replace(old, "    - type: gsm8k\n      path: trainsets/bad.jsonl")
     (root / "params.yaml").write_text(text)
-    write_gsm8k(root / "bad.jsonl", [{"question": "Q?", "answer": "1+1=2"}], blank_after_first=False)
+    (root / "trainsets").mkdir()
+    write_gsm8k(root / "trainsets/bad.jsonl", [{"question": "Q?", "answer": "1+1=2"}], blank_after_first=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "stages.seed"], cwd=root, env=env, capture_output=True, text=True)
     assert proc.returncode == 1
-    assert proc.stderr == "error: bad.jsonl:1: answer: no final '#### <answer>' line\n"
+    assert proc.stderr == "error: trainsets/bad.jsonl:1: answer: no final '#### <answer>' line\n"
     assert not (root / "data").exists()
+
+
+def test_legacy_keys_beside_sources_name_their_line(tmp_path):
+    root = make_root(tmp_path)
+    text = (ROOT / "params.yaml").read_text().replace("  size: 24000", "  source: synthetic\n  size: 24000")
+    (root / "params.yaml").write_text(text)
+    line = text.splitlines().index("  source: synthetic") + 1
+    with pytest.raises(StageError) as err:
+        seed.run(load_params(path=root / "params.yaml"), root)
+    assert str(err.value).startswith(f"params.yaml:{line}: seed.source: replaced by seed.sources; remove it")
