@@ -65,6 +65,9 @@ def configured(params: Mapping[str, Any], root: Path = Path(".")) -> list[EvalSe
         if path.is_absolute() or paths.EVALSETS not in path.parents or ".." in path.parts:
             raise StageError(f"{params_where('evaluate', 'sets', name, 'path', root=root)}: evaluate.sets.{name}.path: "
                              f"{spec['path']!r} is not under {paths.EVALSETS}/ (seed and package track that folder)")
+        if not (root / path).is_file():
+            where = params_where("evaluate", "sets", name, "path", root=root)
+            raise StageError(f"{spec['path']}: file not found ({where}: evaluate.sets.{name}.path)")
         out.append(EvalSet(name, path, spec.get("format", "items"), bool(spec.get("primary", False))))
     primaries = [s.name for s in out if s.primary]
     if len(primaries) != 1:

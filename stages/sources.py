@@ -170,14 +170,15 @@ def apportion(size: int, weights: Mapping[str, float], caps: Mapping[str, float]
 # ---------------------------------------------------------------- reading files
 
 
-def read_table(path: Path, fmt: str) -> list[dict]:
+def read_table(path: Path, fmt: str, shown: str | Path | None = None) -> list[dict]:
     """Every row of a local JSONL, JSON, Parquet, CSV or Arrow file, read with Hugging Face datasets.
 
     Offline (no hub access) and with a throwaway cache, so nothing is written
-    outside the run and nothing is downloaded.
+    outside the run and nothing is downloaded. Errors call the file `shown` (default: `path`).
     """
+    shown = path if shown is None else shown
     if not path.is_file():
-        raise StageError(f"{path}: file not found")
+        raise StageError(f"{shown}: file not found")
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["HF_HUB_OFFLINE"] = "1"
     import datasets  # imported here: 3 s, and only file sources need it
@@ -187,7 +188,7 @@ def read_table(path: Path, fmt: str) -> list[dict]:
             table = datasets.load_dataset(FORMATS[fmt], data_files=str(path.resolve()), split="train", cache_dir=cache)
         except Exception as err:  # datasets wraps the parser's error; its cause says what is wrong
             cause = err.__cause__ or err
-            raise StageError(f"{path}: cannot read as {fmt}: {' '.join(str(cause).split())[:200]}") from None
+            raise StageError(f"{shown}: cannot read as {fmt}: {' '.join(str(cause).split())[:200]}") from None
         return table.to_list()
 
 
@@ -247,10 +248,9 @@ def _from_messages(row: Mapping, name: str, where: str) -> tuple[str, list[str],
 
 def file_rows(src: Source, root: Path = Path(".")) -> list[tuple[int, str, list[str], str]]:
     """(row number, prompt, steps, answer) of every row of a file source; errors name file, row and field."""
-    path = root / src.path
-    rows = read_table(path, file_format(src, root))
+    rows = read_table(root / src.path, file_format(src, root), src.path)
     if not rows:
-        raise StageError(f"{path}: no rows")
+        raise StageError(f"{src.path}: no rows")
     columns = list(rows[0])
     for role, name in src.fields.items():
         if name not in columns:
