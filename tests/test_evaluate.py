@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from stages import evaluate, paths
-from stages.common import StageError
+from stages.common import StageError, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
-PARAMS = {"evaluate": {"rel_tolerance": 1e-6, "partial_within": 0.10}}
+SETS = {"tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "primary": True}}
+PARAMS = {"evaluate": {"rel_tolerance": 1e-6, "partial_within": 0.10, "sets": SETS}}
+METRICS, SCORECARD, PREDICTIONS_FILE = paths.set_metrics("tunix"), paths.set_scorecard("tunix"), paths.predictions("tunix")
 
 
 def item(id_, expected, answer_type, section="core", category="arithmetic", difficulty="easy"):
@@ -57,13 +59,13 @@ def write_jsonl(path: Path, records) -> None:
 
 def make_root(root: Path, items=ITEMS, predictions=PREDICTIONS) -> Path:
     write_jsonl(root / paths.EVALSET, items)
-    write_jsonl(root / paths.PREDICTIONS, predictions)
+    write_jsonl(root / PREDICTIONS_FILE, predictions)
     return root
 
 
 def test_metrics_and_scorecard(tmp_path):
-    metrics = evaluate.run(PARAMS, make_root(tmp_path))
-    assert metrics == json.loads((tmp_path / paths.METRICS).read_text())
+    metrics = evaluate.run(PARAMS, "tunix", make_root(tmp_path))
+    assert metrics == json.loads((tmp_path / METRICS).read_text())
     assert metrics == {
         "primary_score": 0.6,
         "format_accuracy": 0.8,
@@ -74,7 +76,9 @@ def test_metrics_and_scorecard(tmp_path):
         "trace_tokens": {"mean": 30.0, "median": 30.0, "max": 50},
         "section": {"core": 1.0, "trace_sensitive": 0.0, "edge_case": 0.5},
     }
-    card = json.loads((tmp_path / paths.SCORECARD).read_text())
+    card = json.loads((tmp_path / SCORECARD).read_text())
+    assert card["eval_set"] == {"name": "tunix", "path": "evalsets/tunix_eval_v1.jsonl", "format": "items",
+                                "sha256": sha256_file(tmp_path / paths.EVALSET), "n_items": 5}
     assert [r["id"] for r in card["items"]] == [i["id"] for i in ITEMS]
     rows = {r["id"]: r for r in card["items"]}
     assert rows["core-002"]["answer"] == "0.75" and rows["core-002"]["correct"]
@@ -89,22 +93,22 @@ def test_metrics_and_scorecard(tmp_path):
 
 def test_outputs_are_deterministic_bytes(tmp_path):
     root = make_root(tmp_path)
-    evaluate.run(PARAMS, root)
-    first = [(root / p).read_bytes() for p in (paths.METRICS, paths.SCORECARD)]
-    evaluate.run(PARAMS, root)
-    assert [(root / p).read_bytes() for p in (paths.METRICS, paths.SCORECARD)] == first
+    evaluate.run(PARAMS, "tunix", root)
+    first = [(root / p).read_bytes() for p in (METRICS, SCORECARD)]
+    evaluate.run(PARAMS, "tunix", root)
+    assert [(root / p).read_bytes() for p in (METRICS, SCORECARD)] == first
     assert first[0].endswith(b"\n")
 
 
 def test_answer_is_reparsed_from_the_completion(tmp_path):
     tampered = [dict(p, answer="42", format_ok=True) if p["id"] == "edge-001" else p for p in PREDICTIONS]
-    metrics = evaluate.run(PARAMS, make_root(tmp_path, predictions=tampered))
+    metrics = evaluate.run(PARAMS, "tunix", make_root(tmp_path, predictions=tampered))
     assert metrics["n_scored"] == 4 and metrics["format_accuracy"] == 0.8
 
 
 def test_nothing_scored_gives_null_primary_score(tmp_path):
     preds = [pred(p["id"], "", n_tokens=0) for p in PREDICTIONS]
-    metrics = evaluate.run(PARAMS, make_root(tmp_path, predictions=preds))
+    metrics = evaluate.run(PARAMS, "tunix", make_root(tmp_path, predictions=preds))
     assert metrics["primary_score"] is None and metrics["n_scored"] == 0
     assert metrics["section"] == {"core": None, "trace_sensitive": None, "edge_case": None}
     assert metrics["format_accuracy"] == 0.0
@@ -112,54 +116,54 @@ def test_nothing_scored_gives_null_primary_score(tmp_path):
 
 def test_completions_without_an_answer_score_zero(tmp_path):
     preds = [pred(p["id"], "no idea") for p in PREDICTIONS]
-    metrics = evaluate.run(PARAMS, make_root(tmp_path, predictions=preds))
+    metrics = evaluate.run(PARAMS, "tunix", make_root(tmp_path, predictions=preds))
     assert metrics["primary_score"] == 0.0 and metrics["n_scored"] == 0
     assert metrics["format_accuracy"] == 0.0
 
 
 def test_section_without_items_is_null(tmp_path):
-    metrics = evaluate.run(PARAMS, make_root(tmp_path, ITEMS[:2], PREDICTIONS[:2]))
+    metrics = evaluate.run(PARAMS, "tunix", make_root(tmp_path, ITEMS[:2], PREDICTIONS[:2]))
     assert metrics["section"] == {"core": 1.0, "trace_sensitive": None, "edge_case": None}
 
 
 def test_missing_prediction_names_file_and_id(tmp_path):
     make_root(tmp_path, predictions=PREDICTIONS[:3] + PREDICTIONS[4:])
-    with pytest.raises(StageError, match=r"predictions\.jsonl: id: no prediction for eval item 'edge-001'.*:4\)"):
-        evaluate.run(PARAMS, tmp_path)
-    assert not (tmp_path / paths.METRICS).exists()
+    with pytest.raises(StageError, match=r"predictions/tunix\.jsonl: id: no prediction for eval item 'edge-001'.*:4\)"):
+        evaluate.run(PARAMS, "tunix", tmp_path)
+    assert not (tmp_path / METRICS).exists()
 
 
 def test_unknown_prediction_names_line(tmp_path):
     make_root(tmp_path, predictions=PREDICTIONS + [pred("stray", "x")])
-    with pytest.raises(StageError, match=r"predictions\.jsonl:6: id: 'stray' is not an item"):
-        evaluate.run(PARAMS, tmp_path)
+    with pytest.raises(StageError, match=r"predictions/tunix\.jsonl:6: id: 'stray' is not an item"):
+        evaluate.run(PARAMS, "tunix", tmp_path)
 
 
 def test_duplicate_prediction_refused(tmp_path):
     make_root(tmp_path, predictions=PREDICTIONS + [PREDICTIONS[0]])
-    with pytest.raises(StageError, match=r"predictions\.jsonl:6: id: duplicate id 'core-001'"):
-        evaluate.run(PARAMS, tmp_path)
+    with pytest.raises(StageError, match=r"predictions/tunix\.jsonl:6: id: duplicate id 'core-001'"):
+        evaluate.run(PARAMS, "tunix", tmp_path)
 
 
 def test_bad_prediction_record_names_line_and_field(tmp_path):
     bad = [dict(p, n_tokens="ten") if p["id"] == "core-002" else p for p in PREDICTIONS]
     make_root(tmp_path, predictions=bad)
-    with pytest.raises(StageError, match=r"predictions\.jsonl:2: n_tokens: 'ten' is not of type 'integer'"):
-        evaluate.run(PARAMS, tmp_path)
+    with pytest.raises(StageError, match=r"predictions/tunix\.jsonl:2: n_tokens: 'ten' is not of type 'integer'"):
+        evaluate.run(PARAMS, "tunix", tmp_path)
 
 
 def test_bad_eval_item_names_line_and_field(tmp_path):
     items = [dict(i, difficulty="extreme") if i["id"] == "trace-001" else i for i in ITEMS]
     make_root(tmp_path, items=items)
     with pytest.raises(StageError, match=r"tunix_eval_v1\.jsonl:3: difficulty: 'extreme' is not one of"):
-        evaluate.run(PARAMS, tmp_path)
+        evaluate.run(PARAMS, "tunix", tmp_path)
 
 
 def test_unreadable_expected_answer_names_line_and_field(tmp_path):
     # The eval_item schema already refuses such an item; scoring still guards against it.
     items = [dict(i, expected_answer="forty-two") if i["id"] == "core-001" else i for i in ITEMS]
     root = make_root(tmp_path, items=items)
-    eval_path, pred_path = root / paths.EVALSET, root / paths.PREDICTIONS
+    eval_path, pred_path = root / paths.EVALSET, root / PREDICTIONS_FILE
     with pytest.raises(StageError, match=r"tunix_eval_v1\.jsonl:1: expected_answer: .*not a number"):
         evaluate.score_predictions(items, PREDICTIONS, PARAMS["evaluate"], eval_path, pred_path)
 
@@ -167,8 +171,40 @@ def test_unreadable_expected_answer_names_line_and_field(tmp_path):
 def test_cli_error_is_one_line_and_exit_1(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        [sys.executable, "-m", "stages.evaluate"], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 1
-    assert proc.stderr == f"error: {paths.EVALSET}: file not found\n"
+    for args, message in (
+        (["tunix"], f"{paths.EVALSET}: file not found (params.yaml:"),
+        ([], "evaluate: usage: python -m stages.evaluate <eval set name from evaluate.sets>"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "stages.evaluate", *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        assert proc.returncode == 1
+        assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
+    (tmp_path / "evalsets").mkdir()
+    (tmp_path / paths.EVALSET).write_text(json.dumps(ITEMS[0]) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "stages.evaluate", "nope"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.stderr.startswith("error: params.yaml:") and "evaluate.sets: no set named 'nope' (configured: tunix)" in proc.stderr
+
+
+def test_gsm8k_format_eval_set(tmp_path):
+    """A GSM8K test file scored as an eval set: its `#### answer` is the expected answer."""
+    rows = [{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": "3*4 = <<3*4=12>>12\n#### 12"},
+            {"question": "Ann reads 1,000 pages in 4 days. How many a day?", "answer": "1000/4 = <<1000/4=250>>250\n#### 250"}]
+    write_jsonl(tmp_path / "evalsets/gsm8k_test.jsonl", rows)
+    write_jsonl(tmp_path / paths.predictions("gsm8k_test"), [
+        pred("core-001", "<reasoning>3 × 4 = 12</reasoning><answer>12</answer>"),
+        pred("core-002", "<reasoning>1000 / 4 = 200</reasoning><answer>200</answer>"),
+    ])
+    params = {"evaluate": {**PARAMS["evaluate"], "sets": {**SETS, "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl",
+                                                                                 "format": "gsm8k"}}}}
+    make_root(tmp_path)
+    metrics = evaluate.run(params, "gsm8k_test", tmp_path)
+    assert metrics["primary_score"] == 0.5 and metrics["n_items"] == 2 and metrics["section"]["core"] == 0.5
+    card = json.loads((tmp_path / paths.set_scorecard("gsm8k_test")).read_text())
+    assert card["eval_set"]["format"] == "gsm8k" and [r["expected"] for r in card["items"]] == ["12", "250"]
+    write_jsonl(tmp_path / paths.predictions("gsm8k_test"), [pred("core-001", "x")])
+    with pytest.raises(StageError) as err:
+        evaluate.run(params, "gsm8k_test", tmp_path)
+    assert str(err.value).endswith("id: no prediction for eval item 'core-002' "
+                                   f"({tmp_path / 'evalsets/gsm8k_test.jsonl'})")
