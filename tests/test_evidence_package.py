@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import evaluate, evidence, package, paths
+from stages import evaluate, evidence, package, paths, report
 from reasoning.answers import parse_completion
 from stages.common import StageError
 
 REPO = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-LOCKED = ("seed", "tokenizer", "train", "predict", "evaluate", "evidence", "package")
+LOCKED = ("seed", "tokenizer", "train", "predict@tunix", "predict@gsm8k_test", "evaluate@tunix", "evaluate@gsm8k_test",
+          "report", "evidence", "package")
+GSM8K_TEST = [{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": "3*4 = <<3*4=12>>12\n#### 12"}]
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -40,7 +42,17 @@ def lock_entry(name: str, md5: str) -> dict:
 
 @pytest.fixture
 def params():
-    return yaml.safe_load((REPO / "params.yaml").read_text())
+    """The project's params with a second eval set, GSM8K-format."""
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    p["evaluate"]["sets"]["gsm8k_test"] = {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k"}
+    return p
+
+
+def write_predictions(root: Path, name: str, completions: dict) -> None:
+    write_jsonl(root / paths.predictions(name), [
+        {"id": k, "completion": c, **parse_completion(c), "n_tokens": 12, "truncated": False}
+        for k, c in completions.items()
+    ])
 
 
 @pytest.fixture
@@ -53,6 +65,9 @@ def root(tmp_path, params):
         {"schema": "2.0", "stages": {n: lock_entry(n, f"{i:032x}") for i, n in enumerate(LOCKED)}}, sort_keys=False))
     write_jsonl(root / "data/train.jsonl", [{"id": f"t{i}", "prompt": "1+1?", "final_answer": "2"} for i in range(3)])
     write(root / "data/train_manifest.json", json.dumps({"n_records": 3, "source": "synthetic", "mix": {"a": 1}}))
+    write(root / "data/decontamination.json", json.dumps({"policy": "drop", "ngram": 13, "sets": {
+        name: {"path": f"evalsets/{name}.jsonl", "format": "items", "sha256": "0" * 64, "prompts": 2, "redrawn": 1,
+               "dropped_exact": 0, "dropped_ngram": 0, "synthetic_ngram_shared": 0} for name in ("tunix", "gsm8k_test")}}))
     write(root / "data/model/config.json", json.dumps({"hidden_size": 64, "num_hidden_layers": 2}))
     write(root / "data/model/model.safetensors", b"\x00weights")
     write(root / "data/model/training_info.json", json.dumps({
@@ -76,11 +91,12 @@ def root(tmp_path, params):
         "core-001": "<reasoning>6*7=42</reasoning><answer>42</answer>",
         "edge-001": "<reasoning>r</reasoning><answer>no</answer>",
     }
-    write_jsonl(root / paths.PREDICTIONS, [
-        {"id": k, "completion": c, **parse_completion(c), "n_tokens": 12, "truncated": False}
-        for k, c in completions.items()
-    ])
-    evaluate.run(params, root)
+    write_predictions(root, "tunix", completions)
+    write_jsonl(root / "evalsets/gsm8k_test.jsonl", GSM8K_TEST)
+    write_predictions(root, "gsm8k_test", {"core-001": "<reasoning>3*4=12</reasoning><answer>12</answer>"})
+    for name in ("tunix", "gsm8k_test"):
+        evaluate.run(params, name, root)
+    report.run(params, root)
     for name in ("__init__", "seed", "tokenizer", "evaluate"):
         write(root / f"stages/{name}.py", f"# {name}\n")
     write(root / "stages/token_cache.py", "HF_TOKEN = 'hf_secret'\n")
@@ -112,20 +128,30 @@ def test_evidence_files(root, params):
     assert manifest["dataset"]["n_records"] == 3
     assert manifest["dataset"]["sha256"] == hashlib.sha256((root / "data/train.jsonl").read_bytes()).hexdigest()
     assert manifest["dataset"]["manifest"]["source"] == "synthetic"
-    assert manifest["eval_set"]["n_items"] == 2
+    assert manifest["dataset"]["decontamination"]["sets"]["tunix"]["redrawn"] == 1
+    assert manifest["primary_set"] == "tunix"
+    assert manifest["eval_sets"] == {
+        "tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "n_items": 2, "primary": True,
+                  "sha256": hashlib.sha256((root / paths.EVALSET).read_bytes()).hexdigest()},
+        "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k", "n_items": 1, "primary": False,
+                       "sha256": hashlib.sha256((root / "evalsets/gsm8k_test.jsonl").read_bytes()).hexdigest()},
+    }
     assert manifest["params"] == params and manifest["command"] == "dvc repro"
     assert manifest["stages"]["train"] == "python -m stages.train"
     assert manifest["git"]["commit"] == COMMIT
-    assert set(manifest["dvc_lock"]) == set(evidence.LOCKED_STAGES)
+    assert set(manifest["dvc_lock"]) == set(LOCKED) - {"evidence", "package"}
     assert manifest["dvc_lock"]["train"]["outs"] == [{"path": "data/train", "md5": f"{2:032x}"}]
     assert manifest["environment"]["versions"]["jax"] == "0.4.35"
     assert "tokens_per_second" not in json.dumps(manifest)
     summary = json.loads((run_dir / "eval_summary.json").read_text())
-    assert summary["primary_score"] == 0.5 and summary["metrics"]["n_items"] == 2
+    assert summary["primary_score"] == 0.5 and summary["metrics"]["n_items"] == 2 and summary["primary_set"] == "tunix"
+    assert {k: v["primary_score"] for k, v in summary["sets"].items()} == {"tunix": 0.5, "gsm8k_test": 1.0}
     assert summary["breakdowns"]["section"]["core"]["accuracy"] == 1.0
     log = (run_dir / "run_log.txt").read_text()
     assert "      10    2.250000" in log and "      20    0.500000" in log
     assert "primary_score: 0.5000" in log and "by section" in log and "edge_case" in log
+    assert "gsm8k_test: evalsets/gsm8k_test.jsonl (gsm8k), 1 items, sha256 " in log and "primary_score 1.0000" in log
+    assert "decontamination.tunix: " in log
 
 
 def test_evidence_is_deterministic(root, params):
@@ -137,10 +163,11 @@ def test_evidence_is_deterministic(root, params):
 
 
 def test_evidence_refuses_null_primary_score(root, params):
-    preds = evaluate.read_jsonl(root / paths.PREDICTIONS)
+    preds = evaluate.read_jsonl(root / paths.predictions("tunix"))
     nothing = dict(completion="", reasoning=None, answer=None, format_ok=False, n_tokens=0)  # not one token generated
-    write_jsonl(root / paths.PREDICTIONS, [dict(p, **nothing) for p in preds])
-    evaluate.run(params, root)
+    write_jsonl(root / paths.predictions("tunix"), [dict(p, **nothing) for p in preds])
+    evaluate.run(params, "tunix", root)
+    report.run(params, root)
     with pytest.raises(StageError, match=r"eval_summary\.json: primary_score: None is not of type 'number'"):
         run_evidence(root, params)
     assert not (root / paths.SUBMISSION_RUNS).exists()
@@ -148,9 +175,21 @@ def test_evidence_refuses_null_primary_score(root, params):
 
 def test_evidence_needs_every_lock_entry(root, params):
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    del lock["stages"]["predict"]
+    del lock["stages"]["predict@gsm8k_test"]
     write(root / "dvc.lock", yaml.safe_dump(lock))
-    with pytest.raises(StageError, match=r"dvc\.lock: stages\.predict: no lock entry"):
+    with pytest.raises(StageError, match=r"dvc\.lock: stages\.predict@gsm8k_test: no lock entry"):
+        run_evidence(root, params)
+
+
+def test_evidence_refuses_reports_of_another_configuration(root, params):
+    params["evaluate"]["sets"]["gsm8k_test"]["format"] = "items"  # params changed after evaluate ran
+    with pytest.raises(StageError, match=r"reports/sets/gsm8k_test/scorecard\.json: eval_set: scored "
+                                         r"evalsets/gsm8k_test\.jsonl \(gsm8k\), params say .* \(items\); run dvc repro"):
+        run_evidence(root, params)
+    params["evaluate"]["sets"]["gsm8k_test"]["format"] = "gsm8k"
+    params["evaluate"]["sets"]["tunix"]["primary"] = False
+    params["evaluate"]["sets"]["gsm8k_test"]["primary"] = True
+    with pytest.raises(StageError, match=r"reports/metrics\.json: primary_set: 'tunix', params say 'gsm8k_test'"):
         run_evidence(root, params)
 
 
@@ -191,8 +230,8 @@ def test_package_contents(root, params):
     assert [p.name for p in path.parent.iterdir()] == [path.name]
     entries = zip_entries(data)
     assert sorted(entries) == [
-        "README.md", "SUBMISSION_README.md", "data/train_manifest.json", "dvc.lock", "dvc.yaml",
-        "evalsets/tunix_eval_v1.jsonl", "notebooks/tunix_rt.ipynb", "params.yaml",
+        "README.md", "SUBMISSION_README.md", "data/decontamination.json", "data/train_manifest.json", "dvc.lock",
+        "dvc.yaml", "evalsets/gsm8k_test.jsonl", "evalsets/tunix_eval_v1.jsonl", "notebooks/tunix_rt.ipynb", "params.yaml",
         "schemas/eval_item.schema.json", "stages/__init__.py", "stages/evaluate.py", "stages/seed.py",
         "stages/tokenizer.py", f"submission_runs/{rv}/eval_summary.json", f"submission_runs/{rv}/run_log.txt",
         f"submission_runs/{rv}/run_manifest.json", "training/model.py",
@@ -201,7 +240,11 @@ def test_package_contents(root, params):
     lock = yaml.safe_load(entries["dvc.lock"])
     assert "package" not in lock["stages"] and "evidence" in lock["stages"]
     readme = entries["SUBMISSION_README.md"].decode()
-    assert "primary_score (answer accuracy): **0.5000**" in readme and COMMIT in readme and "dvc repro" in readme
+    assert "primary_score (answer accuracy on the primary eval set, tunix): **0.5000**" in readme
+    assert COMMIT in readme and "dvc repro" in readme
+    sha = hashlib.sha256((root / "evalsets/gsm8k_test.jsonl").read_bytes()).hexdigest()
+    assert f"| gsm8k_test | `evalsets/gsm8k_test.jsonl` | 1 | 1.0000 | 1.0000 | `{sha}` |" in readme
+    assert "| tunix (primary) | `evalsets/tunix_eval_v1.jsonl` | 2 | 0.5000 |" in readme
     assert "- `stages/tokenizer.py`" in readme
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
