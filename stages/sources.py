@@ -179,11 +179,14 @@ def read_table(path: Path, fmt: str, shown: str | Path | None = None) -> list[di
     shown = path if shown is None else shown
     if not path.is_file():
         raise StageError(f"{shown}: file not found")
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    import datasets  # imported here: 3 s, and only file sources need it
-
     with tempfile.TemporaryDirectory(prefix="tunix-rt-datasets-") as cache:
+        # Offline, and nothing read or written under the user's home (HF_HOME defaults to ~/.cache/huggingface).
+        os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", HF_HOME=cache, HF_DATASETS_CACHE=cache)
+        import datasets  # imported here: 3 s, and only file sources need it
+
+        datasets.disable_progress_bars()  # a stage's stderr holds its one-line error and nothing else
+        datasets.logging.set_verbosity_error()
+
         try:
             table = datasets.load_dataset(FORMATS[fmt], data_files=str(path.resolve()), split="train", cache_dir=cache)
         except Exception as err:  # datasets wraps the parser's error; its cause says what is wrong

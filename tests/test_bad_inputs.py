@@ -33,7 +33,10 @@ from tests.pipeline_utils import env, make_repo
 
 EVAL_SET = "evalsets/tunix_eval_v1.jsonl"
 TRAIN = "data/train.jsonl"
-PREDICTIONS = "data/predictions.jsonl"
+PREDICTIONS = "data/predictions/tunix.jsonl"  # predict@tunix -> evaluate@tunix
+SCORECARD = "reports/sets/tunix/scorecard.json"
+GSM8K = "trainsets/gsm8k.jsonl"
+PER_SET = ("predict", "evaluate")  # foreach stages: `python -m stages.<stage> <set>`
 MODEL = "data/model"
 RUN_DIR = "submission_runs/v1"
 HUGE = 5 * 1024 * 1024  # a 5 MB string field
@@ -79,9 +82,9 @@ def stage_env(**extra: str) -> dict[str, str]:
 
 
 def run_stage(repo: Path, stage: str, **kw) -> subprocess.CompletedProcess:
-    """`python -m stages.<stage>` in `repo`."""
+    """`python -m stages.<stage>` in `repo` (for the default eval set, tunix, when the stage runs per set)."""
     return subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}"], cwd=repo, env=stage_env(), capture_output=True, text=True,
+        [sys.executable, "-m", f"stages.{stage}", *(["tunix"] if stage in PER_SET else [])], cwd=repo, env=stage_env(), capture_output=True, text=True,
         timeout=300, **kw,
     )
 
@@ -249,10 +252,34 @@ def gsm8k(*rows: dict | str | bytes) -> Callable[[Path], None]:
     """Switch the seed stage to a GSM8K file whose lines are `rows` (dicts as JSON, bytes raw)."""
     raw = [r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r)).encode() for r in rows]
     return both(
-        set_param("seed.source", "gsm8k"),
-        set_param("seed.gsm8k_path", "gsm8k.jsonl"),
-        write_file("gsm8k.jsonl", b"\n".join(raw) + (b"\n" if raw else b"")),
+        set_param("seed.sources", [{"type": "gsm8k", "path": GSM8K}]),
+        write_file(GSM8K, b"\n".join(raw) + (b"\n" if raw else b"")),
     )
+
+
+def file_source(rows: list[dict], fields: dict) -> Callable[[Path], None]:
+    """Switch the seed stage to a JSONL file source of `rows` read through the mapping `fields`."""
+    return both(
+        set_param("seed.sources", [{"type": "file", "path": "trainsets/mine.jsonl", "fields": fields}]),
+        write_file("trainsets/mine.jsonl", "".join(json.dumps(r) + "\n" for r in rows)),
+    )
+
+
+def eval_set_twice(repo: Path) -> None:
+    """params.yaml naming the eval set tunix twice (YAML itself would silently keep the second)."""
+    text = (repo / "params.yaml").read_text()
+    entry = "    tunix:\n"
+    at = text.index(entry)
+    (repo / "params.yaml").write_text(text[:at] + entry + "      path: evalsets/tunix_eval_v1.jsonl\n" + text[at:])
+
+
+def set_line(name: str, occurrence: int) -> Callable[[Path], int]:
+    """1-based line of the `occurrence`-th `name:` key under evaluate.sets."""
+    def line(repo: Path) -> int:
+        found = [n for n, t in enumerate((repo / "params.yaml").read_text().splitlines(), 1) if t == f"    {name}:"]
+        return found[occurrence - 1]
+
+    return line
 
 
 def eval_prompt(repo: Path, index: int = 11) -> tuple[str, str]:
@@ -263,6 +290,7 @@ def eval_prompt(repo: Path, index: int = 11) -> tuple[str, str]:
 def leak(repo: Path) -> None:
     prompt, _ = eval_prompt(repo)
     gsm8k(GSM8K_GOOD, {"question": prompt, "answer": "x = 1\n#### 1"})(repo)
+    set_param("seed.decontamination", "fail")(repo)  # the default, drop, would drop it and go on
 
 
 def bigger_tokenizer(repo: Path) -> None:
@@ -300,13 +328,15 @@ def build_base(dest: Path) -> Path:
         completion = f"<reasoning>step {i}</reasoning><answer>{answer}</answer>"
         predictions.append({"id": item["id"], "completion": completion, **parse_completion(completion),
                             "n_tokens": 8 + i % 5, "truncated": False})
+    (repo / PREDICTIONS).parent.mkdir(parents=True)
     write_lines(repo, PREDICTIONS, [json.dumps(p, sort_keys=True) for p in predictions])
     must_succeed(run_stage(repo, "evaluate"))
+    must_succeed(run_stage(repo, "report"))
     lock = {"schema": "2.0", "stages": {}}
-    for i, name in enumerate(("seed", "tokenizer", "train", "predict", "evaluate")):
+    for i, name in enumerate(("seed", "tokenizer", "train", "predict@tunix", "evaluate@tunix", "report")):
         lock["stages"][name] = {
-            "cmd": f"python -m stages.{name}",
-            "deps": [{"path": f"stages/{name}.py", "hash": "md5", "md5": f"{i:032x}", "size": 1}],
+            "cmd": f"python -m stages.{name.split('@')[0]}",
+            "deps": [{"path": f"stages/{name.split('@')[0]}.py", "hash": "md5", "md5": f"{i:032x}", "size": 1}],
             "outs": [{"path": f"out/{name}", "hash": "md5", "md5": f"{i + 16:032x}", "size": 1}],
         }
     (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
@@ -342,6 +372,13 @@ def pline(section: str, key: str | None = None) -> Callable[[Path], int]:
     return lambda repo: param_line(repo, section, key)
 
 
+def pkeys(*keys) -> Callable[[Path], int]:
+    """The line of the deepest node of params.yaml on the path `keys` (where a nested key's error points)."""
+    from stages.common import yaml_line
+
+    return lambda repo: yaml_line((repo / "params.yaml").read_text(), list(keys))
+
+
 CASES = [
     # ---- params.yaml (every stage validates it whole; each case goes to the stage that uses the knob)
     Case("params-unknown-key", "seed", set_param("seed.colour", "blue"),
@@ -361,17 +398,36 @@ CASES = [
     # ---- seed: the GSM8K source file and the eval set it decontaminates against
     Case("gsm8k-answer-without-final-line", "seed",
          gsm8k(GSM8K_GOOD, {"question": "What is 2 + 2?", "answer": "2+2 = <<2+2=4>>4"}),
-         "gsm8k.jsonl", 2, "answer", "no final '#### <answer>' line"),
-    Case("gsm8k-leaked-eval-prompt", "seed", leak, TRAIN, 2, "prompt", "(leaked eval prompt)"),
+         GSM8K, 2, "answer", "no final '#### <answer>' line"),
+    Case("gsm8k-leaked-eval-prompt", "seed", leak, GSM8K, None, "row 2: prompt", "(leaked eval prompt)"),
     Case("gsm8k-malformed-json", "seed", gsm8k(GSM8K_GOOD, GSM8K_GOOD, '{"question": "Q?", "answer": '),
-         "gsm8k.jsonl", 3, None, "malformed JSON"),
+         GSM8K, 3, None, "malformed JSON"),
     Case("gsm8k-non-utf8", "seed", gsm8k(GSM8K_GOOD, b'{"question": "caf\xe9?", "answer": "1+1=2\\n#### 2"}'),
-         "gsm8k.jsonl", 2, None, "not UTF-8"),
+         GSM8K, 2, None, "not UTF-8"),
     Case("gsm8k-huge-line", "seed", gsm8k(GSM8K_GOOD, {"question": "x" * HUGE, "answer": "1+1=2\n#### 2"}),
-         "gsm8k.jsonl", 2, "question", "MB"),
-    Case("gsm8k-empty-file", "seed", gsm8k(), "gsm8k.jsonl", None, None, "file is empty"),
-    Case("gsm8k-file-missing", "seed", both(gsm8k(GSM8K_GOOD), remove("gsm8k.jsonl")),
-         "gsm8k.jsonl", None, None, "file not found"),
+         GSM8K, 2, "question", "MB"),
+    Case("gsm8k-empty-file", "seed", gsm8k(), GSM8K, None, None, "file is empty"),
+    Case("gsm8k-file-missing", "seed", both(gsm8k(GSM8K_GOOD), remove(GSM8K)),
+         GSM8K, None, None, "file not found"),
+    # ---- seed: a file source and the eval sets of params
+    Case("file-mapping-names-a-missing-field", "seed",
+         file_source([{"q": "Q?", "a": "1", "r": "r"}], {"prompt": "q", "answer": "answer", "reasoning": "r"}),
+         "params.yaml", pkeys("seed", "sources", 0, "fields", "answer"), "seed.sources[0].fields.answer",
+         "'answer' is not a field of trainsets/mine.jsonl"),
+    Case("file-unknown-format", "seed",
+         both(file_source([{"q": "Q?"}], {"messages": "q"}),
+              set_param("seed.sources", [{"type": "file", "path": "trainsets/mine.xlsx", "fields": {"messages": "m"}}]),
+              write_file("trainsets/mine.xlsx", "x")),
+         "params.yaml", pkeys("seed", "sources", 0, "format"), "seed.sources[0].format", "no known format for suffix '.xlsx'"),
+    Case("file-chat-without-assistant-turn", "seed",
+         file_source([{"messages": [{"role": "user", "content": "Q?"}]}], {"messages": "messages"}),
+         "trainsets/mine.jsonl", None, "row 1: messages", "no assistant turn"),
+    Case("file-empty-answer", "seed", file_source([{"q": "Q?", "a": " ", "r": "r"}], {"prompt": "q", "answer": "a", "reasoning": "r"}),
+         "trainsets/mine.jsonl", None, "row 1: a", "empty"),
+    Case("eval-set-name-used-twice", "seed", eval_set_twice, "params.yaml", set_line("tunix", 2), "evaluate.sets.tunix",
+         "set name used twice"),
+    Case("eval-set-no-primary", "evaluate", set_param("evaluate.sets.tunix.primary", False),
+         "params.yaml", pline("evaluate", "sets"), "evaluate.sets", "no set is marked primary: true"),
     Case("evalset-duplicate-id", "seed", copy_line(EVAL_SET, 3, 7), EVAL_SET, 7, "id", "duplicate id"),
     # ---- tokenizer: data/train.jsonl
     Case("train-jsonl-malformed-json", "tokenizer", replace_line(TRAIN, 5, b'{"id": "arithmetic-000005", "prompt"'),
@@ -434,8 +490,7 @@ CASES = [
              yaml.safe_dump({"schema": "2.0", "stages": {
                  k: v for k, v in yaml.safe_load((repo / "dvc.lock").read_text())["stages"].items() if k != "train"}})),
          "dvc.lock", None, "stages.train", "no lock entry"),
-    Case("evidence-scorecard-malformed", "evidence", truncate("reports/scorecard.json", 200),
-         "reports/scorecard.json", None, None, "malformed JSON"),
+    Case("evidence-scorecard-malformed", "evidence", truncate(SCORECARD, 200), SCORECARD, None, None, "malformed JSON"),
     Case("evidence-weights-missing", "evidence", remove(f"{MODEL}/model.safetensors"), MODEL, None, None,
          "no *.safetensors"),
     # ---- package: the evidence and the target
@@ -467,11 +522,12 @@ def test_bad_input_is_one_line_error_and_loses_nothing(case: Case, repo: Path):
 def test_the_matrix_covers_every_stage():
     assert len(CASES) >= 25
     assert {c.stage for c in CASES} == {"seed", "tokenizer", "train", "predict", "evaluate", "evidence", "package"}
+    # (report only copies the primary set's metrics: its inputs are evaluate's own outputs)
 
 
 def test_base_outputs_are_complete(shared_base: Path):
     """The base really holds every stage's outputs (so 'nothing produced is lost' means something)."""
     for rel in (TRAIN, "data/train_manifest.json", "data/tokenizer/tokenizer.json", f"{MODEL}/model.safetensors",
-                PREDICTIONS, "reports/metrics.json", "reports/scorecard.json", f"{RUN_DIR}/run_manifest.json"):
+                PREDICTIONS, "reports/metrics.json", SCORECARD, f"{RUN_DIR}/run_manifest.json"):
         assert (shared_base / rel).is_file(), rel
     assert len(list((shared_base / "submission").glob("tunix_rt_v1_*.zip"))) == 1

@@ -20,6 +20,7 @@ import pytest
 
 from tests.test_bad_inputs import (
     MODEL,
+    PER_SET,
     RUN_DIR,
     assert_one_line_error,
     run_stage,
@@ -127,7 +128,7 @@ def hook(event, args):
 
 sys.addaudithook(hook)
 module = sys.argv[1]
-sys.argv = [module]
+sys.argv = [module, *sys.argv[2:]]
 runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
 
@@ -135,7 +136,8 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 def audited(repo: Path, stage: str, home: Path, report: Path, module: str | None = None) -> subprocess.CompletedProcess:
     """The stage under an audit hook that records every file operation under $HOME or on a `~` path."""
     e = stage_env(HOME=str(home), AUDIT_REPORT=str(report))
-    return subprocess.run([sys.executable, "-c", AUDITED, module or f"stages.{stage}"], cwd=repo, env=e,
+    args = ["tunix"] if stage in PER_SET else []  # a per-eval-set stage runs for the default set
+    return subprocess.run([sys.executable, "-c", AUDITED, module or f"stages.{stage}", *args], cwd=repo, env=e,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -151,10 +153,27 @@ def test_the_audit_sees_a_read_under_home(repo, home, tmp_path):
 
 def test_stages_never_touch_the_home_directory(repo, home, tmp_path):
     report = tmp_path / "audit.txt"
-    for stage in ("seed", "tokenizer", "evaluate", "evidence", "package"):
+    for stage in ("seed", "tokenizer", "evaluate", "report", "evidence", "package"):
         proc = audited(repo, stage, home, report)
         assert proc.returncode == 0, f"{stage}: {proc.stderr[-2000:]}"
     assert not report.exists() or report.read_text() == "", report.read_text()
+
+
+def test_a_file_source_is_read_offline_without_touching_home(repo, home, tmp_path):
+    """Hugging Face datasets reads a local Parquet file: no hub, no ~/.cache/huggingface, no token files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (repo / "trainsets").mkdir(exist_ok=True)
+    rows = [{"q": f"What is {k} + 1?", "a": str(k + 1), "r": f"{k} + 1 = {k + 1}"} for k in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows), repo / "trainsets/mine.parquet")
+    set_param("seed.sources", [{"type": "synthetic"}, {"type": "file", "path": "trainsets/mine.parquet",
+                                                        "fields": {"prompt": "q", "answer": "a", "reasoning": "r"}}])(repo)
+    report = tmp_path / "audit.txt"
+    proc = audited(repo, "seed", home, report)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not report.exists() or report.read_text() == "", report.read_text()
+    assert json.loads((repo / "data/train_manifest.json").read_text())["counts"]["by_source"]["mine"] == 5
     assert not any(MARKER.encode() in data for data in the_zip(repo).values())
 
 
