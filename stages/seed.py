@@ -246,7 +246,6 @@ def build(params: Mapping[str, Any], root: Path = Path(".")) -> tuple[list[dict]
         "decontamination": {
             "policy": policy,
             "ngram": decontam.NGRAM,
-            "eval_sets": len(sets),
             "redrawn": sum(r["redrawn"] for r in report.values()),
             "dropped": sum(r["dropped_exact"] + r["dropped_ngram"] for r in report.values()),
             "report": paths.DECONTAMINATION.as_posix(),
@@ -270,11 +269,12 @@ def run(params: Mapping[str, Any], root: str | Path = ".") -> dict:
 
 
 def main() -> None:
-    manifest = run(load_params())
+    params = load_params()
+    manifest = run(params)
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"]["by_source"].items())
     deco = manifest["decontamination"]
-    print(f"seed: wrote {manifest['size']} traces to {paths.TRAIN} ({counts}); against {deco['eval_sets']} eval "
-          f"set(s): redrew {deco['redrawn']} synthetic prompts, dropped {deco['dropped']} imported records "
+    print(f"seed: wrote {manifest['size']} traces to {paths.TRAIN} ({counts}); against "
+          f"{len(params['evaluate']['sets'])} eval set(s): redrew {deco['redrawn']} synthetic prompts, dropped {deco['dropped']} imported records "
           f"(details: {paths.DECONTAMINATION})")
 
 

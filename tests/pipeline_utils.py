@@ -54,6 +54,24 @@ def set_params(path: Path, changes: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def declared_outs(repo: Path) -> dict[str, bool]:
+    """Every out, metric and plot of dvc.yaml -> whether DVC caches it; templated paths resolved
+    (`${base.run_version}`, and a foreach stage's `${key}` for each eval set of params)."""
+    dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    outs = {}
+    for stage in dvc_yaml["stages"].values():
+        body = stage.get("do", stage)
+        keys = list(params["evaluate"]["sets"]) if "do" in stage else [None]
+        for key in keys:
+            for kind in ("outs", "metrics", "plots"):
+                for out in body.get(kind, []):
+                    name, opts = next(iter(out.items())) if isinstance(out, dict) else (out, {})
+                    name = name.replace("${base.run_version}", params["base"]["run_version"])
+                    outs[name if key is None else name.replace("${key}", key)] = (opts or {}).get("cache", True)
+    return outs
+
+
 def make_repo(dest: Path, params: dict | None = SMALL_PARAMS) -> Path:
     """A fresh git repo holding the project (without dvc.lock or outputs), params changed, committed."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,15 @@
 """The real `dvc repro`, end to end, on small params in temporary git repos.
 
-One module-scoped run is shared by the checks; a second, independent run of
-the same commit proves every declared output is byte-for-byte reproducible.
+One module-scoped run, with two eval sets (ours and a GSM8K-format test file),
+is shared by the checks; a second, independent run of the same commit proves
+every declared output is byte-for-byte reproducible; a third set added to a
+copy runs only that set's predict and evaluate (and what reads every set).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 import yaml
 
 from stages.common import read_json, read_jsonl, sha256_file
-from tests.pipeline_utils import make_repo, run
+from tests.pipeline_utils import SMALL_PARAMS, declared_outs, make_repo, run
 
 pytestmark = pytest.mark.slow
 
@@ -31,24 +34,39 @@ def fixed_date():
         yield
 
 
+GSM8K_TEST = [
+    {"question": "Tom has 3 bags with 4 apples in each bag. How many apples does Tom have?",
+     "answer": "Tom has 3*4 = <<3*4=12>>12 apples.\n#### 12"},
+    {"question": "A shop sells 25 pens on Monday and 17 pens on Tuesday. How many pens does it sell?",
+     "answer": "It sells 25+17 = <<25+17=42>>42 pens.\n#### 42"},
+    {"question": "Ann has 90 stickers and gives away 35. How many stickers are left?",
+     "answer": "90-35 = <<90-35=55>>55 stickers are left.\n#### 55"},
+]
+SETS = {"tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "primary": True},
+        "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k"}}
+
+
+def write_gsm8k(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory, fixed_date) -> Path:
-    repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    return two_set_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+
+
+def two_set_repo(dest: Path) -> Path:
+    """A test repo with a GSM8K-format test file as a second eval set, after `dvc repro`."""
+    repo = make_repo(dest, {**SMALL_PARAMS, "evaluate": {"sets": SETS}})
+    write_gsm8k(repo / "evalsets/gsm8k_test.jsonl", GSM8K_TEST)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "a second eval set"], repo)
     run(["dvc", "repro"], repo)
     return repo
 
 
-def declared_outs(repo: Path) -> list[Path]:
-    """Every out, metric and plot dvc.yaml declares, templated paths resolved."""
-    dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    outs = []
-    for stage in dvc_yaml["stages"].values():
-        for kind in ("outs", "metrics", "plots"):
-            for out in stage.get(kind, []):
-                name = next(iter(out)) if isinstance(out, dict) else out
-                outs.append(repo / name.replace("${base.run_version}", params["base"]["run_version"]))
-    return outs
+def outs_of(repo: Path) -> list[Path]:
+    return [repo / name for name in declared_outs(repo)]
 
 
 def files_under(path: Path) -> dict[str, bytes]:
@@ -58,7 +76,7 @@ def files_under(path: Path) -> dict[str, bytes]:
 
 
 def test_every_declared_output_exists(repro):
-    for out in declared_outs(repro):
+    for out in outs_of(repro):
         assert out.exists(), f"{out} missing"
 
 
@@ -80,19 +98,29 @@ def test_stage_outputs_are_valid(repro):
     assert (repro / "dvclive/plots/metrics/train/loss.tsv").is_file()
 
     items = read_jsonl(repro / "evalsets/tunix_eval_v1.jsonl", schema="eval_item")
-    predictions = read_jsonl(repro / "data/predictions.jsonl", schema="prediction")
+    predictions = read_jsonl(repro / "data/predictions/tunix.jsonl", schema="prediction")
     assert [p["id"] for p in predictions] == [i["id"] for i in items]
+    gsm8k = read_jsonl(repro / "data/predictions/gsm8k_test.jsonl", schema="prediction")
+    assert [p["id"] for p in gsm8k] == ["core-001", "core-002", "core-003"]
 
     metrics = read_json(repro / "reports/metrics.json", schema="metrics")
+    assert metrics == {**read_json(repro / "reports/sets/tunix/metrics.json", schema="metrics"), "primary_set": "tunix"}
     assert metrics["n_items"] == len(items)
     assert isinstance(metrics["primary_score"], float)
-    read_json(repro / "reports/scorecard.json", schema="scorecard")
+    assert read_json(repro / "reports/sets/gsm8k_test/metrics.json", schema="metrics")["n_items"] == 3
+    card = read_json(repro / "reports/sets/gsm8k_test/scorecard.json", schema="scorecard")
+    assert card["eval_set"]["sha256"] == sha256_file(repro / "evalsets/gsm8k_test.jsonl")
+    deco = read_json(repro / "data/decontamination.json", schema="decontamination")
+    assert set(deco["sets"]) == {"tunix", "gsm8k_test"}
 
     run_dir = repro / "submission_runs/v1"
     run_manifest = read_json(run_dir / "run_manifest.json", schema="run_manifest")
     assert run_manifest["dataset"]["sha256"] == manifest["sha256"]
+    assert set(run_manifest["eval_sets"]) == {"tunix", "gsm8k_test"}
+    assert {"predict@tunix", "predict@gsm8k_test", "evaluate@gsm8k_test", "report"} <= set(run_manifest["dvc_lock"])
     summary = read_json(run_dir / "eval_summary.json", schema="eval_summary")
     assert summary["primary_score"] == metrics["primary_score"]
+    assert set(summary["sets"]) == {"tunix", "gsm8k_test"}
     assert "loss" in (run_dir / "run_log.txt").read_text()
 
 
@@ -104,7 +132,7 @@ def test_submission_zip(repro):
         assert names == sorted(names)
         for required in ("params.yaml", "dvc.yaml", "dvc.lock", "submission_runs/v1/run_manifest.json",
                          "submission_runs/v1/eval_summary.json", "data/train_manifest.json",
-                         "evalsets/tunix_eval_v1.jsonl", "SUBMISSION_README.md"):
+                         "evalsets/tunix_eval_v1.jsonl", "evalsets/gsm8k_test.jsonl", "SUBMISSION_README.md"):
             assert required in names
         assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
@@ -117,11 +145,43 @@ def test_second_repro_is_a_no_op(repro):
     assert status.returncode == 0
 
 
+def exp_show_metrics(repo: Path) -> dict[str, dict]:
+    """The workspace row of `dvc exp show --json`: metrics file -> its numbers."""
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    workspace = next(r for r in rows if r["rev"] == "workspace")
+    return {path: m["data"] for path, m in workspace["data"]["metrics"].items()}
+
+
+def test_every_sets_scores_are_in_exp_show(repro):
+    metrics = exp_show_metrics(repro)
+    for name in ("tunix", "gsm8k_test"):
+        shown = metrics[f"reports/sets/{name}/metrics.json"]
+        assert shown["primary_score"] == read_json(repro / f"reports/sets/{name}/metrics.json")["primary_score"]
+        assert isinstance(shown["primary_score"], float)
+    assert metrics["reports/metrics.json"]["primary_score"] == metrics["reports/sets/tunix/metrics.json"]["primary_score"]
+
+
+def test_a_third_eval_set_runs_only_its_own_predict_and_evaluate(repro, tmp_path):
+    repo = tmp_path / "third"
+    shutil.copytree(repro, repo, symlinks=True)
+    write_gsm8k(repo / "evalsets/more.jsonl", GSM8K_TEST[:2])
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"]["sets"]["more"] = {"path": "evalsets/more.jsonl", "format": "gsm8k"}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = {out: files_under(repo / out) for out in ("data/train.jsonl", "data/model", "data/predictions/tunix.jsonl")}
+    out = run(["dvc", "repro"], repo).stdout
+    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    # seed re-checks the data against the new set (nothing changes: tokenizer and train are skipped);
+    # report, evidence and package read every set.
+    assert ran == ["evaluate@more", "evidence", "package", "predict@more", "report", "seed"], out
+    assert {o: files_under(repo / o) for o in before} == before
+    assert "reports/sets/more/metrics.json" in exp_show_metrics(repo)
+
+
 def test_two_clean_runs_give_identical_bytes(repro, tmp_path):
-    again = make_repo(tmp_path / "again")
-    run(["dvc", "repro"], again)
+    again = two_set_repo(tmp_path / "again")
     telemetry = repro / "dvclive"  # tokens/s and timestamps: wall-clock by nature
-    for out in declared_outs(repro):
+    for out in outs_of(repro):
         if out == telemetry or telemetry in out.parents:
             continue
         twin = again / out.relative_to(repro)

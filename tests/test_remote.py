@@ -13,24 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.pipeline_utils import make_repo, run
+from tests.pipeline_utils import declared_outs, make_repo, run
 
 pytestmark = pytest.mark.slow
-
-
-def declared_outs(repo: Path) -> dict[str, bool]:
-    """Every out, metric and plot in dvc.yaml (templated paths resolved) -> whether DVC caches it."""
-    dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
-    run_version = yaml.safe_load((repo / "params.yaml").read_text())["base"]["run_version"]
-    outs = {}
-    for stage in dvc_yaml["stages"].values():
-        for kind in ("outs", "metrics", "plots"):
-            for out in stage.get(kind, []):
-                name, opts = next(iter(out.items())) if isinstance(out, dict) else (out, {})
-                outs[name.replace("${base.run_version}", run_version)] = (opts or {}).get("cache", True)
-    return outs
 
 
 def files_under(path: Path) -> dict[str, bytes]:

@@ -185,7 +185,7 @@ def test_manifest_describes_the_file(tmp_path):
     assert counts["by_difficulty"] == {d: sum(r["meta"]["difficulty"] == d for r in records) for d in tasks.DIFFICULTIES}
     assert counts["by_generator"] == dict(Counter(r["meta"]["generator"] for r in records))
     assert counts["by_source"] == {"synthetic": 900}
-    assert on_disk["decontamination"] == {"policy": "drop", "ngram": 13, "eval_sets": 1, "redrawn": skipped,
+    assert on_disk["decontamination"] == {"policy": "drop", "ngram": 13, "redrawn": skipped,
                                           "dropped": 0, "report": "data/decontamination.json"}
     report = json.loads((root / "data/decontamination.json").read_text())
     assert schema_error(report, "decontamination") is None
