@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from stages import gsm8k, paths
-from stages.common import PARAMS_FILE, StageError, params_where, read_jsonl, validate
+from stages.common import PARAMS_FILE, StageError, params_where, read_json, read_jsonl, validate
 
 FORMATS = ("items", "gsm8k")
 
@@ -115,6 +115,22 @@ def gsm8k_items(path: Path) -> list[dict]:
         validate(item, "eval_item", where)
         items.append(item)
     return items
+
+
+def metrics_document(name: str, metrics: dict) -> dict:
+    """What evaluate@<name> writes: the metrics under the set's name, so `dvc exp show` names each set's
+    columns `<name>.primary_score`, … and `primary_score` alone stays the primary set's (reports/metrics.json)."""
+    return {name: metrics}
+
+
+def read_metrics(name: str, root: Path = Path(".")) -> dict:
+    """Eval set `name`'s metrics as evaluate@<name> wrote them (reports/sets/<name>/metrics.json)."""
+    path = paths.set_metrics(name)
+    doc = read_json(root / path)
+    if not isinstance(doc, dict) or list(doc) != [name]:
+        raise StageError(f"{path}: <record>: expected the metrics under the one key {name!r} (run dvc repro)")
+    validate(doc[name], "metrics", f"{path}: {name}")
+    return doc[name]
 
 
 def main_argument(argv: list[str], stage: str) -> str:

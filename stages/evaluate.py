@@ -154,15 +154,15 @@ def evaluate(evalset: evalsets.EvalSet, params: dict, root: Path = Path(".")) ->
     return summarize(rows, about)
 
 
-def write_reports(metrics: dict, scorecard: dict, metrics_path: Path, scorecard_path: Path) -> None:
-    write_json(metrics_path, metrics)
-    write_json(scorecard_path, scorecard)
+def write_reports(name: str, metrics: dict, scorecard: dict, root: Path = Path(".")) -> None:
+    write_json(root / paths.set_metrics(name), evalsets.metrics_document(name, metrics))
+    write_json(root / paths.set_scorecard(name), scorecard)
 
 
 def run(params: dict, name: str, root: Path = Path(".")) -> dict:
     """The stage for eval set `name` under `root`; returns its metrics."""
     metrics, scorecard = evaluate(evalsets.named(params, name, root), params, root)
-    write_reports(metrics, scorecard, root / paths.set_metrics(name), root / paths.set_scorecard(name))
+    write_reports(name, metrics, scorecard, root)
     return metrics
 
 

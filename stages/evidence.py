@@ -172,7 +172,7 @@ def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, s
     primary = next(s for s in sets if s.primary)
     if metrics.get("primary_set") != primary.name:
         raise StageError(f"{paths.METRICS}: primary_set: {metrics.get('primary_set')!r}, params say {primary.name!r}; run dvc repro")
-    set_metrics = {s.name: read_json(root / paths.set_metrics(s.name), "metrics") for s in sets}
+    set_metrics = {s.name: evalsets.read_metrics(s.name, root) for s in sets}
     scorecards = {s.name: read_json(root / paths.set_scorecard(s.name), "scorecard") for s in sets}
     for s in sets:  # the reports must be of the set as configured now
         about = scorecards[s.name]["eval_set"]

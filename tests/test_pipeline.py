@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages import evalsets
 from stages.common import read_json, read_jsonl, sha256_file
 from tests.pipeline_utils import SMALL_PARAMS, declared_outs, make_repo, run
 
@@ -104,10 +105,10 @@ def test_stage_outputs_are_valid(repro):
     assert [p["id"] for p in gsm8k] == ["core-001", "core-002", "core-003"]
 
     metrics = read_json(repro / "reports/metrics.json", schema="metrics")
-    assert metrics == {**read_json(repro / "reports/sets/tunix/metrics.json", schema="metrics"), "primary_set": "tunix"}
+    assert metrics == {**evalsets.read_metrics("tunix", repro), "primary_set": "tunix"}
     assert metrics["n_items"] == len(items)
     assert isinstance(metrics["primary_score"], float)
-    assert read_json(repro / "reports/sets/gsm8k_test/metrics.json", schema="metrics")["n_items"] == 3
+    assert evalsets.read_metrics("gsm8k_test", repro)["n_items"] == 3
     card = read_json(repro / "reports/sets/gsm8k_test/scorecard.json", schema="scorecard")
     assert card["eval_set"]["sha256"] == sha256_file(repro / "evalsets/gsm8k_test.jsonl")
     deco = read_json(repro / "data/decontamination.json", schema="decontamination")
@@ -155,10 +156,15 @@ def exp_show_metrics(repo: Path) -> dict[str, dict]:
 def test_every_sets_scores_are_in_exp_show(repro):
     metrics = exp_show_metrics(repro)
     for name in ("tunix", "gsm8k_test"):
-        shown = metrics[f"reports/sets/{name}/metrics.json"]
-        assert shown["primary_score"] == read_json(repro / f"reports/sets/{name}/metrics.json")["primary_score"]
+        shown = metrics[f"reports/sets/{name}/metrics.json"][name]  # a column <set>.primary_score
+        assert shown["primary_score"] == evalsets.read_metrics(name, repro)["primary_score"]
         assert isinstance(shown["primary_score"], float)
-    assert metrics["reports/metrics.json"]["primary_score"] == metrics["reports/sets/tunix/metrics.json"]["primary_score"]
+    assert metrics["reports/metrics.json"]["primary_score"] == metrics["reports/sets/tunix/metrics.json"]["tunix"]["primary_score"]
+    # primary_score alone names one column, so sorting by it (the README, the sweeps) is not ambiguous
+    table = run(["dvc", "exp", "show", "--md", "--sort-by", "primary_score", "--drop", ".*",
+                 "--keep", "Experiment|primary_score|tunix.primary_score|gsm8k_test.primary_score"], repro).stdout
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    assert header == ["Experiment", "primary_score", "tunix.primary_score", "gsm8k_test.primary_score"], table
 
 
 def test_a_third_eval_set_runs_only_its_own_predict_and_evaluate(repro, tmp_path):
