@@ -3,8 +3,8 @@
 `predict` and `evaluate` run once per set (a `foreach` over `evaluate.sets` in
 dvc.yaml); `seed` decontaminates against all of them; `report` takes
 `primary_score` from the one marked `primary: true`. A set is our eval-item
-JSONL (`format: items`, schemas/eval_item.schema.json) or a GSM8K-format JSONL
-file (`format: gsm8k`) whose `question` and `#### answer` become items.
+JSONL (`format: items`, schemas/eval_item.schema.json) or a GSM8K-format file
+(`format: gsm8k`, JSONL or Parquet) whose `question` and `#### answer` become items.
 Sets live under `evalsets/`, the folder `seed` and `package` track.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from stages import gsm8k, paths
+from stages import gsm8k, paths, tables
 from stages.common import PARAMS_FILE, StageError, params_where, read_json, read_jsonl, validate
 
 FORMATS = ("items", "gsm8k")
@@ -95,13 +95,17 @@ def load_items(evalset: EvalSet, root: Path = Path(".")) -> list[dict]:
     path = root / evalset.path
     if evalset.format == "items":
         return read_jsonl(path, schema="eval_item")
-    return gsm8k_items(path)
+    return gsm8k_items(path, evalset.path)
 
 
-def gsm8k_items(path: Path) -> list[dict]:
-    """Eval items from a GSM8K-format file: the question, the `####` number, difficulty by working lines."""
+def gsm8k_items(path: Path, shown: str | Path | None = None) -> list[dict]:
+    """Eval items from a GSM8K-format file (JSONL, or Parquet as Hugging Face ships GSM8K): the question,
+    the `####` number, difficulty by working lines."""
+    fmt = tables.suffix_format(path)
+    if fmt not in tables.FORMATS:
+        raise StageError(f"{shown or path}: no known table format for suffix {path.suffix!r}; one of {', '.join(tables.FORMATS)}")
     items = []
-    for k, (where, row) in enumerate(gsm8k.read_rows(path), start=1):
+    for k, (where, row) in enumerate(gsm8k.read_any(path, fmt, shown or path), start=1):
         question, steps, final = gsm8k.parse_row(row, where)
         item = {
             "id": f"core-{k:03d}",

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stages import tables
 from stages.common import StageError, read_jsonl
 
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
@@ -29,6 +30,14 @@ def read_rows(path: str | Path) -> list[tuple[str, dict]]:
     rows = read_jsonl(path, schema=None, id_field=None)
     linenos = [n for n, line in enumerate(path.read_bytes().split(b"\n"), start=1) if line.strip()]
     return [(f"{path}:{lineno}", row) for lineno, row in zip(linenos, rows, strict=True)]
+
+
+def read_any(path: Path, fmt: str, shown: str | Path) -> list[tuple[str, dict]]:
+    """(where, row) of a GSM8K-format file: JSONL read line by line (errors name the line), any other
+    table format through Hugging Face datasets (errors name the row)."""
+    if fmt == "jsonl":
+        return read_rows(path)
+    return [(f"{shown}: row {k}", row) for k, row in enumerate(tables.read_table(path, fmt, shown), start=1)]
 
 
 def parse_row(row: Mapping[str, Any], where: str) -> tuple[str, list[str], str]:

@@ -22,19 +22,16 @@ decontamination stay in stages/seed.py and stages/decontam.py.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reasoning.answers import parse_completion
-from stages import gsm8k, paths
+from stages import gsm8k, paths, tables
 from stages.common import StageError, params_where, validate
 
 TYPES = ("synthetic", "gsm8k", "file")
-FORMATS = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv", "arrow": "arrow"}  # -> datasets builder
 FIELDS = ("prompt", "answer", "reasoning", "messages")
 DEFAULT_FIELDS = {"prompt": "prompt", "answer": "answer", "reasoning": "reasoning"}
 FILE_CATEGORY = "general"  # a user's file says nothing of our task families
@@ -87,9 +84,10 @@ def configured(cfg: Mapping[str, Any], root: Path = Path(".")) -> list[Source]:
             raise StageError(f"{src.where('path', root=root)}: a synthetic source reads no file; remove path")
         if kind != "synthetic" and not src.path:
             raise StageError(f"{src.where('path', root=root)}: required for a {kind} source")
-        if kind != "file" and (src.format or raw.get("fields")):
-            raise StageError(f"{src.where('format' if src.format else 'fields', root=root)}: only a file source "
-                             "takes a format and fields")
+        if kind == "synthetic" and src.format:
+            raise StageError(f"{src.where('format', root=root)}: a synthetic source reads no file; remove format")
+        if kind != "file" and raw.get("fields"):
+            raise StageError(f"{src.where('fields', root=root)}: only a file source takes fields")
         if kind != "synthetic":
             _check_path(src, root)
         if kind == "file":
@@ -129,10 +127,10 @@ def _check_fields(src: Source, root: Path) -> None:
 
 def file_format(src: Source, root: Path = Path(".")) -> str:
     """The source's format: as given, else from the file name's suffix."""
-    fmt = src.format or Path(src.path).suffix.lstrip(".").lower()
-    if fmt not in FORMATS:
+    fmt = src.format or tables.suffix_format(src.path)
+    if fmt not in tables.FORMATS:
         given = f"format {src.format!r}" if src.format else f"{src.path}: no known format for suffix {Path(src.path).suffix!r}"
-        raise StageError(f"{src.where('format', root=root)}: {given}; one of {', '.join(FORMATS)} "
+        raise StageError(f"{src.where('format', root=root)}: {given}; one of {', '.join(tables.FORMATS)} "
                          "(set seed.sources[…].format)")
     return fmt
 
@@ -168,31 +166,6 @@ def apportion(size: int, weights: Mapping[str, float], caps: Mapping[str, float]
 
 
 # ---------------------------------------------------------------- reading files
-
-
-def read_table(path: Path, fmt: str, shown: str | Path | None = None) -> list[dict]:
-    """Every row of a local JSONL, JSON, Parquet, CSV or Arrow file, read with Hugging Face datasets.
-
-    Offline (no hub access) and with a throwaway cache, so nothing is written
-    outside the run and nothing is downloaded. Errors call the file `shown` (default: `path`).
-    """
-    shown = path if shown is None else shown
-    if not path.is_file():
-        raise StageError(f"{shown}: file not found")
-    with tempfile.TemporaryDirectory(prefix="tunix-rt-datasets-") as cache:
-        # Offline, and nothing read or written under the user's home (HF_HOME defaults to ~/.cache/huggingface).
-        os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", HF_HOME=cache, HF_DATASETS_CACHE=cache)
-        import datasets  # imported here: 3 s, and only file sources need it
-
-        datasets.disable_progress_bars()  # a stage's stderr holds its one-line error and nothing else
-        datasets.logging.set_verbosity_error()
-
-        try:
-            table = datasets.load_dataset(FORMATS[fmt], data_files=str(path.resolve()), split="train", cache_dir=cache)
-        except Exception as err:  # datasets wraps the parser's error; its cause says what is wrong
-            cause = err.__cause__ or err
-            raise StageError(f"{shown}: cannot read as {fmt}: {' '.join(str(cause).split())[:200]}") from None
-        return table.to_list()
 
 
 def _text(value: Any, where: str, name: str) -> str:
@@ -251,7 +224,7 @@ def _from_messages(row: Mapping, name: str, where: str) -> tuple[str, list[str],
 
 def file_rows(src: Source, root: Path = Path(".")) -> list[tuple[int, str, list[str], str]]:
     """(row number, prompt, steps, answer) of every row of a file source; errors name file, row and field."""
-    rows = read_table(root / src.path, file_format(src, root), src.path)
+    rows = tables.read_table(root / src.path, file_format(src, root), src.path)
     if not rows:
         raise StageError(f"{src.path}: no rows")
     columns = list(rows[0])
@@ -273,11 +246,10 @@ def file_rows(src: Source, root: Path = Path(".")) -> list[tuple[int, str, list[
 
 
 def gsm8k_rows(src: Source, root: Path = Path(".")) -> list[tuple[int, str, list[str], str]]:
-    """(row number, question, working lines, final answer) of a GSM8K-format JSONL source."""
-    out = []
-    for k, (where, row) in enumerate(gsm8k.read_rows(root / src.path), start=1):
-        out.append((k, *gsm8k.parse_row(row, where)))
-    return out
+    """(row number, question, working lines, final answer) of a GSM8K-format source: JSONL as the
+    GSM8K repository ships it, or Parquet (or any table format) as Hugging Face does."""
+    rows = gsm8k.read_any(root / src.path, file_format(src, root), src.path)
+    return [(k, *gsm8k.parse_row(row, where)) for k, (where, row) in enumerate(rows, start=1)]
 
 
 def trace(src: Source, row: int, prompt: str, steps: list[str], answer: str, seed: int, number: int) -> dict:

@@ -217,6 +217,23 @@ def test_gsm8k_test_file_becomes_eval_items(root):
     assert all(schema_error(i, "eval_item") is None for i in items)
 
 
+def test_gsm8k_in_parquet_as_hugging_face_ships_it(root):
+    """GSM8K's Parquet files (the Hugging Face layout) as a train source and as an eval set."""
+    write_table(root / "trainsets/train-00000-of-00001.parquet", GSM8K_TRAIN)
+    write_table(root / "evalsets/test-00000-of-00001.parquet", GSM8K_TEST)
+    write_jsonl(root / "evalsets/gsm8k_test.jsonl", GSM8K_TEST)
+    as_parquet = evalsets.EvalSet("t", Path("evalsets/test-00000-of-00001.parquet"), "gsm8k", False)
+    as_jsonl = evalsets.EvalSet("t", Path("evalsets/gsm8k_test.jsonl"), "gsm8k", False)
+    assert evalsets.load_items(as_parquet, root) == evalsets.load_items(as_jsonl, root)
+    seed.run(params([{"type": "gsm8k", "path": "trainsets/train-00000-of-00001.parquet"}]), root)
+    records = read_jsonl(root / "data/train.jsonl", schema="trace")
+    assert [(r["prompt"], r["final_answer"], r["meta"]["row"]) for r in records] == [
+        (PARAPHRASE, "72", 1), (UNRELATED, "22", 2)]  # only the tunix set here: the paraphrase is kept
+    write_table(root / "trainsets/train-00000-of-00001.parquet", [GSM8K_TRAIN[0], {**GSM8K_TRAIN[1], "answer": "22"}])
+    assert run_error(root, params([{"type": "gsm8k", "path": "trainsets/train-00000-of-00001.parquet"}])) == (
+        "trainsets/train-00000-of-00001.parquet: row 2: answer: no final '#### <answer>' line")
+
+
 def test_paraphrase_sharing_a_13_gram_is_dropped_and_an_unrelated_prompt_kept(root):
     write_jsonl(root / "evalsets/gsm8k_test.jsonl", GSM8K_TEST)
     write_jsonl(root / "trainsets/gsm8k_train.jsonl", GSM8K_TRAIN)
