@@ -5,12 +5,12 @@
       sources:
         - type: synthetic                  # reasoning/tasks.py, families weighted by seed.mix
           weight: 3
-        - type: gsm8k                      # a GSM8K-format JSONL file
-          path: data/gsm8k_train.jsonl
+        - type: gsm8k                      # a GSM8K-format file (JSONL, or Parquet as on Hugging Face)
+          path: trainsets/gsm8k_train.jsonl
           weight: 1
           limit: 5000
         - type: file                       # JSONL, JSON, Parquet, CSV or Arrow, read with Hugging Face datasets
-          path: data/my_traces.parquet
+          path: trainsets/my_traces.parquet
           fields: {prompt: question, answer: final, reasoning: steps}   # or {messages: messages}
 
 This module turns the params into `Source`s (every mistake a one-line error
