@@ -10,6 +10,12 @@ from reasoning.tasks.core import Draft, Steps, generator, num, with_commas
 
 _WHAT_IS = ("What is {e}?", "Calculate {e}.", "Compute {e}.", "Work out {e}.")
 
+
+def _what_is(rng: random.Random, expr: str, s: Steps, answer: str, answer_type: str = "number") -> Draft:
+    """`What is <expr>?` in one of its phrasings (the generator's last draw), answered by `s`'s steps."""
+    return Draft(rng.choice(_WHAT_IS).format(e=expr), s.steps, answer, answer_type)
+
+
 @generator("arithmetic.chain", weight=10)
 def arithmetic_chain(rng: random.Random, difficulty: str) -> Draft:
     """Left-to-right chains of + - × (and an exact / first): `What is 124 + 35 - 48?`."""
@@ -52,8 +58,8 @@ def arithmetic_chain(rng: random.Random, difficulty: str) -> Draft:
             muldiv = True
         value = s.compute(value, op, b)
         done += 1
-    prompt = rng.choice(_WHAT_IS).format(e=expr)
-    return Draft(prompt, s.steps, num(value))
+    return _what_is(rng, expr, s, num(value))
+
 
 @generator("arithmetic.negative", weight=2)
 def arithmetic_negative(rng: random.Random, difficulty: str) -> Draft:
@@ -72,8 +78,8 @@ def arithmetic_negative(rng: random.Random, difficulty: str) -> Draft:
             expr = f"{expr} {op} {b}"
             value = s.compute(value, op, b)
         if value < 0:
-            prompt = rng.choice(_WHAT_IS).format(e=expr)
-            return Draft(prompt, s.steps, num(value))
+            return _what_is(rng, expr, s, num(value))
+
 
 def _decimal(rng: random.Random) -> Decimal:
     if rng.random() < 0.5:  # one decimal place, 0.1 .. 99.9
@@ -85,6 +91,7 @@ def _decimal(rng: random.Random) -> Decimal:
     while n % 10 == 0:
         n = rng.randint(1, 999)
     return Decimal(n) / 100
+
 
 @generator("arithmetic.decimal", weight=2)
 def arithmetic_decimal(rng: random.Random, difficulty: str) -> Draft:
@@ -103,8 +110,8 @@ def arithmetic_decimal(rng: random.Random, difficulty: str) -> Draft:
         expr = f"{expr} {op} {num(b)}"
         value = s.compute(value, op, b)
         done += 1
-    prompt = rng.choice(_WHAT_IS).format(e=expr)
-    return Draft(prompt, s.steps, num(value))
+    return _what_is(rng, expr, s, num(value))
+
 
 @generator("arithmetic.fraction", weight=2)
 def arithmetic_fraction(rng: random.Random, difficulty: str) -> Draft:
@@ -143,8 +150,8 @@ def arithmetic_fraction(rng: random.Random, difficulty: str) -> Draft:
         if value > 0 and gcd(value, den) == 1 and value != den:
             answer = f"{value}/{den}"
             s.add("conclude", answer)
-            prompt = rng.choice(_WHAT_IS).format(e=expr)
-            return Draft(prompt, s.steps, answer, "fraction")
+            return _what_is(rng, expr, s, answer, "fraction")
+
 
 @generator("arithmetic.thousands", weight=2)
 def arithmetic_thousands(rng: random.Random, difficulty: str) -> Draft:
@@ -162,6 +169,5 @@ def arithmetic_thousands(rng: random.Random, difficulty: str) -> Draft:
             expr = f"{expr} {op} {with_commas(b)}"
             value = s.compute(value, op, b)
         if value >= 1000:
-            prompt = rng.choice(_WHAT_IS).format(e=expr)
-            return Draft(prompt, s.steps, num(value))
+            return _what_is(rng, expr, s, num(value))
 

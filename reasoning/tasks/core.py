@@ -29,9 +29,11 @@ DIFFICULTY_WEIGHTS = {"easy": 1, "medium": 2, "hard": 2}
 # Divisors allowed beyond 2..12: tenths/hundredths (percentages, cents) and unit factors.
 UNIT_DIVISORS = (60, 100, 1000)
 
+
 def normalize_prompt(prompt: str) -> str:
     """The form two prompts are compared in for decontamination: case and whitespace folded."""
     return " ".join(prompt.casefold().split())
+
 
 def num(x: Number) -> str:
     """A number as steps and answers write it: plain digits, `-75`, `3.75` (no trailing zeros)."""
@@ -40,12 +42,14 @@ def num(x: Number) -> str:
         return "0" if text == "-0" else text
     return str(x)
 
+
 def with_commas(x: Number) -> str:
     """`2000` -> `2,000` (how a person writes a large number; prompts and eval answers only)."""
     if isinstance(x, Decimal):
         whole, _, frac = num(x).partition(".")
         return f"{int(whole):,}" + (f".{frac}" if frac else "")
     return f"{x:,}"
+
 
 def apply_op(a: Number, op: str, b: Number) -> Number:
     """`a op b` under the learnability rules; a generator that breaks them is a bug (ValueError)."""
@@ -70,6 +74,7 @@ def apply_op(a: Number, op: str, b: Number) -> Number:
         return q
     raise ValueError(f"unknown operator {op!r}")
 
+
 @dataclass(frozen=True)
 class Draft:
     """A problem as its generator writes it; the registry labels it into a `Task`."""
@@ -79,6 +84,7 @@ class Draft:
     answer: str
     answer_type: str = "number"
     unit: str | None = None  # unit of a numeric answer ("m", "minutes"), for eval answers like "3000 m"
+
 
 @dataclass(frozen=True)
 class Task(Draft):
@@ -118,6 +124,7 @@ class Task(Draft):
             return f"{self.answer} {self.unit}"
         raise ValueError(f"unknown answer style {style!r}")
 
+
 @dataclass
 class Steps:
     """The steps of a draft as they are written: each `compute` checked against the learnability rules."""
@@ -129,6 +136,14 @@ class Steps:
         self.steps.append(("compute", f"{num(a)} {op} {num(b)} = {num(c)}"))
         return c
 
+    def sum_of_products(self, *pairs: tuple[Number, Number]) -> Number:
+        """`a × b`, `c × d`, … each as a step, then their sum step by step (two prices, two rates)."""
+        products = [self.compute(a, "×", b) for a, b in pairs]
+        total = products[0]
+        for product in products[1:]:
+            total = self.compute(total, "+", product)
+        return total
+
     def add(self, kind: str, content: str) -> None:
         self.steps.append((kind, content))
 
@@ -139,7 +154,9 @@ class Steps:
         self.steps.append(("compare", f"{num(a)} {'>' if a > b else '<'} {num(b)}"))
         return a > b
 
+
 # ---------------------------------------------------------------- registry
+
 
 @dataclass(frozen=True)
 class Generator:
@@ -168,6 +185,7 @@ class Generator:
 # Every generator by name, in the order they were registered: a family's draws depend on that order.
 GENERATORS: dict[str, Generator] = {}
 
+
 def generator(
     name: str, *, weight: float, difficulties: tuple[str, ...] = DIFFICULTIES
 ) -> Callable[[Callable[[random.Random, str], Draft]], Generator]:
@@ -182,9 +200,11 @@ def generator(
 
     return register
 
+
 def generate(name: str, difficulty: str, rng: random.Random) -> Task:
     """One task from generator `name` at `difficulty`, drawing only from `rng`."""
     return GENERATORS[name](rng, difficulty)
+
 
 def sample_task(family: str, rng: random.Random) -> Task:
     """A task of `family`: the generator and difficulty are drawn from `rng` too.

@@ -8,6 +8,7 @@ from reasoning.tasks.core import Draft, Steps, generator, num
 
 _ORDINALS = {5: "5th", 6: "6th", 7: "7th"}
 
+
 @generator("sequence.arithmetic", weight=1)
 def sequence_arithmetic(rng: random.Random, difficulty: str) -> Draft:
     """`What comes next: 3, 7, 11, 15?` -> `7 - 3 = 4`, `15 + 4 = 19` (decreasing: `40 - 33 = 7`, `19 - 7 = 12`)."""

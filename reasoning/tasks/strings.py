@@ -31,8 +31,10 @@ _COUNT_POOLS = {
     "hard": tuple(x for x in _LETTER_COUNTS if x[2] >= 3),
 }
 
+
 def _spell(word: str) -> str:
     return " ".join(word)
+
 
 @generator("string.reverse", weight=2)
 def string_reverse(rng: random.Random, difficulty: str) -> Draft:
@@ -43,6 +45,7 @@ def string_reverse(rng: random.Random, difficulty: str) -> Draft:
     steps = [("spell", _spell(word)), ("spell", _spell(word[::-1])), ("conclude", word[::-1])]
     return Draft(prompt, steps, word[::-1], "text")
 
+
 @generator("string.count_letter", weight=1)
 def string_count_letter(rng: random.Random, difficulty: str) -> Draft:
     """`How many times does the letter a appear in banana?` -> `b a n a n a`, `a a a`, `3`."""
@@ -52,6 +55,7 @@ def string_count_letter(rng: random.Random, difficulty: str) -> Draft:
                          "How many {c}'s are in the word {w}?")).format(c=letter, w=word)
     steps = [("spell", _spell(word)), ("spell", " ".join([letter] * count)), ("conclude", str(count))]
     return Draft(prompt, steps, str(count))
+
 
 @generator("string.first_letters", weight=1)
 def string_first_letters(rng: random.Random, difficulty: str) -> Draft:

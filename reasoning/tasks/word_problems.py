@@ -45,6 +45,7 @@ RATE_CONTEXTS = (
     ("{name}", "{name}", "saves", "save", "dollars", "week", 5, 250),
 )
 
+
 @dataclass(frozen=True)
 class Unit:
     big: str  # plural as written in prompts: "km", "hours"
@@ -83,23 +84,29 @@ UNITS = (
          "How many milliliters do they hold together?"),
 )
 
+
 def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
+
 def _a(noun: str) -> str:
     return ("an " if noun[0] in "aeiou" else "a ") + noun
+
 
 def _two_names(rng: random.Random) -> tuple[str, str]:
     a, b = rng.sample(NAMES, 2)
     return a, b
 
+
 # ---------------------------------------------------------------- word problems: rate
+
 
 def _rate_context(rng: random.Random) -> tuple[str, str, str, str, str, str, str, range]:
     subj, pron, verbs, verb, noun, unit, lo, hi = rng.choice(RATE_CONTEXTS)
     name = rng.choice(NAMES)
     per = rng.choice(("per", "every", "each"))
     return subj.format(name=name), pron.format(name=name), verbs, verb, noun, unit, per, range(lo, hi + 1)
+
 
 @generator("rate.total", weight=6)
 def rate_total(rng: random.Random, difficulty: str) -> Draft:
@@ -132,10 +139,9 @@ def rate_total(rng: random.Random, difficulty: str) -> Draft:
         t1, t2 = rng.randint(2, 12), rng.randint(2, 12)
         prompt = (f"{subj} {verbs} {r1} {noun} {per} {unit} for {t1} {unit}s, "
                   f"then {r2} {noun} {per} {unit} for {t2} {unit}s. How many {noun} is that in total?")
-        a = s.compute(r1, "×", t1)
-        b = s.compute(r2, "×", t2)
-        value = s.compute(a, "+", b)
+        value = s.sum_of_products((r1, t1), (r2, t2))
     return Draft(prompt, s.steps, num(value))
+
 
 @generator("rate.unit_rate", weight=4)
 def rate_unit_rate(rng: random.Random, difficulty: str) -> Draft:
@@ -164,14 +170,17 @@ def rate_unit_rate(rng: random.Random, difficulty: str) -> Draft:
         value = s.compute(rate, "×", time)
     return Draft(prompt, s.steps, num(value))
 
+
 # ---------------------------------------------------------------- word problems: percentage
 
 _ONE_STEP_PERCENTS = (10, 25, 50)
 _TWO_STEP_PERCENTS = (20, 30, 40, 60, 70, 75, 80, 90)
 
+
 def _percent_base(rng: random.Random, p: int, lo: int = 20, hi: int = 990) -> int:
     step = 4 if p in (25, 75) else 2 if p == 50 else 10
     return step * rng.randint(-(-lo // step), hi // step)
+
 
 def _percent_part(s: Steps, n: int, p: int) -> int:
     """p% of n as `n / 10` (or `/ 4`, `/ 2`) then `× k`."""
@@ -182,6 +191,7 @@ def _percent_part(s: Steps, n: int, p: int) -> int:
         return q if p == 25 else s.compute(q, "×", 3)
     q = s.compute(n, "/", 10)
     return q if p == 10 else s.compute(q, "×", p // 10)
+
 
 @generator("percentage.of", weight=5, difficulties=("easy", "medium"))
 def percentage_of(rng: random.Random, difficulty: str) -> Draft:
@@ -200,6 +210,7 @@ def percentage_of(rng: random.Random, difficulty: str) -> Draft:
     s = Steps()
     value = _percent_part(s, n, p)
     return Draft(prompt, s.steps, num(value))
+
 
 @generator("percentage.change", weight=5, difficulties=("medium", "hard"))
 def percentage_change(rng: random.Random, difficulty: str) -> Draft:
@@ -222,10 +233,13 @@ def percentage_change(rng: random.Random, difficulty: str) -> Draft:
     value = s.compute(n, op, part)
     return Draft(prompt, s.steps, num(value))
 
+
 # ---------------------------------------------------------------- word problems: cost per item
+
 
 def _price(rng: random.Random, item: tuple[str, str, int, int]) -> int:
     return rng.randint(item[2], item[3])
+
 
 @generator("cost_per_item.total", weight=4)
 def cost_total(rng: random.Random, difficulty: str) -> Draft:
@@ -258,10 +272,9 @@ def cost_total(rng: random.Random, difficulty: str) -> Draft:
         k1, p1, k2, p2 = rng.randint(2, 12), _price(rng, item), rng.randint(2, 12), _price(rng, other)
         prompt = (f"{name} buys {k1} {item[1]} at {p1} dollars each and {k2} {other[1]} at {p2} dollars each. "
                   f"How much does {name} spend in dollars?")
-        a = s.compute(k1, "×", p1)
-        b = s.compute(k2, "×", p2)
-        value = s.compute(a, "+", b)
+        value = s.sum_of_products((k1, p1), (k2, p2))
     return Draft(prompt, s.steps, num(value))
+
 
 @generator("cost_per_item.unit_price", weight=3)
 def cost_unit_price(rng: random.Random, difficulty: str) -> Draft:
@@ -292,9 +305,11 @@ def cost_unit_price(rng: random.Random, difficulty: str) -> Draft:
         value = s.compute(price, "×", m)
     return Draft(prompt, s.steps, num(value))
 
+
 def _bill_for(rng: random.Random, total: int) -> int:
     options = [b for b in (10, 20, 50, 100, 200, 500, 1000, 2000) if b > total]
     return options[0] if rng.random() < 0.7 or len(options) == 1 else options[1]
+
 
 @generator("cost_per_item.change", weight=3, difficulties=("medium", "hard"))
 def cost_change(rng: random.Random, difficulty: str) -> Draft:
@@ -315,13 +330,13 @@ def cost_change(rng: random.Random, difficulty: str) -> Draft:
         bill = _bill_for(rng, k1 * p1 + k2 * p2)
         prompt = (f"{name} buys {k1} {item[1]} at {p1} dollars each and {k2} {other[1]} at {p2} dollars each, "
                   f"and pays with {bill} dollars. How many dollars of change does {name} get?")
-        a = s.compute(k1, "×", p1)
-        b = s.compute(k2, "×", p2)
-        cost = s.compute(a, "+", b)
+        cost = s.sum_of_products((k1, p1), (k2, p2))
         value = s.compute(bill, "-", cost)
     return Draft(prompt, s.steps, num(value))
 
+
 # ---------------------------------------------------------------- word problems: unit conversion
+
 
 @generator("unit_conversion.simple", weight=4, difficulties=("easy",))
 def unit_simple(rng: random.Random, difficulty: str) -> Draft:
@@ -340,6 +355,7 @@ def unit_simple(rng: random.Random, difficulty: str) -> Draft:
         value = s.compute(q * unit.factor, "/", unit.factor)
         short = unit.big_short
     return Draft(prompt, s.steps, num(value), unit=short)
+
 
 @generator("unit_conversion.mixed", weight=6, difficulties=("medium", "hard"))
 def unit_mixed(rng: random.Random, difficulty: str) -> Draft:
@@ -365,7 +381,9 @@ def unit_mixed(rng: random.Random, difficulty: str) -> Draft:
     return Draft(prompt, s.steps, num(value),
                 unit=unit.small_short)
 
+
 # ---------------------------------------------------------------- word problems: comparison
+
 
 def _change(rng: random.Random, s: Steps, who: str, have: int) -> tuple[str, int]:
     """`and gets 35 more` / `and gives away 20`, computed."""
@@ -374,6 +392,7 @@ def _change(rng: random.Random, s: Steps, who: str, have: int) -> tuple[str, int
         return f"{who} has {have} {{items}} and gets {x} more.", s.compute(have, "+", x)
     x = rng.randint(5, have - 10)
     return f"{who} has {have} {{items}} and gives away {x}.", s.compute(have, "-", x)
+
 
 @generator("comparison.who", weight=3)
 def comparison_who(rng: random.Random, difficulty: str) -> Draft:
@@ -407,6 +426,7 @@ def comparison_who(rng: random.Random, difficulty: str) -> Draft:
     prompt = f"{first} {second} {question}"
     return Draft(prompt, s.steps, answer, "text")
 
+
 @generator("comparison.difference", weight=4)
 def comparison_difference(rng: random.Random, difficulty: str) -> Draft:
     """How many more: `124 - 87 = 37` (bigger minus smaller), after any changes."""
@@ -436,6 +456,7 @@ def comparison_difference(rng: random.Random, difficulty: str) -> Draft:
     value = s.compute(max(va, vb), "-", min(va, vb))
     prompt = f"{first} {second} {question}"
     return Draft(prompt, s.steps, num(value))
+
 
 @generator("comparison.yes_no", weight=3, difficulties=("medium", "hard"))
 def comparison_yes_no(rng: random.Random, difficulty: str) -> Draft:
