@@ -1,4 +1,4 @@
-"""Same bytes on any x86 CPU with AVX2: training under different instruction-set caps writes the same weights.
+"""Same bytes on AVX-512 and AVX2 CPUs: training under different instruction-set caps writes the same weights.
 
 Each run is a fresh process (XLA reads its flags once) under `--xla_cpu_max_isa`: a cap makes
 this machine generate the code a CPU with only those instructions would get. XLA's whole-array

@@ -98,7 +98,7 @@ def global_norm(tree: Any) -> jax.Array:
 
 
 def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
-    """optax.clip_by_global_norm with the norm of `global_norm`: the same bytes on any x86 CPU with AVX2."""
+    """optax.clip_by_global_norm with the norm of `global_norm`: the same bytes under AVX-512 and AVX2."""
 
     def clip(updates: Any, params: Any = None) -> Any:
         norm = global_norm(updates)
