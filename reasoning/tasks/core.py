@@ -182,6 +182,7 @@ class Generator:
         labels = dict(generator=self.name, category=self.category, difficulty=difficulty)
         return Task(**{f.name: getattr(draft, f.name) for f in fields(Draft)}, **labels)
 
+
 # Every generator by name, in the order they were registered: a family's draws depend on that order.
 GENERATORS: dict[str, Generator] = {}
 
