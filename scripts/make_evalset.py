@@ -4,7 +4,7 @@
     python scripts/make_evalset.py --check    # exit 1 if the committed file differs
 
 The items come from the same generators as the training traces
-(`reasoning/tasks.py`), so they share the training phrasing and step
+(`reasoning/tasks/`), so they share the training phrasing and step
 conventions, drawn with a seed of their own (`EVAL_SEED`, never the
 training seed); the seed stage then drops any training prompt equal to one
 of them. Sections:

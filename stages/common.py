@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -49,7 +50,15 @@ def schema_validator(name: str) -> jsonschema.protocols.Validator:
     schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema)
+    finite = cls.TYPE_CHECKER.redefine("number", _finite_number)
+    return jsonschema.validators.extend(cls, type_checker=finite)(schema)
+
+
+def _finite_number(checker: jsonschema.TypeChecker, instance: Any) -> bool:
+    """JSON has no NaN or infinity, so neither is a number here: `learning_rate: .nan` in params.yaml
+    would pass every bound (NaN compares false) and train until the loss is NaN."""
+    number = jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(instance, "number")
+    return number and (not isinstance(instance, float) or math.isfinite(instance))
 
 
 def field_path(path: Iterable[Any]) -> str:
@@ -81,10 +90,11 @@ def validate(obj: Any, schema: str, where: str) -> None:
     """Raise a StageError `where: field: message` when `obj` violates `schema`."""
     err = schema_error(obj, schema)
     if err is not None:
-        raise StageError(f"{where}: {field_path(error_path(err))}: {_short(err.message)}")
+        raise StageError(f"{where}: {field_path(error_path(err))}: {shorten(err.message)}")
 
 
-def _short(message: str, limit: int = 160) -> str:
+def shorten(message: str, limit: int = 160) -> str:
+    """`message` on one line of at most `limit` characters: errors stay one line."""
     message = " ".join(message.split())
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
@@ -110,11 +120,11 @@ def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> d
         if mark is not None and getattr(err, "problem", None):
             where = f"{path}:{mark.line + 1}"
             raise StageError(f"{where}: not valid YAML: {err.problem} (column {mark.column + 1})") from None
-        raise StageError(f"{path}: not valid YAML: {_short(str(err))}") from None
+        raise StageError(f"{path}: not valid YAML: {shorten(str(err))}") from None
     err = schema_error(params, "params")
     if err is not None:
         line = yaml_line(text, error_path(err))
-        raise StageError(f"{path}:{line}: {field_path(error_path(err))}: {_short(err.message)}")
+        raise StageError(f"{path}:{line}: {field_path(error_path(err))}: {shorten(err.message)}")
     return params if section is None else params[section]
 
 
@@ -246,7 +256,7 @@ def load_tokenizer(directory: str | Path, hint: str = "run the tokenizer stage")
     try:
         return tokenizers_io.load(Path(directory))
     except Exception as err:  # tokenizers raises a bare Exception for a corrupt file
-        raise StageError(f"{path}: not a valid tokenizer ({_short(str(err))})") from None
+        raise StageError(f"{path}: not a valid tokenizer ({shorten(str(err))})") from None
 
 
 # ---------------------------------------------------------------- writing
@@ -313,14 +323,3 @@ def sha256_file(path: str | Path) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
-
-def sha256_tree(path: str | Path) -> str:
-    """Content hash of a file, or of a directory's files (relative names and bytes, sorted)."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        digest.update(sha256_file(file).encode() + b"\n")
-    return digest.hexdigest()

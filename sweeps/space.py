@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from stages.common import _short, field_path, schema_error, yaml_line
+from stages.common import shorten, field_path, schema_error, yaml_line
 
 KINDS = ("choice", "grid", "uniform", "loguniform")
 ALGORITHMS = ("random", "grid")
@@ -209,7 +209,7 @@ def _parse_dim(key: Any, spec: Any, params: dict, fail) -> Dim:
         set_path(trial_params, path, value)
         err = schema_error(trial_params, "params")
         if err is not None:
-            raise fail([key, kind, index], f"{_short(err.message)} (schema of params.yaml {field_path(err.absolute_path)})")
+            raise fail([key, kind, index], f"{shorten(err.message)} (schema of params.yaml {field_path(err.absolute_path)})")
     return dim
 
 

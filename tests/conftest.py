@@ -12,6 +12,18 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 @pytest.fixture(scope="session")
+def tiny_config():
+    """The small Gemma 3 shape the model tests share: 2 layers (an 8-token window, then full attention),
+    4 query and 2 KV heads of 8. A test that needs another shape `dataclasses.replace`s it."""
+    from training.config import FULL, SLIDING, GemmaConfig
+
+    return GemmaConfig(
+        family=3, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, layer_types=(SLIDING, FULL), query_pre_attn_scalar=8, sliding_window=8,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def shared_base(tmp_path_factory) -> Path:
     """One base repo per test session (see tests/test_bad_inputs.py), read-only: tests work on copies."""
     from tests.test_bad_inputs import build_base

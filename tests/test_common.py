@@ -39,6 +39,9 @@ def test_default_tiny_shape_is_the_presets_default():
         (lambda p: p["model"]["tiny"].update(width=512), "model.tiny"),
         (lambda p: p["model"]["tiny"].update(head_dim=0), "model.tiny.head_dim"),
         (lambda p: p.update(extra={}), "<record>"),
+        (lambda p: p["train"].update(learning_rate=float("nan")), "train.learning_rate"),  # `.nan`
+        (lambda p: p["train"].update(grad_clip=float("inf")), "train.grad_clip"),
+        (lambda p: p["evaluate"].update(rel_tolerance=float("-inf")), "evaluate.rel_tolerance"),
     ],
 )
 def test_bad_params_name_file_line_and_field(tmp_path, mutate, field):

@@ -211,16 +211,12 @@ class PoisonedStream:
         return batch
 
 
-def small_training(tmp_path):
+def small_training(cfg):
     from flax import nnx
 
-    from training.config import FULL, GemmaConfig
     from training.data import BatchStream, Example, pack
     from training.model import Gemma
 
-    cfg = GemmaConfig(family=3, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, head_dim=16, layer_types=(FULL,),
-                      query_pre_attn_scalar=16)
     rng = np.random.default_rng(0)
     examples = [Example(rng.integers(4, 64, 14).astype(np.int32), np.arange(14) >= 4) for _ in range(16)]
     rows = pack(examples, 16)
@@ -228,12 +224,12 @@ def small_training(tmp_path):
 
 
 @pytest.mark.parametrize("log_every", [1, 3], ids=["caught-at-a-log-step", "caught-at-a-save-step"])
-def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, log_every):
+def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, log_every, tiny_config):
     import orbax.checkpoint as ocp
 
     from training.trainer import NonFiniteLoss, TrainConfig, train
 
-    model, stream = small_training(tmp_path)
+    model, stream = small_training(tiny_config)
     cfg = TrainConfig(steps=8, batch_size=2, seq_len=16, learning_rate=1e-3, warmup_steps=0,
                       log_every=log_every, save_every=2)
     ckpt = tmp_path / "checkpoints"
@@ -253,7 +249,7 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
     if log_every == 1:
         return  # one resume is enough (compiling the step again costs seconds)
     # The kept checkpoint is a good place to resume from (a save before the first log step included).
-    model, stream = small_training(tmp_path)
+    model, stream = small_training(tiny_config)
     result = train(model, stream, cfg, checkpoint_dir=ckpt)
     assert result.resumed_from == 2 and math.isfinite(result.final_loss)
     assert [s for s, _ in result.loss_history] == [s for s in range(1, 9) if s % log_every == 0 or s == 8]

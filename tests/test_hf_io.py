@@ -15,17 +15,11 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 from tokenizers import Tokenizer
 
-from training.config import FULL, SLIDING, GemmaConfig, gemma3_1b
+from training.config import GemmaConfig, gemma3_1b
 from training.hf_io import CheckpointError, load_pretrained, save_pretrained
 from training.model import Gemma
 
-CFG = GemmaConfig(
-    family=3, vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=8, layer_types=(SLIDING, FULL), query_pre_attn_scalar=8, sliding_window=8,
-)  # fmt: skip
-
-
-def random_model(cfg: GemmaConfig = CFG, seed: int = 0) -> Gemma:
+def random_model(cfg: GemmaConfig, seed: int = 0) -> Gemma:
     """Every parameter random (norms too), filled from numpy: no initialiser compilations."""
     model = nnx.eval_shape(lambda: Gemma(cfg, rngs=nnx.Rngs(0)))
     leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
@@ -47,8 +41,8 @@ def assert_same_params(a: Gemma, b: Gemma) -> None:
 
 
 @pytest.fixture(scope="module")
-def model():
-    return random_model()
+def model(tiny_config):
+    return random_model(tiny_config)
 
 
 @pytest.fixture
@@ -74,8 +68,8 @@ def test_sharded_checkpoint_written_by_us_loads(model, tmp_path):
     assert not (tmp_path / "model.safetensors").exists()
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert sorted(set(index["weight_map"].values())) == shards
-    assert index["metadata"]["total_parameters"] == CFG.num_params()
-    assert index["metadata"]["total_size"] == 4 * CFG.num_params()
+    assert index["metadata"]["total_parameters"] == model.config.num_params()
+    assert index["metadata"]["total_size"] == 4 * model.config.num_params()
     assert_same_params(load_pretrained(tmp_path), model)
     save_pretrained(model, tmp_path)  # saving again unsharded leaves no stale index or shard behind
     assert sorted(p.name for p in tmp_path.glob("model*")) == ["model.safetensors"]
@@ -112,9 +106,9 @@ def test_bfloat16_export_and_import(model, tmp_path):
     assert (tmp_path / "again/model.safetensors").read_bytes() == (tmp_path / "model.safetensors").read_bytes()
 
 
-def test_export_is_byte_deterministic(tmp_path):
+def test_export_is_byte_deterministic(tmp_path, tiny_config):
     for run in ("a", "b"):
-        save_pretrained(random_model(seed=5), tmp_path / run, max_shard_bytes=40_000)
+        save_pretrained(random_model(tiny_config, seed=5), tmp_path / run, max_shard_bytes=40_000)
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert files == sorted(p.name for p in (tmp_path / "b").iterdir())
     for name in files:

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from training.config import FULL, SLIDING, GemmaConfig
+from training.config import FULL, SLIDING
 from training.factory import ShapeError, build_model
 from training.model import Gemma, init_cache
 
 
-def small(family=3, window=8, layer_types=(SLIDING, FULL)):
-    return GemmaConfig(
-        family=family, vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=len(layer_types),
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, layer_types=layer_types,
-        query_pre_attn_scalar=8, sliding_window=window, rope_local_base_freq=10_000.0, rope_theta=1_000_000.0,
+def small(base, family=3, window=8, layer_types=(SLIDING, FULL)):
+    """The shared tiny shape as Gemma `family`, with its own window, layers and RoPE bases."""
+    return base.replace(
+        family=family, num_hidden_layers=len(layer_types), layer_types=layer_types, sliding_window=window,
+        rope_local_base_freq=10_000.0, rope_theta=1_000_000.0,
         attn_logit_softcapping=50.0 if family == 2 else None, final_logit_softcapping=30.0 if family == 2 else None,
     )
 
@@ -32,8 +32,8 @@ def forward(model, tokens, positions=None, segments=None):
 
 
 @pytest.mark.parametrize("family", [1, 2, 3])
-def test_cached_decoding_matches_full_forward(family):
-    cfg = small(family, layer_types=(FULL, FULL) if family == 1 else (SLIDING, FULL))
+def test_cached_decoding_matches_full_forward(family, tiny_config):
+    cfg = small(tiny_config, family, layer_types=(FULL, FULL) if family == 1 else (SLIDING, FULL))
     model = Gemma(cfg, rngs=nnx.Rngs(0))
     tokens = jax.random.randint(jax.random.key(1), (2, 20), 0, cfg.vocab_size)
     full = forward(model, tokens)
@@ -48,8 +48,8 @@ def test_cached_decoding_matches_full_forward(family):
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=2e-5)
 
 
-def test_packed_examples_do_not_see_each_other():
-    cfg = small()
+def test_packed_examples_do_not_see_each_other(tiny_config):
+    cfg = small(tiny_config)
     model = Gemma(cfg, rngs=nnx.Rngs(0))
     a = jax.random.randint(jax.random.key(1), (1, 11), 0, cfg.vocab_size)
     b = jax.random.randint(jax.random.key(2), (1, 13), 0, cfg.vocab_size)
@@ -61,8 +61,8 @@ def test_packed_examples_do_not_see_each_other():
     np.testing.assert_allclose(out[:, 11:24], forward(model, b), atol=2e-5)
 
 
-def test_sliding_window_hides_keys_outside_it():
-    cfg = small(window=4, layer_types=(SLIDING,))
+def test_sliding_window_hides_keys_outside_it(tiny_config):
+    cfg = small(tiny_config, window=4, layer_types=(SLIDING,))
     model = Gemma(cfg, rngs=nnx.Rngs(0))
     tokens = jax.random.randint(jax.random.key(1), (1, 16), 0, cfg.vocab_size)
     changed = tokens.at[0, 2].set((tokens[0, 2] + 1) % cfg.vocab_size)
@@ -72,8 +72,8 @@ def test_sliding_window_hides_keys_outside_it():
     np.testing.assert_allclose(before[0, 6:], after[0, 6:], atol=1e-6)
 
 
-def test_param_count_matches_config():
-    cfg = small(2)
+def test_param_count_matches_config(tiny_config):
+    cfg = small(tiny_config, 2)
     model = Gemma(cfg, rngs=nnx.Rngs(0))
     assert parameter_count(model) == cfg.num_params()
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from reasoning import tasks  # noqa: E402
+from reasoning import scoring, tasks  # noqa: E402
 from stages import seed  # noqa: E402
 from stages.common import StageError, load_params, read_jsonl, schema_error, sha256_file  # noqa: E402
 
@@ -262,7 +262,7 @@ def test_each_generator_at_each_difficulty(name):
             assert schema_error(rec, "trace") is None, rec
             check_trace(rec)
             assert (task.category, task.difficulty, task.generator) == (gen.category, difficulty, name)
-            assert task.answer_type in tasks.ANSWER_TYPES
+            assert task.answer_type in scoring.ANSWER_TYPES
             if task.category == "string":
                 continue  # difficulty is word length / letter count / word count
             ops = n_ops(task)

@@ -5,16 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from training.config import FULL, SLIDING, GemmaConfig
 from training.data import BatchStream, Example, pack
 from training.model import Gemma
 from training.trainer import TrainConfig, train
-
-CFG = GemmaConfig(
-    family=3, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, head_dim=8, layer_types=(SLIDING, FULL), query_pre_attn_scalar=8, sliding_window=8,
-)
-
 
 def stream(seed=0):
     rng = np.random.default_rng(seed)
@@ -29,9 +22,9 @@ def stream(seed=0):
     return BatchStream(pack(examples, seq_len=32), batch_size=8, seed=seed)
 
 
-def run(**overrides):
+def run(model_cfg, **overrides):
     cfg = TrainConfig(steps=6, batch_size=8, seq_len=32, learning_rate=3e-3, warmup_steps=2, log_every=1, **overrides)
-    model = Gemma(CFG, rngs=nnx.Rngs(0))
+    model = Gemma(model_cfg, rngs=nnx.Rngs(0))
     result = train(model, stream(), cfg)
     return np.array([loss for _, loss in result.loss_history]), result.params
 
@@ -41,27 +34,27 @@ def test_eight_virtual_devices_are_visible():
 
 
 @pytest.mark.parametrize("mesh", [dict(mesh_data=8), dict(mesh_fsdp=8), dict(mesh_data=2, mesh_fsdp=4)])
-def test_sharded_training_matches_one_device(mesh):
-    single, p1 = run()
-    sharded, p2 = run(**mesh)
+def test_sharded_training_matches_one_device(mesh, tiny_config):
+    single, p1 = run(tiny_config)
+    sharded, p2 = run(tiny_config, **mesh)
     assert single[-1] < single[0]
     np.testing.assert_allclose(sharded, single, rtol=2e-5)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5)
 
 
-def test_fsdp_shards_parameters():
-    _, params = run(mesh_fsdp=8)
+def test_fsdp_shards_parameters(tiny_config):
+    _, params = run(tiny_config, mesh_fsdp=8)
     sharded = [x for x in jax.tree.leaves(params) if len(x.sharding.device_set) == 8 and not x.sharding.is_fully_replicated]
     assert sharded, "no parameter was split across the fsdp axis"
 
 
-def test_gradient_accumulation_matches_the_full_batch():
-    full, _ = run()
-    accumulated, _ = run(grad_accum=4)
+def test_gradient_accumulation_matches_the_full_batch(tiny_config):
+    full, _ = run(tiny_config)
+    accumulated, _ = run(tiny_config, grad_accum=4)
     np.testing.assert_allclose(accumulated, full, rtol=2e-5)
 
 
-def test_adafactor_learns():
-    losses, _ = run(optimizer="adafactor")
+def test_adafactor_learns(tiny_config):
+    losses, _ = run(tiny_config, optimizer="adafactor")
     assert losses[-1] < losses[0]

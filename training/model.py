@@ -23,10 +23,6 @@ Cache = dict[str, Any]  # {"k": L × [B,K,S,hd], "v": …, "pos": [B,S], "seg": 
 _NEG = -2.3819763e38  # a large finite negative: fully masked rows stay NaN-free
 
 
-def _dtype(name: str | jnp.dtype) -> jnp.dtype:
-    return jnp.dtype(name)
-
-
 class RMSNorm(nnx.Module):
     """Gemma RMSNorm: x * rsqrt(mean(x²) + eps) * (1 + w), computed in float32."""
 
@@ -188,7 +184,7 @@ class Gemma(nnx.Module):
         param_dtype: str | jnp.dtype = "float32",
         remat: bool = False,
     ):
-        dtype, param_dtype = _dtype(dtype), _dtype(param_dtype)
+        dtype, param_dtype = jnp.dtype(dtype), jnp.dtype(param_dtype)
         self.config = cfg
         self.dtype = dtype
         # Scaled by sqrt(hidden) on the way in and tied to the head: unit-scale activations and logits.

@@ -75,7 +75,36 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
         opt = optax.adafactor(lr, weight_decay_rate=cfg.weight_decay or None, weight_decay_mask=decay_mask)
     else:
         opt = optax.adamw(lr, b1=0.9, b2=0.98, weight_decay=cfg.weight_decay, mask=decay_mask)
-    return optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
+    return optax.chain(clip_by_global_norm(cfg.grad_clip), opt)
+
+
+def fixed_order_sum(x: jax.Array) -> jax.Array:
+    """The sum of every element of `x`, added as a pairwise tree written out here.
+
+    XLA's CPU reduction of a whole array groups its partial sums by the host's vector width,
+    so an AVX-512 machine rounds a sum differently from an AVX2 one; this order is the same
+    on every CPU (zeros pad the array to a power of two: adding them is exact)."""
+    flat = x.reshape(-1)
+    flat = jnp.pad(flat, (0, (1 << max(flat.size - 1, 0).bit_length()) - flat.size))
+    while flat.size > 1:
+        pairs = flat.reshape(-1, 2)
+        flat = pairs[:, 0] + pairs[:, 1]
+    return flat[0]
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """The L2 norm of every leaf together, summed in a fixed order (leaf by leaf, each a fixed tree)."""
+    return jnp.sqrt(sum(fixed_order_sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """optax.clip_by_global_norm with the norm of `global_norm`: the same bytes under AVX-512 and AVX2."""
+
+    def clip(updates: Any, params: Any = None) -> Any:
+        norm = global_norm(updates)
+        return jax.tree.map(lambda t: jnp.where(norm < max_norm, t, (t / norm.astype(t.dtype)) * max_norm), updates)
+
+    return optax.stateless(clip)
 
 
 class MeshError(ValueError):
@@ -151,7 +180,7 @@ def sft_loss_sum(model: Gemma, batch: dict[str, jax.Array], chunk: int) -> tuple
     table = model.embed_tokens[...].astype(hidden.dtype)
     ce = token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, chunk)
     w = batch["weights"]
-    return jnp.sum(ce * w), jnp.sum(w)
+    return fixed_order_sum(ce * w), jnp.sum(w)  # the weights are 0/1: their float sum is exact in any order
 
 
 def make_train_step(
@@ -183,7 +212,7 @@ def make_train_step(
         grads = jax.tree.map(lambda g: g * scale, grads)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": total * scale, "grad_norm": optax.tree.norm(grads), "target_tokens": n_tokens}
+        metrics = {"loss": total * scale, "grad_norm": global_norm(grads), "target_tokens": n_tokens}
         return params, opt_state, metrics
 
     return jax.jit(step, donate_argnums=(0, 1), out_shardings=out_shardings)
