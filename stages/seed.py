@@ -4,7 +4,7 @@
 
 Reads params `base.seed`, the `seed` section and `evaluate.sets`. The
 sources of `seed.sources` (stages/sources.py: the synthetic generators of
-`reasoning/tasks.py` weighted by `seed.mix`, GSM8K-format files, any JSONL,
+`reasoning/tasks/` weighted by `seed.mix`, GSM8K-format files, any JSONL,
 JSON, Parquet, CSV or Arrow file) share `seed.size` by weight, each capped by
 its `limit`. No training prompt may be contaminated with an eval prompt of any
 configured eval set (stages/decontam.py): the synthetic generator redraws a
