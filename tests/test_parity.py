@@ -174,7 +174,8 @@ def test_our_checkpoint_loads_in_transformers_cleanly(family, tmp_path):
         hf_logger.removeHandler(records)
     assert type(model).__name__ == ours.config.architecture
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")), info
-    assert records.messages == [] and [str(w.message) for w in caught] == []
+    # A ResourceWarning is another test's garbage collected meanwhile (a notebook kernel's sockets), not the load's.
+    assert records.messages == [] and [str(w.message) for w in caught if w.category is not ResourceWarning] == []
     ids, positions, mask = batch()
     ref = hf_logits(model.eval(), ids, positions, mask)
     assert max_diff(our_logits(ours, ids, positions, mask), ref, mask) <= ATOL
