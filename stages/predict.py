@@ -21,6 +21,10 @@ from training.hf_io import CheckpointError, load_pretrained, read_config
 from training.sampler import Sampler, SamplingConfig
 
 
+def stop_ids(tok) -> list[int]:
+    """Token ids that end the model's turn: <end_of_turn>, and <eos> when the vocabulary has it."""
+    return [tokenizers_io.token_id(tok, chat.END_OF_TURN)] + [i for i in [tok.token_to_id("<eos>")] if i is not None]
+
 
 def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens: int, dtype: str) -> list[dict]:
     try:
@@ -35,10 +39,7 @@ def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens:
         model = load_pretrained(model_dir, dtype=dtype, param_dtype=dtype)
     except CheckpointError as err:
         raise StageError(str(err)) from None
-    eos = [tokenizers_io.token_id(tok, chat.END_OF_TURN)] + [
-        i for i in [tok.token_to_id("<eos>")] if i is not None
-    ]
-    sampler = Sampler(model, eos_ids=eos, pad_id=tok.token_to_id("<pad>") or 0)
+    sampler = Sampler(model, eos_ids=stop_ids(tok), pad_id=tok.token_to_id("<pad>") or 0)
     cfg = SamplingConfig(max_new_tokens=max_new_tokens)
     prompts = [tok.encode(chat.render_prompt(item["prompt"]), add_special_tokens=False).ids for item in items]
     order = sorted(range(len(items)), key=lambda i: (len(prompts[i]), i))
@@ -68,7 +69,7 @@ def run(params: dict, root: Path = Path(".")) -> list[dict]:
     """Predict every item of `root`'s eval set with its model; write and return the predictions."""
     p = params["predict"]
     items = read_jsonl(root / paths.EVALSET, schema="eval_item")
-    records = predict(items, root / paths.MODEL, p["batch_size"], p["max_new_tokens"], params["model"]["compute_dtype"])
+    records = predict(items, root / paths.POLICY, p["batch_size"], p["max_new_tokens"], params["model"]["compute_dtype"])
     write_jsonl(root / paths.PREDICTIONS, records)
     n_trunc = sum(r["truncated"] for r in records)
     n_ok = sum(r["format_ok"] for r in records)
