@@ -64,7 +64,7 @@ def reward_set(params: dict, root: Path) -> RewardSet:
             search_path=[root],
         )  # fmt: skip
     except RewardError as err:
-        raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: {err}") from None
+        raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: grpo.user_rewards: {err}") from None
 
 
 def check_rewards(rewards: RewardSet, record: dict, max_tokens: int, root: Path) -> None:
@@ -74,7 +74,7 @@ def check_rewards(rewards: RewardSet, record: dict, max_tokens: int, root: Path)
     try:
         rewards.score(Rollout(record["prompt"], completion, record, 0, False, max_tokens))
     except RewardError as err:
-        raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: {err}") from None
+        raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: grpo.user_rewards: {err}") from None
 
 
 def pass_through(root: Path) -> None:
@@ -155,7 +155,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
         except NonFiniteLoss as err:
             raise StageError(f"{paths.POLICY}: RL diverged: {err}") from None
         except RewardError as err:
-            raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: {err}") from None
+            raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: grpo.user_rewards: {err}") from None
 
     info = {
         "sft_model": {"path": paths.MODEL.as_posix(), "sha256": sha256_tree(model_dir)},
