@@ -16,6 +16,7 @@ only, so adapters can take over that split.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -169,6 +170,7 @@ def completion_logprobs(model: Gemma, batch: dict[str, jax.Array], prompt_len: i
     return -token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, chunk)
 
 
+@functools.lru_cache(maxsize=16)
 def make_logprob_fn(graphdef: nnx.GraphDef, prompt_len: int, chunk: int) -> Callable:
     """Jitted log-probs of a frozen model (the reference): no gradient."""
 
@@ -176,6 +178,21 @@ def make_logprob_fn(graphdef: nnx.GraphDef, prompt_len: int, chunk: int) -> Call
         return completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, chunk)
 
     return jax.jit(fn)
+
+
+_COMPILED: dict[Any, tuple[optax.GradientTransformation, Callable]] = {}
+
+
+def compiled_update(graphdef: nnx.GraphDef, cfg: GRPOConfig, prompt_len: int, shardings: Any) -> tuple:
+    """(optimizer, jitted update), shared by every run whose update is the same function (a resumed run,
+    another seed), so it compiles once per process."""
+    same = dataclasses.replace(cfg, seed=0, log_every=1, save_every=0, dynamic_sampling=False, max_refills=0,
+                               temperature=1.0, top_k=0, top_p=1.0, prompts_per_step=1)
+    key = (graphdef, same, prompt_len, jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)))
+    if key not in _COMPILED:
+        tx = make_optimizer(cfg.train_config())
+        _COMPILED[key] = tx, make_update(graphdef, tx, cfg, prompt_len, out_shardings=shardings)
+    return _COMPILED[key]
 
 
 def make_update(
@@ -353,7 +370,7 @@ def grpo(
     # The reference is the starting policy; with beta = 0 it is never loaded.
     ref_params = jax.tree.map(jnp.copy, params) if cfg.beta else None
     prompt_len = bucket_length(max(len(p.tokens) for p in prompts))
-    update = make_update(graphdef, tx, cfg, prompt_len, out_shardings=shardings)
+    _, update = compiled_update(graphdef, cfg, prompt_len, shardings)
     ref_logprobs = make_logprob_fn(graphdef, prompt_len, cfg.loss_chunk) if cfg.beta else None
     on_mesh = batch_sharding(mesh)
     stream = PromptStream(prompts, cfg.seed)
