@@ -321,7 +321,7 @@ def build_base(dest: Path) -> Path:
     write_lines(repo, PREDICTIONS, [json.dumps(p, sort_keys=True) for p in predictions])
     must_succeed(run_stage(repo, "evaluate"))
     lock = {"schema": "2.0", "stages": {}}
-    for i, name in enumerate(("seed", "tokenizer", "train", "predict", "evaluate")):
+    for i, name in enumerate(("seed", "tokenizer", "train", "grpo", "predict", "evaluate")):
         lock["stages"][name] = {
             "cmd": f"python -m stages.{name}",
             "deps": [{"path": f"stages/{name}.py", "hash": "md5", "md5": f"{i:032x}", "size": 1}],
