@@ -33,13 +33,16 @@ def make(seeds: list[int], train: Path) -> list[dict]:
         raise SystemExit(f"seed {EVAL_SEED} is the eval set's own")
     taken = {tasks.normalize_prompt(r["prompt"]) for r in read_jsonl(ROOT / paths.EVALSET)}
     taken |= {tasks.normalize_prompt(r["prompt"]) for r in read_jsonl(train)}
-    out = []
+    out: list[dict] = []
+    numbers: dict[str, int] = {}
     for seed in seeds:
         for item, _ in build_items(seed):
             key = tasks.normalize_prompt(item["prompt"])
             if key not in taken:
                 taken.add(key)
-                out.append(dict(item, id=f"dev{seed}-{item['id']}"))
+                prefix = item["id"].split("-")[0]
+                numbers[prefix] = numbers.get(prefix, 0) + 1  # ids as the eval schema wants: section-NNN
+                out.append(dict(item, id=f"{prefix}-{numbers[prefix]:03d}"))
     return out
 
 
