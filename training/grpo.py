@@ -295,22 +295,30 @@ def select_groups(batches: Sequence[RolloutBatch], want: int) -> RolloutBatch:
     )  # fmt: skip
 
 
+def completion_width(lengths: np.ndarray, max_new_tokens: int) -> int:
+    """Completion positions the update needs: the longest completion and its end token, in a power-of-two
+    bucket (few compilations), so short completions do not pay for the whole budget."""
+    return min(max_new_tokens, bucket_length(int(lengths.max()) + 1, minimum=32))
+
+
 def update_batch(rollout: RolloutBatch, cfg: GRPOConfig, prompt_len: int, pad_id: int) -> dict[str, np.ndarray]:
-    """Prompt + completion rows [P·G, prompt_len + max_new - 1] for the forward pass, with advantages and mask."""
-    g, new = cfg.group_size, cfg.max_new_tokens
+    """Prompt + completion rows [P·G, prompt_len + width - 1] for the forward pass, with advantages and mask."""
+    g = cfg.group_size
+    new = completion_width(rollout.lengths, cfg.max_new_tokens)
     prompts = [p.tokens for p in rollout.prompts for _ in range(g)]
     p_tok, p_pos, p_seg = left_pad(prompts, prompt_len, pad_id)
     b = len(prompts)
     steps = np.arange(new)[None, :]
     # the end-of-turn token is a completion token too: the policy learns when to stop
     active = steps < np.minimum(rollout.lengths + 1, new)[:, None]
-    full = np.concatenate([p_tok, rollout.tokens.astype(np.int32)], axis=1)
+    tokens = rollout.tokens[:, :new].astype(np.int32)
+    full = np.concatenate([p_tok, tokens], axis=1)
     positions = np.concatenate([p_pos, p_pos[:, -1:] + 1 + steps.repeat(b, 0)], axis=1).astype(np.int32)
     segments = np.concatenate([p_seg, active.astype(np.int32)], axis=1)
     adv = np.asarray(group_advantages(jnp.asarray(rollout.rewards, jnp.float32), cfg.advantage)).reshape(-1)
     return {
         "inputs": full[:, :-1], "positions": positions[:, :-1], "segments": segments[:, :-1],
-        "targets": rollout.tokens.astype(np.int32), "mask": active.astype(np.float32),
+        "targets": tokens, "mask": active.astype(np.float32),
         "advantages": adv.astype(np.float32),
     }  # fmt: skip
 
@@ -369,9 +377,9 @@ def grpo(
     shardings = (jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, opt_state))
     # The reference is the starting policy; with beta = 0 it is never loaded.
     ref_params = jax.tree.map(jnp.copy, params) if cfg.beta else None
+    # One prompt width for every update (the longest prompt's bucket): fewer compilations
     prompt_len = bucket_length(max(len(p.tokens) for p in prompts))
     _, update = compiled_update(graphdef, cfg, prompt_len, shardings)
-    ref_logprobs = make_logprob_fn(graphdef, prompt_len, cfg.loss_chunk) if cfg.beta else None
     on_mesh = batch_sharding(mesh)
     stream = PromptStream(prompts, cfg.seed)
 
@@ -414,7 +422,7 @@ def grpo(
 
         t1 = time.perf_counter()
         batch = jax.device_put(update_batch(rollout, cfg, prompt_len, pad_id), on_mesh)
-        ref_logp = ref_logprobs(ref_params, frozen, batch) if cfg.beta else None
+        ref_logp = make_logprob_fn(graphdef, prompt_len, cfg.loss_chunk)(ref_params, frozen, batch) if cfg.beta else None
         old_logp = None
         for it in range(cfg.mu):
             params, opt_state, metrics, logp = update(params, opt_state, frozen, batch, old_logp, ref_logp, first=it == 0)
