@@ -323,3 +323,49 @@ def test_killed_grpo_resumes_bit_identical(shared_base, tmp_path):
     assert "grpo: resumed from the checkpoint of step" in proc.stdout
     assert files_under(repo / "data/policy") == files_under(reference / "data/policy")  # weights and curve
     assert saved() == []  # a finished run leaves nothing to resume
+
+
+# ---------------------------------------------------------------- the real pipeline
+
+RL_PARAMS = dict(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=24, temperature=1.0, learning_rate=1e-3,
+                 beta=0.04, save_every=1, user_rewards={"length_reward:longer": 0.01})
+LENGTH_REWARD = '''
+def longer(prompt, completion, **fields):
+    """A reward that differs within a group even for an untrained model: more signal for the test."""
+    return float(len(completion))
+'''
+
+
+def rl_repo(tmp_path, params: dict):
+    from tests.pipeline_utils import make_repo
+
+    repo = make_repo(tmp_path / "repo", params)
+    (repo / "length_reward.py").write_text(LENGTH_REWARD)
+    run_git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)
+    run_git("add", "length_reward.py")
+    run_git("commit", "-qm", "a user reward")
+    return repo
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_with_another_beta_reruns_grpo_and_what_follows_only(tmp_path):
+    from tests.pipeline_utils import SMALL_PARAMS, run
+
+    repo = rl_repo(tmp_path, {**SMALL_PARAMS, "grpo": RL_PARAMS})
+    run(["dvc", "repro"], repo)
+    info = json.loads((repo / "data/policy/grpo_info.json").read_text())
+    assert info["steps"] == 2 and set(info["history"][0]) >= {"reward_mean", "reward/length_reward:longer", "kl"}
+    assert (repo / "data/policy/model.safetensors").read_bytes() != (repo / "data/model/model.safetensors").read_bytes()
+    plots = run(["dvc", "plots", "show", "--json"], repo).stdout
+    assert "dvclive/grpo/plots/metrics/reward_mean.tsv" in plots and "clip_fraction.tsv" in plots
+    manifest = json.loads((repo / "submission_runs/v1/run_manifest.json").read_text())
+    assert manifest["rl"]["steps"] == 2 and manifest["rl"]["sft_model_sha256"] == info["sft_model"]["sha256"]
+
+    out = run(["dvc", "exp", "run", "-S", "grpo.beta=0.0"], repo).stdout
+    ran = {name for name in ("seed", "tokenizer", "train", "grpo", "predict", "evaluate", "evidence", "package")
+           if f"Running stage '{name}'" in out}
+    # predict follows the new policy; evaluate and on re-run when their inputs changed (dvc's own rule)
+    assert {"grpo", "predict"} <= ran and not ran & {"seed", "tokenizer", "train"}, out[-3000:]
+    assert "Stage 'train' didn't change, skipping" in out
+    info = json.loads((repo / "data/policy/grpo_info.json").read_text())
+    assert info["params"]["beta"] == 0.0 and "kl" not in info["history"][0]  # no reference was loaded
