@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
+import ml_dtypes  # noqa: F401  (numpy learns bfloat16: the random checkpoint's dtype)
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
