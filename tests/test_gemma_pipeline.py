@@ -32,7 +32,8 @@ def test_gemma3_preset_runs_the_pipeline(tmp_path):
         # RL on the Gemma model too: one step, a user reward that differs within a group (random weights
         # earn no built-in reward), so the policy really moves.
         "grpo": {"steps": 1, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 8, "temperature": 1.0,
-                 "learning_rate": 1e-4, "user_rewards": {"length_reward:longer": 1.0}},
+                 "learning_rate": 1e-4, "dynamic_sampling": False,
+                 "user_rewards": {"length_reward:longer": 1.0}},
     }
     repo = make_repo(tmp_path / "repo", params)
     (repo / "length_reward.py").write_text("def longer(prompt, completion, **fields):\n    return float(len(completion))\n")

@@ -296,7 +296,7 @@ def test_zero_steps_pass_the_sft_model_through_unchanged(shared_base, tmp_path):
 
 
 KILL_PARAMS = dict(steps=4, save_every=1, prompts_per_step=2, group_size=4, max_new_tokens=16, temperature=1.0,
-                   learning_rate=1e-3, beta=0.04)
+                   learning_rate=1e-3, beta=0.04, dynamic_sampling=False)  # a random model: no group has signal
 
 
 @pytest.mark.slow
@@ -328,7 +328,7 @@ def test_killed_grpo_resumes_bit_identical(shared_base, tmp_path):
 # ---------------------------------------------------------------- the real pipeline
 
 RL_PARAMS = dict(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=24, temperature=1.0, learning_rate=1e-3,
-                 beta=0.04, save_every=1, user_rewards={"length_reward:longer": 0.01})
+                 beta=0.04, save_every=1, dynamic_sampling=False, user_rewards={"length_reward:longer": 0.01})
 LENGTH_REWARD = '''
 def longer(prompt, completion, **fields):
     """A reward that differs within a group even for an untrained model: more signal for the test."""
