@@ -47,7 +47,7 @@ from training.trainer import (
 
 AGGREGATIONS = ("sequence-mean-token-mean", "token-mean", "dr_grpo")
 ADVANTAGES = ("group_std", "group_mean")  # (r - mean) / (std + eps) as GRPO, or r - mean as Dr. GRPO
-LOG_RATIO_CLIP = 20.0  # exp() of a larger log-ratio overflows nothing, but its gradient is noise
+LOG_RATIO_CLIP = 20.0  # log-ratios beyond ±20 are clipped: exp() stays finite and one stale token cannot dominate
 
 
 @dataclasses.dataclass(frozen=True)
