@@ -188,7 +188,7 @@ def plant_pickle(directory: Path, marker: Path) -> None:
 
 
 @pytest.mark.parametrize("stage, model_dir", [("predict", "data/policy"), ("grpo", MODEL)])
-def test_predict_refuses_a_pytorch_bin_model(repo, tmp_path, stage, model_dir):
+def test_a_pytorch_bin_model_is_refused(repo, tmp_path, stage, model_dir):
     marker = tmp_path / "unpickled"
     (repo / model_dir / "model.safetensors").unlink()
     plant_pickle(repo / model_dir, marker)
