@@ -24,11 +24,12 @@ from stages.common import (
     read_json,
     run_stage,
     sha256_file,
+    sha256_tree,
     validate,
 )
 from stages import evalsets, paths
 
-LOCKED_STAGES = ("seed", "tokenizer", "train")  # then predict@<set> and evaluate@<set> for every set, and report
+LOCKED_STAGES = ("seed", "tokenizer", "train", "grpo")  # then predict@<set> and evaluate@<set> for every set, and report
 # Training telemetry (tokens/s, timestamps) differs run to run: not part of what a run is.
 TELEMETRY_PREFIX = "dvclive"
 COMMAND = "dvc repro"
@@ -146,6 +147,28 @@ def model_id(model_dir: Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
+def rl_evidence(root: Path, params: dict) -> dict:
+    """The RL run behind the policy: its params, its reward curve in brief, and the SFT model it started from.
+
+    With `grpo.steps: 0` the policy is the SFT model itself (the grpo stage copied it).
+    """
+    policy = root / paths.POLICY
+    if params["grpo"]["steps"] == 0:
+        return {"steps": 0, "sft_model_sha256": sha256_tree(root / paths.MODEL), "policy_id": model_id(policy)}
+    info_path = policy / "grpo_info.json"
+    info = read_json(info_path)
+    for key in ("steps", "params", "reward_curve", "sft_model"):
+        if not isinstance(info, dict) or key not in info:
+            raise StageError(f"{info_path}: {key}: missing")
+    return {
+        "steps": info["steps"],
+        "params": info["params"],
+        "reward_curve": info["reward_curve"],
+        "sft_model_sha256": info["sft_model"]["sha256"],
+        "policy_id": model_id(policy),
+    }
+
+
 def count_lines(path: Path) -> int:
     try:
         with open(path, "rb") as f:
@@ -212,6 +235,7 @@ def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, s
             "final_loss": info["final_loss"],
             "n_logged": len(info["loss_history"]),
         },
+        "rl": rl_evidence(root, params),
     }
     summary = {
         "run_version": run_version,
@@ -279,6 +303,11 @@ def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
         f"{'step':>8}  {'loss':>10}",
     ]
     out += [f"{step:>8d}  {loss:>10.6f}" for step, loss in loss_history]
+    rl = manifest["rl"]
+    out += ["", "== reinforcement learning (grpo)", f"steps: {rl['steps']}", f"started from: {rl['sft_model_sha256']}",
+            f"policy id: {rl['policy_id']}"]
+    if rl["steps"]:
+        out.append("reward: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(rl["reward_curve"].items())))
     out += [
         "",
         f"== evaluation of the primary set, {manifest['primary_set']}",

@@ -24,7 +24,6 @@ from training.hf_io import CheckpointError, load_pretrained, read_config
 from training.sampler import Sampler, SamplingConfig
 
 
-
 def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens: int, dtype: str) -> list[dict]:
     try:
         vocab_size = read_config(model_dir).vocab_size
@@ -38,10 +37,7 @@ def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens:
         model = load_pretrained(model_dir, dtype=dtype, param_dtype=dtype)
     except CheckpointError as err:
         raise StageError(str(err)) from None
-    eos = [tokenizers_io.token_id(tok, chat.END_OF_TURN)] + [
-        i for i in [tok.token_to_id("<eos>")] if i is not None
-    ]
-    sampler = Sampler(model, eos_ids=eos, pad_id=tok.token_to_id("<pad>") or 0)
+    sampler = Sampler(model, eos_ids=tokenizers_io.stop_ids(tok), pad_id=tok.token_to_id("<pad>") or 0)
     cfg = SamplingConfig(max_new_tokens=max_new_tokens)
     prompts = [tok.encode(chat.render_prompt(item["prompt"]), add_special_tokens=False).ids for item in items]
     order = sorted(range(len(items)), key=lambda i: (len(prompts[i]), i))
@@ -72,7 +68,7 @@ def run(params: dict, name: str, root: Path = Path(".")) -> list[dict]:
     p = params["predict"]
     evalset = evalsets.named(params, name, root)
     items = evalsets.load_items(evalset, root)
-    model_dir = root / paths.MODEL
+    model_dir = root / paths.POLICY
     records = predict(items, model_dir, p["batch_size"], p["max_new_tokens"], params["model"]["compute_dtype"])
     out = paths.predictions(name)
     write_jsonl(root / out, records)

@@ -38,6 +38,7 @@ SCORECARD = "reports/sets/tunix/scorecard.json"
 GSM8K = "trainsets/gsm8k.jsonl"
 PER_SET = ("predict", "evaluate")  # foreach stages: `python -m stages.<stage> <set>`
 MODEL = "data/model"
+POLICY = "data/policy"  # what predict reads: the grpo stage's copy of the model (grpo.steps 0)
 RUN_DIR = "submission_runs/v1"
 HUGE = 5 * 1024 * 1024  # a 5 MB string field
 
@@ -294,14 +295,30 @@ def leak(repo: Path) -> None:
 
 
 def bigger_tokenizer(repo: Path) -> None:
-    """data/model/tokenizer.json with 40 more tokens than the model's embedding has rows."""
+    """data/policy/tokenizer.json with 40 more tokens than the model's embedding has rows."""
     code = (
         "from tokenizers import Tokenizer\n"
-        "tok = Tokenizer.from_file('data/model/tokenizer.json')\n"
+        "tok = Tokenizer.from_file('data/policy/tokenizer.json')\n"
         "tok.add_tokens([f'extra_token_{i}' for i in range(40)])\n"
-        "tok.save('data/model/tokenizer.json')\n"
+        "tok.save('data/policy/tokenizer.json')\n"
     )
     run_python(repo, code)
+
+
+USER_REWARDS = """
+def boom(prompt, completion, **fields):
+    return 1 / 0
+
+
+def not_a_number(prompt, completion, **fields):
+    return float("nan")
+"""
+
+
+def user_reward(spec: str) -> Callable[[Path], None]:
+    """RL on (two steps), with the user reward `spec` from my_rewards.py at the repository root."""
+    return both(write_file("my_rewards.py", USER_REWARDS), set_param("grpo.steps", 2),
+                set_param("grpo.user_rewards", {spec: 1.0}))
 
 
 def truncate(rel: str, keep: int) -> Callable[[Path], None]:
@@ -321,6 +338,7 @@ def build_base(dest: Path) -> Path:
     must_succeed(run_stage(repo, "seed"))
     must_succeed(run_stage(repo, "tokenizer"))
     run_python(repo, MAKE_MODEL)
+    must_succeed(run_stage(repo, "grpo"))  # grpo.steps 0: the policy is the model
     items = [json.loads(line) for line in read_lines(repo, EVAL_SET)]
     predictions = []
     for i, item in enumerate(items):
@@ -333,7 +351,7 @@ def build_base(dest: Path) -> Path:
     must_succeed(run_stage(repo, "evaluate"))
     must_succeed(run_stage(repo, "report"))
     lock = {"schema": "2.0", "stages": {}}
-    for i, name in enumerate(("seed", "tokenizer", "train", "predict@tunix", "evaluate@tunix", "report")):
+    for i, name in enumerate(("seed", "tokenizer", "train", "grpo", "predict@tunix", "evaluate@tunix", "report")):
         lock["stages"][name] = {
             "cmd": f"python -m stages.{name.split('@')[0]}",
             "deps": [{"path": f"stages/{name.split('@')[0]}.py", "hash": "md5", "md5": f"{i:032x}", "size": 1}],
@@ -445,18 +463,27 @@ CASES = [
     Case("train-checkpoint-dir-missing", "train",
          both(set_param("model.preset", "gemma3-1b"), set_param("model.checkpoint", "checkpoints/gemma-3-1b")),
          "checkpoints/gemma-3-1b", None, None, "model directory not found"),
-    # ---- predict: data/model
-    Case("model-dir-missing", "predict", remove(MODEL), MODEL, None, None, "model directory not found"),
-    Case("model-config-missing", "predict", remove(f"{MODEL}/config.json"), f"{MODEL}/config.json", None, None,
+    # ---- predict: data/policy
+    Case("model-dir-missing", "predict", remove(POLICY), POLICY, None, None, "model directory not found"),
+    Case("model-config-missing", "predict", remove(f"{POLICY}/config.json"), f"{POLICY}/config.json", None, None,
          "missing"),
-    Case("model-safetensors-missing", "predict", remove(f"{MODEL}/model.safetensors"), MODEL, None, None,
+    Case("model-safetensors-missing", "predict", remove(f"{POLICY}/model.safetensors"), POLICY, None, None,
          "model.safetensors"),
-    Case("model-safetensors-truncated", "predict", truncate(f"{MODEL}/model.safetensors", 3000),
-         f"{MODEL}/model.safetensors", None, None, "safetensors"),
-    Case("model-tokenizer-corrupt", "predict", write_file(f"{MODEL}/tokenizer.json", '{"version": "1.0", "model"'),
-         f"{MODEL}/tokenizer.json", None, None, "not a valid tokenizer"),
+    Case("model-safetensors-truncated", "predict", truncate(f"{POLICY}/model.safetensors", 3000),
+         f"{POLICY}/model.safetensors", None, None, "safetensors"),
+    Case("model-tokenizer-corrupt", "predict", write_file(f"{POLICY}/tokenizer.json", '{"version": "1.0", "model"'),
+         f"{POLICY}/tokenizer.json", None, None, "not a valid tokenizer"),
     Case("tokenizer-model-vocab-mismatch", "predict", bigger_tokenizer,
-         f"{MODEL}/tokenizer.json", None, "vocab_size", "440"),
+         f"{POLICY}/tokenizer.json", None, "vocab_size", "440"),
+    # ---- grpo: user rewards (each fails before the model is loaded)
+    Case("grpo-reward-module-unknown", "grpo", user_reward("no_such_module:fn"),
+         "params.yaml", pline("grpo", "user_rewards"), "grpo.user_rewards", "cannot import no_such_module"),
+    Case("grpo-reward-raises", "grpo", user_reward("my_rewards:boom"),
+         "params.yaml", pline("grpo", "user_rewards"), "grpo.user_rewards", "my_rewards:boom raised ZeroDivisionError"),
+    Case("grpo-reward-nan", "grpo", user_reward("my_rewards:not_a_number"),
+         "params.yaml", pline("grpo", "user_rewards"), "grpo.user_rewards", "my_rewards:not_a_number returned nan"),
+    Case("grpo-group-of-one", "grpo", set_param("grpo.group_size", 1),
+         "params.yaml", pline("grpo", "group_size"), "grpo.group_size", "less than the minimum of 2"),
     # ---- evaluate: the eval set and data/predictions.jsonl
     Case("evalset-unknown-section", "evaluate", edit_record(EVAL_SET, 3, lambda r: r.update(section="bonus")),
          EVAL_SET, 3, "section", "'bonus' is not one of"),
@@ -521,7 +548,7 @@ def test_bad_input_is_one_line_error_and_loses_nothing(case: Case, repo: Path):
 
 def test_the_matrix_covers_every_stage():
     assert len(CASES) >= 25
-    assert {c.stage for c in CASES} == {"seed", "tokenizer", "train", "predict", "evaluate", "evidence", "package"}
+    assert {c.stage for c in CASES} == {"seed", "tokenizer", "train", "grpo", "predict", "evaluate", "evidence", "package"}
     # (report only copies the primary set's metrics: its inputs are evaluate's own outputs)
 
 

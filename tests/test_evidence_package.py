@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -17,7 +18,7 @@ from stages.common import StageError
 
 REPO = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-LOCKED = ("seed", "tokenizer", "train", "predict@tunix", "predict@gsm8k_test", "evaluate@tunix", "evaluate@gsm8k_test",
+LOCKED = ("seed", "tokenizer", "train", "grpo", "predict@tunix", "predict@gsm8k_test", "evaluate@tunix", "evaluate@gsm8k_test",
           "report", "evidence", "package")
 GSM8K_TEST = [{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": "3*4 = <<3*4=12>>12\n#### 12"}]
 
@@ -79,6 +80,7 @@ def root(tmp_path, params):
         "loss_history": [[10, 2.25], [20, 0.5]],
         "tokens_per_second": 1234.5,  # wall-clock: must not reach the evidence
     }))
+    shutil.copytree(root / "data/model", root / "data/policy")  # grpo.steps 0: the policy is the model
     items = [
         {"id": "core-001", "prompt": "6*7?", "expected_answer": "42", "section": "core", "category": "arithmetic",
          "difficulty": "easy", "answer_type": "number"},
@@ -313,3 +315,23 @@ def test_unwritable_target_is_one_line_error(root, params):
 )
 def test_is_secret(name, secret):
     assert package.is_secret(name) is secret
+
+
+def test_evidence_records_the_rl_run(root, params):
+    manifest = json.loads((run_evidence(root, params) / "run_manifest.json").read_text())
+    from stages.common import sha256_tree
+
+    assert manifest["rl"]["steps"] == 0 and manifest["rl"]["sft_model_sha256"] == sha256_tree(root / "data/model")
+    params["grpo"]["steps"] = 5
+    curve = {"first": 0.5, "last": 1.25, "first_tenth_mean": 0.5, "last_tenth_mean": 1.25,
+             "zero_variance_share_mean": 0.4}
+    write(root / "data/policy/model.safetensors", b"\x00other weights")
+    write(root / "data/policy/grpo_info.json", json.dumps({
+        "steps": 5, "params": params["grpo"], "reward_curve": curve, "history": [],
+        "sft_model": {"path": "data/model", "sha256": "ab" * 32}}))
+    run_dir = run_evidence(root, params)
+    rl = json.loads((run_dir / "run_manifest.json").read_text())["rl"]
+    assert rl["steps"] == 5 and rl["reward_curve"] == curve and rl["sft_model_sha256"] == "ab" * 32
+    assert rl["params"]["steps"] == 5 and rl["policy_id"] != manifest["rl"]["policy_id"]
+    log = (run_dir / "run_log.txt").read_text()
+    assert "== reinforcement learning (grpo)" in log and "last 1.2500" in log

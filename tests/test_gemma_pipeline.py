@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
+import ml_dtypes  # noqa: F401  (numpy learns bfloat16: the random checkpoint's dtype)
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
@@ -28,8 +29,16 @@ def test_gemma3_preset_runs_the_pipeline(tmp_path):
         "model": {"preset": "gemma3-1b", "checkpoint": str(checkpoint)},
         "train": {**SMALL_PARAMS["train"], "steps": 2, "log_every": 1, "save_every": 0, "learning_rate": 1e-4},
         "predict": {"batch_size": 64, "max_new_tokens": 8},
+        # RL on the Gemma model too: one step, a user reward that differs within a group (random weights
+        # earn no built-in reward), so the policy really moves.
+        "grpo": {"steps": 1, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 8, "temperature": 1.0,
+                 "learning_rate": 1e-4, "dynamic_sampling": False,
+                 "user_rewards": {"length_reward:longer": 1.0}},
     }
     repo = make_repo(tmp_path / "repo", params)
+    (repo / "length_reward.py").write_text("def longer(prompt, completion, **fields):\n    return float(len(completion))\n")
+    run(["git", "add", "length_reward.py"], repo)
+    run(["git", "commit", "-qm", "a user reward"], repo)
     run(["dvc", "repro"], repo)
 
     model = repo / "data/model"
@@ -43,6 +52,13 @@ def test_gemma3_preset_runs_the_pipeline(tmp_path):
     info = json.loads((model / "training_info.json").read_text())
     assert info["preset"] == "gemma3-1b" and info["checkpoint"] == str(checkpoint)
     assert (repo / "submission_runs/v1/run_manifest.json").is_file()
+
+    policy = repo / "data/policy"
+    assert json.loads((policy / "config.json").read_text()) == config
+    rl = json.loads((policy / "grpo_info.json").read_text())
+    assert rl["steps"] == 1 and len(rl["history"]) == 1
+    tuned = load_file(policy / "model.safetensors")
+    assert tuned.keys() == after.keys() and not np.array_equal(tuned[name], after[name])  # RL moved it
 
 
 def test_missing_checkpoint_is_one_clear_line(tmp_path):

@@ -99,7 +99,7 @@ def test_notebook_runs_top_to_bottom(tmp_path):
     nb = nbformat.read(repo / NOTEBOOK, as_version=4)
     injected = nbformat.v4.new_code_cell(
         f"REPO_DIR = {str(repo)!r}\nPRESET = 'tiny'\nCHECKPOINT = None\nRUN_VERSION = 'nb1'\n"
-        "OVERRIDES = {'train.steps': 8}\nN_SAMPLES = 4\n",
+        "OVERRIDES = {'train.steps': 8, 'grpo.steps': 0}\nN_SAMPLES = 4\n",
         metadata={"tags": ["injected-parameters"]},
     )
     nb.cells.insert(parameters_cell(nb) + 1, injected)
@@ -124,6 +124,7 @@ def test_notebook_runs_top_to_bottom(tmp_path):
     html = "\n".join(htmls)
     assert "primary_score" in html and "by section" in html and "by category" in html and "by difficulty" in html
     assert images >= 1, "no loss plot"
+    assert "RL: grpo.steps is 0" in text  # the default: no reward curve beside the loss
     assert "sample predictions" in html and "core-001" in html
     zips = sorted((repo / "submission").glob("tunix_rt_nb1_*.zip"))
     assert len(zips) == 1 and zips[0].name in html and "model.safetensors" in html

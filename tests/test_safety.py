@@ -206,13 +206,16 @@ def plant_pickle(directory: Path, marker: Path) -> None:
     (directory / "pytorch_model.bin").write_bytes(pickle.dumps({"model.embed_tokens.weight": _Exploit(marker)}))
 
 
-def test_predict_refuses_a_pytorch_bin_model(repo, tmp_path):
+@pytest.mark.parametrize("stage, model_dir", [("predict", "data/policy"), ("grpo", MODEL)])
+def test_a_pytorch_bin_model_is_refused(repo, tmp_path, stage, model_dir):
     marker = tmp_path / "unpickled"
-    (repo / MODEL / "model.safetensors").unlink()
-    plant_pickle(repo / MODEL, marker)
+    (repo / model_dir / "model.safetensors").unlink()
+    plant_pickle(repo / model_dir, marker)
+    if stage == "grpo":
+        set_param("grpo.steps", 2)(repo)  # RL on: the SFT model is loaded (steps 0 only copies its files)
     before = snapshot(repo)
-    proc = run_stage(repo, "predict")
-    message = assert_one_line_error(proc, MODEL, None, None, "model.safetensors")
+    proc = run_stage(repo, stage)
+    message = assert_one_line_error(proc, model_dir, None, None, "model.safetensors")
     assert "pytorch_model.bin" not in message or "safetensors" in message
     assert not marker.exists(), "a pickle was unpickled"
     assert snapshot(repo) == before

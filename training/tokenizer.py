@@ -81,3 +81,8 @@ def token_id(tok: Tokenizer, token: str) -> int:
     if idx is None:
         raise ValueError(f"tokenizer has no token {token!r}")
     return idx
+
+
+def stop_ids(tok: Tokenizer) -> list[int]:
+    """Token ids that end the model's turn: <end_of_turn>, and <eos> when the vocabulary has it."""
+    return [token_id(tok, chat.END_OF_TURN)] + [i for i in [tok.token_to_id("<eos>")] if i is not None]

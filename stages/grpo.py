@@ -1,0 +1,186 @@
+"""Stage `grpo`: reinforcement learning with verifiable rewards on the SFT model -> data/policy/.
+
+Prompts are the training traces' (data/train.jsonl, already decontaminated
+against the eval set) with their known final answers; rewards are
+`reasoning.rewards` (weights in params `grpo.rewards`, user rewards in
+`grpo.user_rewards`); the learner is `training.grpo`. `grpo.steps: 0` copies
+the SFT model unchanged, so `predict` always reads the policy. Logs each step
+with dvclive (dvclive/grpo/), checkpoints with orbax into
+data/grpo_checkpoints/ (a persistent out: an interrupted `dvc repro`
+resumes), and writes data/policy/grpo_info.json: the run's params, its reward
+curve and the sha256 of the SFT model it started from.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+from dvclive import Live
+from tqdm import tqdm
+
+from reasoning.rewards import RewardError, RewardSet, Rollout
+from stages import paths
+from stages.common import (
+    StageError,
+    atomic_path,
+    load_params,
+    load_tokenizer,
+    params_where,
+    read_checked_jsonl,
+    run_stage,
+    sha256_tree,
+    write_json,
+)
+from training import chat
+from training import tokenizer as tokenizers_io
+from training.grpo import GRPOConfig, GRPOResult, Prompt, grpo
+from training.hf_io import CheckpointError, load_pretrained, save_pretrained
+from training.trainer import MeshError, NonFiniteLoss, check_devices
+
+INFO_FILE = "grpo_info.json"
+LEARNER_KEYS = set(GRPOConfig.__dataclass_fields__) - {"seed", "mesh_data", "mesh_fsdp"}
+
+
+def grpo_config(params: dict) -> GRPOConfig:
+    """The learner's config: params `grpo`, the seed of `base`, the mesh of `train` (the same devices)."""
+    p = params["grpo"]
+    mesh = params["train"]["mesh"]
+    return GRPOConfig(
+        seed=params["base"]["seed"], mesh_data=mesh["data"], mesh_fsdp=mesh["fsdp"],
+        **{k: v for k, v in p.items() if k in LEARNER_KEYS},
+    )  # fmt: skip
+
+
+def reward_set(params: dict, root: Path) -> RewardSet:
+    """The weighted rewards of params `grpo`; user reward modules are found from the repository root."""
+    p = params["grpo"]
+    try:
+        return RewardSet(
+            weights=p["rewards"], user=p["user_rewards"], rel_tolerance=params["evaluate"]["rel_tolerance"],
+            partial_within=params["evaluate"]["partial_within"], overlength_buffer=p["overlength_buffer"],
+            search_path=[root],
+        )  # fmt: skip
+    except RewardError as err:
+        raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: grpo.user_rewards: {err}") from None
+
+
+def check_rewards(rewards: RewardSet, record: dict, max_tokens: int, root: Path) -> None:
+    """Score a record's own target completion once, so a reward that raises or returns NaN stops the
+    stage before anything is written."""
+    completion = chat.render_completion(record["steps"], record["final_answer"]).removesuffix(chat.END_OF_TURN)
+    try:
+        rewards.score(Rollout(record["prompt"], completion, record, 0, False, max_tokens))
+    except RewardError as err:
+        raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: grpo.user_rewards: {err}") from None
+
+
+def pass_through(root: Path) -> None:
+    """`grpo.steps: 0`: the policy is the SFT model, byte for byte."""
+    with atomic_path(root / paths.POLICY) as out:
+        shutil.copytree(root / paths.MODEL, out)
+    live = root / paths.GRPO_LIVE
+    shutil.rmtree(live, ignore_errors=True)
+    (live / "plots" / "metrics").mkdir(parents=True)
+    write_json(live / "metrics.json", {"steps": 0})
+    (root / paths.GRPO_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
+    print(f"grpo: steps 0, {paths.MODEL} passed through unchanged -> {paths.POLICY}")
+
+
+def curve_summary(history: list[dict]) -> dict:
+    """The reward curve in a few numbers: first and last step, and the means of its first and last tenth."""
+    if not history:
+        return {}
+    rewards = [row["reward_mean"] for row in history]
+    tenth = max(1, len(rewards) // 10)
+    return {
+        "first": rewards[0], "last": rewards[-1],
+        "first_tenth_mean": float(np.mean(rewards[:tenth])), "last_tenth_mean": float(np.mean(rewards[-tenth:])),
+        "zero_variance_share_mean": float(np.mean([row["zero_variance_share"] for row in history])),
+    }  # fmt: skip
+
+
+def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
+    """RL on `root`'s SFT model with its training prompts; write the policy's HF directory and dvclive curves."""
+    cfg = grpo_config(params)
+    if cfg.steps == 0:
+        pass_through(root)
+        return None
+    try:
+        check_devices(cfg.train_config())
+    except MeshError as err:
+        key = "mesh" if err.key == "mesh" else "prompts_per_step"
+        raise StageError(f"{params_where('train' if key == 'mesh' else 'grpo', key, root=root)}: {err}") from None
+    rewards = reward_set(params, root)
+    records = read_checked_jsonl(root / paths.TRAIN, "trace", root / paths.TRAIN_MANIFEST)
+    check_rewards(rewards, records[0], cfg.max_new_tokens, root)
+    model_dir = root / paths.MODEL
+    tok = load_tokenizer(model_dir, hint="the model directory must hold the tokenizer it was trained with")
+    dtypes = params["model"]
+    try:
+        model = load_pretrained(model_dir, dtype=dtypes["compute_dtype"], param_dtype=dtypes["param_dtype"])
+    except CheckpointError as err:
+        raise StageError(str(err)) from None
+    encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r in records], add_special_tokens=False)
+    prompts = [Prompt(e.ids, r["prompt"], r) for e, r in zip(encoded, records)]
+
+    def reward_fn(prompt: Prompt, tokens: np.ndarray, n: int, truncated: bool) -> tuple[float, dict]:
+        completion = tok.decode(tokens.tolist(), skip_special_tokens=False)
+        return rewards.score(Rollout(prompt.text, completion, prompt.record, n, truncated, cfg.max_new_tokens))
+
+    print(
+        f"grpo: {cfg.steps} steps of {cfg.prompts_per_step} prompts × {cfg.group_size} completions "
+        f"(≤ {cfg.max_new_tokens} tokens) from {len(prompts)} training prompts; rewards {', '.join(rewards.parts)}; "
+        f"on {jax.device_count()} {jax.devices()[0].platform} device(s)"
+    )
+    checkpoints = root / paths.GRPO_CHECKPOINTS
+    resume = checkpoints.exists() and any(checkpoints.iterdir())
+    with Live(str(root / paths.GRPO_LIVE), resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
+
+        def on_log(step: int, row: dict[str, float]) -> None:
+            live.step = step
+            for name, value in row.items():
+                if name != "step":
+                    live.log_metric(name, value)
+            live.make_summary()
+
+        progress = lambda start: tqdm(total=cfg.steps, initial=start, desc="grpo", unit="step", dynamic_ncols=True)
+        try:
+            result = grpo(
+                model, prompts, reward_fn, cfg, eos_ids=tokenizers_io.stop_ids(tok), pad_id=tok.token_to_id("<pad>") or 0,
+                checkpoint_dir=checkpoints, on_log=on_log, progress=progress,
+            )  # fmt: skip
+        except NonFiniteLoss as err:
+            raise StageError(f"{paths.POLICY}: RL diverged: {err}") from None
+        except RewardError as err:
+            raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: grpo.user_rewards: {err}") from None
+
+    info = {
+        "sft_model": {"path": paths.MODEL.as_posix(), "sha256": sha256_tree(model_dir)},
+        "params": params["grpo"],
+        "steps": cfg.steps,
+        "reward_curve": curve_summary(result.history),
+        # the curve without its wall-clock columns: same params, same bytes
+        "history": [{k: v for k, v in row.items() if "per_second" not in k} for row in result.history],
+    }
+    with atomic_path(root / paths.POLICY) as out:
+        save_pretrained(model, out, tokenizer_dir=model_dir)
+        shutil.copyfile(model_dir / paths.TRAINING_INFO.name, out / paths.TRAINING_INFO.name)
+        write_json(out / INFO_FILE, info)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # the run finished: nothing to resume
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    if result.resumed_from:
+        print(f"grpo: resumed from the checkpoint of step {result.resumed_from} in {paths.GRPO_CHECKPOINTS}")
+    curve = info["reward_curve"]
+    print(f"grpo: mean reward {curve['first']:.3f} -> {curve['last']:.3f} -> {paths.POLICY}")
+    return result
+
+
+def main() -> None:
+    run(load_params())
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,371 @@
+"""The GRPO learner: the objective against a NumPy reference, the first step, learning on a bandit task,
+determinism, resumption (in process and after kill -9), dynamic sampling, and the stage's pass-through."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+from flax import nnx
+
+from training import config as configs
+from training.grpo import (
+    AGGREGATIONS,
+    GRPOConfig,
+    Prompt,
+    RolloutBatch,
+    aggregate,
+    grpo,
+    group_advantages,
+    make_logprob_fn,
+    make_update,
+    policy_loss,
+    sample_groups,
+    select_groups,
+    split_trainable,
+    update_batch,
+)
+from training.model import Gemma
+from training.sampler import Sampler
+from training.trainer import make_optimizer
+
+# ---------------------------------------------------------------- the objective against NumPy
+
+
+def np_advantages(rewards: np.ndarray, scale: bool, eps: float = 1e-6) -> np.ndarray:
+    out = np.zeros_like(rewards)
+    for i, group in enumerate(rewards):
+        mean = sum(group) / len(group)
+        std = (sum((r - mean) ** 2 for r in group) / (len(group) - 1)) ** 0.5
+        out[i] = [(r - mean) / (std + eps) if scale else r - mean for r in group]
+    return out
+
+
+def np_loss(logp, old, ref, adv, mask, eps, eps_high, beta, how, max_len):
+    """The GRPO loss token by token, written out with loops."""
+    b, t = logp.shape
+    per = np.zeros((b, t))
+    for i in range(b):
+        for j in range(t):
+            ratio = np.exp(np.clip(logp[i, j] - old[i, j], -20, 20))
+            loss = max(-adv[i] * ratio, -adv[i] * min(max(ratio, 1 - eps), 1 + eps_high))
+            if beta:
+                d = ref[i, j] - logp[i, j]
+                loss += beta * (np.exp(d) - d - 1)
+            per[i, j] = loss * mask[i, j]
+    if how == "sequence-mean-token-mean":
+        return np.mean([per[i].sum() / mask[i].sum() for i in range(b)])
+    if how == "token-mean":
+        return per.sum() / mask.sum()
+    return per.sum() / (b * max_len)
+
+
+def test_group_advantages_match_numpy():
+    rewards = np.array([[1.0, 0.0, 0.5, 1.5], [2.0, 2.0, 2.0, 2.0], [0.0, -1.0, 3.0, 0.25]])
+    for kind, scale in (("group_std", True), ("group_mean", False)):
+        got = np.asarray(group_advantages(jnp.asarray(rewards), kind))
+        np.testing.assert_allclose(got, np_advantages(rewards, scale), rtol=1e-6, atol=1e-9)
+    assert np.all(np.asarray(group_advantages(jnp.asarray(rewards)))[1] == 0)  # equal rewards: no signal
+
+
+@pytest.mark.parametrize("how", AGGREGATIONS)
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+def test_policy_loss_matches_numpy(how, beta):
+    rng = np.random.default_rng(0)
+    b, t = 6, 5
+    old = rng.normal(-2.0, 0.5, (b, t))
+    logp = old + rng.normal(0.0, 0.4, (b, t))  # ratios well outside [0.8, 1.28]: both clips bite
+    ref = old + rng.normal(0.0, 0.3, (b, t))
+    adv = rng.normal(0.0, 1.0, b)
+    mask = (np.arange(t)[None] < np.array([5, 3, 1, 4, 5, 2])[:, None]).astype(np.float64)
+    cfg = GRPOConfig(steps=1, prompts_per_step=3, group_size=2, max_new_tokens=8, beta=beta, epsilon=0.2,
+                     epsilon_high=0.28, aggregation=how)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    loss, metrics = policy_loss(f32(logp), f32(old), f32(ref), f32(adv), f32(mask), cfg)
+    expected = np_loss(logp, old, ref, adv, mask, 0.2, 0.28, beta, how, 8)
+    np.testing.assert_allclose(float(loss), expected, rtol=2e-5)
+    ratio = np.exp(logp - old)
+    clipped = ((adv[:, None] > 0) & (ratio > 1.28)) | ((adv[:, None] < 0) & (ratio < 0.8))
+    np.testing.assert_allclose(float(metrics["clip_fraction"]), (clipped * mask).sum() / mask.sum(), rtol=1e-6)
+    assert 0 < float(metrics["clip_fraction"]) < 1
+    if beta:
+        d = ref - logp
+        np.testing.assert_allclose(float(metrics["kl"]), ((np.exp(d) - d - 1) * mask).sum() / mask.sum(), rtol=1e-5)
+
+
+def test_clip_higher_is_asymmetric():
+    """A positive advantage stops pulling at ratio 1 + eps_high, a negative one at 1 - eps."""
+    cfg = GRPOConfig(steps=1, prompts_per_step=1, group_size=2, max_new_tokens=1, epsilon=0.2, epsilon_high=0.28)
+    grad = lambda lr, a: float(jax.grad(lambda x: policy_loss(
+        x[None, None], jnp.zeros((1, 1)), None, jnp.asarray([a]), jnp.ones((1, 1)), cfg)[0])(jnp.float32(lr)))
+    assert grad(np.log(1.25), 1.0) != 0 and grad(np.log(1.30), 1.0) == 0  # clip-higher at 1.28
+    assert grad(np.log(0.85), -1.0) != 0 and grad(np.log(0.75), -1.0) == 0  # the lower clip at 0.8
+    assert grad(np.log(1.30), -1.0) != 0  # a harmful token is never clipped away
+
+
+def test_dr_grpo_divides_by_the_budget_not_the_length():
+    per_token, mask = jnp.ones((2, 4)), jnp.asarray([[1, 1, 0, 0], [1, 1, 1, 1]], jnp.float32)
+    assert float(aggregate(per_token, mask, "dr_grpo", 8)) == 6 / 16
+    assert float(aggregate(per_token, mask, "token-mean", 8)) == 1.0
+    assert float(aggregate(per_token, mask, "sequence-mean-token-mean", 8)) == 1.0
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        aggregate(per_token, mask, "mean", 8)
+
+
+# ---------------------------------------------------------------- a tiny model on a bandit task
+
+VOCAB, EOS, PAD, TARGET = 32, 1, 0, 7
+
+
+def tiny_model(seed: int = 0) -> Gemma:
+    cfg = configs.tiny(VOCAB, hidden_size=32, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, head_dim=16)
+    return Gemma(cfg, rngs=nnx.Rngs(params=seed))
+
+
+PROMPTS = [Prompt(tokens=[2, 3 + i % 5, 3 + i % 3], text=f"q{i}", record={"id": i}) for i in range(16)]
+
+
+def bandit_reward(prompt, tokens, n, truncated):
+    """The share of the completion's tokens that are TARGET."""
+    value = float(np.mean(tokens[:n] == TARGET)) if n else 0.0
+    return value, {"target": value}
+
+
+def bandit_config(**kw) -> GRPOConfig:
+    base = dict(steps=3, prompts_per_step=4, group_size=8, max_new_tokens=4, temperature=1.0, learning_rate=3e-3,
+                seed=0)
+    return GRPOConfig(**{**base, **kw})
+
+
+def run_bandit(cfg: GRPOConfig, **kw):
+    model = tiny_model()
+    result = grpo(model, PROMPTS, bandit_reward, cfg, eos_ids=[EOS], pad_id=PAD, **kw)
+    return model, result
+
+
+def test_a_few_grpo_steps_raise_the_reward():
+    _, result = run_bandit(bandit_config(steps=8, mu=2, beta=0.04, aggregation="token-mean"))
+    rewards = [row["reward_mean"] for row in result.history]
+    assert np.mean(rewards[-2:]) > np.mean(rewards[:2]) + 0.2, rewards
+    assert result.history[-1]["kl"] > 0  # it moved away from the reference
+
+
+def test_the_first_update_has_zero_kl_and_unit_ratios():
+    model = tiny_model()
+    cfg = bandit_config(beta=0.1, mu=1)
+    graphdef, params, frozen = split_trainable(model)
+    rollout = sample_groups(Sampler(model, [EOS], PAD), PROMPTS[:4], cfg, jax.random.key(1), bandit_reward)
+    batch = jax.tree.map(jnp.asarray, update_batch(rollout, cfg, 16, PAD))
+    assert float(batch["mask"].sum()) > 0 and float(jnp.abs(batch["advantages"]).sum()) > 0
+    logprobs = make_logprob_fn(graphdef, 16, 256)
+    rollout_logp = logprobs(params, frozen, batch)  # the rollout policy's log-probs, in a forward of their own
+    ref_logp = logprobs(jax.tree.map(jnp.copy, params), frozen, batch)
+    tx = make_optimizer(cfg.train_config())
+    update = make_update(graphdef, tx, cfg, 16)
+    _, _, metrics, logp = update(params, tx.init(params), frozen, batch, None, ref_logp, first=True)
+    assert float(metrics["ratio_mean"]) == 1.0 and float(metrics["clip_fraction"]) == 0.0
+    assert abs(float(metrics["kl"])) < 1e-6
+    mask = np.asarray(batch["mask"]) > 0
+    np.testing.assert_allclose(np.asarray(logp)[mask], np.asarray(rollout_logp)[mask], atol=1e-5)
+
+
+def test_the_same_key_gives_the_same_rollouts_and_weights():
+    cfg = bandit_config(steps=2, mu=2)
+    model_a, a = run_bandit(cfg)
+    model_b, b = run_bandit(cfg)
+    strip = lambda h: [{k: v for k, v in row.items() if "per_second" not in k} for row in h]
+    assert strip(a.history) == strip(b.history)
+    same = jax.tree.map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), a.params, b.params)
+    assert all(jax.tree.leaves(same))
+    _, c = run_bandit(bandit_config(steps=2, mu=2, seed=1))
+    assert strip(c.history) != strip(a.history)  # another seed samples otherwise
+
+
+def test_sampling_with_one_key_is_reproducible_and_keys_differ():
+    model, cfg = tiny_model(), bandit_config()
+    sampler = Sampler(model, [EOS], PAD)
+    one = sample_groups(sampler, PROMPTS[:4], cfg, jax.random.key(3), bandit_reward)
+    two = sample_groups(sampler, PROMPTS[:4], cfg, jax.random.key(3), bandit_reward)
+    other = sample_groups(sampler, PROMPTS[:4], cfg, jax.random.key(4), bandit_reward)
+    assert np.array_equal(one.tokens, two.tokens) and not np.array_equal(one.tokens, other.tokens)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crashed_run_resumes_bit_identical(tmp_path):
+    """Checkpoint every step, crash after step 3 (of 4), resume: the weights equal an uninterrupted run's.
+    Dynamic sampling makes the prompt position part of the state to restore."""
+    cfg = bandit_config(steps=4, save_every=1, dynamic_sampling=True, beta=0.04)
+    _, clean = run_bandit(cfg, checkpoint_dir=tmp_path / "clean")
+
+    def crash(step, row):
+        if step == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_bandit(cfg, checkpoint_dir=tmp_path / "run", on_log=crash)
+    _, resumed = run_bandit(cfg, checkpoint_dir=tmp_path / "run")
+    assert resumed.resumed_from == 2  # step 3's checkpoint is saved after its log
+    same = jax.tree.map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), clean.params, resumed.params)
+    assert all(jax.tree.leaves(same))
+    strip = lambda h: [{k: v for k, v in row.items() if "per_second" not in k} for row in h]
+    assert strip(resumed.history) == strip(clean.history)
+
+
+def test_dynamic_sampling_keeps_groups_with_signal():
+    def batch(rewards):
+        p, g = rewards.shape
+        return RolloutBatch(prompts=[PROMPTS[int(r[0] * 10) % 16] for r in rewards],
+                            tokens=np.arange(p * g * 2).reshape(p * g, 2), lengths=np.full(p * g, 2),
+                            truncated=np.zeros(p * g, bool), rewards=rewards, parts={"x": rewards})
+
+    first = batch(np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]))
+    second = batch(np.array([[0.5, 0.0], [0.0, 0.0], [1.0, 0.25]]))
+    chosen = select_groups([first, second], 3)
+    np.testing.assert_array_equal(chosen.rewards, [[0.0, 1.0], [0.5, 0.0], [1.0, 0.25]])
+    np.testing.assert_array_equal(chosen.tokens[:2], first.tokens[2:4])  # rows follow their group
+    short = select_groups([first], 3)  # not enough signal: the rest fill in, in order
+    np.testing.assert_array_equal(short.rewards, [[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+
+
+def test_dynamic_sampling_counts_zero_variance_groups():
+    _, result = run_bandit(bandit_config(steps=2, dynamic_sampling=True, max_refills=1, max_new_tokens=1))
+    for row in result.history:
+        assert 0.0 <= row["zero_variance_share"] <= 1.0
+    assert any(row["zero_variance_share"] > 0 for row in result.history)  # one token: many groups agree
+
+
+def test_a_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+    from training.trainer import NonFiniteLoss
+
+    cfg = bandit_config(steps=4, save_every=1)
+    calls = []
+
+    def poisoned_from_step_3(prompt, tokens, n, truncated):
+        calls.append(1)
+        per_step = cfg.prompts_per_step * cfg.group_size
+        return (float("inf") if len(calls) > 2 * per_step else 0.5 * (len(calls) % 2)), {}
+
+    with pytest.raises(NonFiniteLoss, match="at step 3; the last good checkpoint is kept"):
+        grpo(tiny_model(), PROMPTS, poisoned_from_step_3, cfg, eos_ids=[EOS], pad_id=PAD,
+             checkpoint_dir=tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["1", "2"]  # nothing diverged was saved
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def stage_repo(shared_base, dest, **grpo_params):
+    """A copy of the bad-inputs base (seed, tokenizer, a random tiny model) with `grpo` params set."""
+    shutil.copytree(shared_base, dest, symlinks=True)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["grpo"].update(grpo_params)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in ("data/policy", "dvclive/grpo", "data/grpo_checkpoints"):
+        shutil.rmtree(dest / name, ignore_errors=True)
+    return dest
+
+
+def run_grpo_stage(repo, **kw) -> subprocess.CompletedProcess:
+    from tests.test_bad_inputs import stage_env
+
+    return subprocess.run([sys.executable, "-m", "stages.grpo"], cwd=repo, env=stage_env(), capture_output=True,
+                          text=True, timeout=600, **kw)
+
+
+def files_under(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_zero_steps_pass_the_sft_model_through_unchanged(shared_base, tmp_path):
+    repo = stage_repo(shared_base, tmp_path / "repo", steps=0)
+    proc = run_grpo_stage(repo)
+    assert proc.returncode == 0, proc.stderr
+    assert files_under(repo / "data/policy") == files_under(repo / "data/model")
+    assert json.loads((repo / "dvclive/grpo/metrics.json").read_text()) == {"steps": 0}
+
+
+KILL_PARAMS = dict(steps=4, save_every=1, prompts_per_step=2, group_size=4, max_new_tokens=16, temperature=1.0,
+                   learning_rate=1e-3, beta=0.04, dynamic_sampling=False)  # a random model: no group has signal
+
+
+@pytest.mark.slow
+def test_killed_grpo_resumes_bit_identical(shared_base, tmp_path):
+    from tests.test_faults import kill_when, start
+
+    reference = stage_repo(shared_base, tmp_path / "reference", **KILL_PARAMS)
+    proc = run_grpo_stage(reference)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((reference / "data/policy/grpo_info.json").read_text())
+    assert info["steps"] == 4 and len(info["history"]) == 4
+    assert info["sft_model"]["sha256"] and set(info["reward_curve"]) >= {"first", "last"}
+
+    repo = stage_repo(shared_base, tmp_path / "repo", **KILL_PARAMS)
+    ckpt = repo / "data/grpo_checkpoints"
+    saved = lambda: sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.is_dir() else []
+    log = tmp_path / "killed.log"
+    killed = start([sys.executable, "-m", "stages.grpo"], repo, log)
+    kill_when(killed, lambda: bool(saved()), log)
+    assert saved() and max(saved()) < 4 and not (repo / "data/policy").exists()
+
+    proc = run_grpo_stage(repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "grpo: resumed from the checkpoint of step" in proc.stdout
+    assert files_under(repo / "data/policy") == files_under(reference / "data/policy")  # weights and curve
+    assert saved() == []  # a finished run leaves nothing to resume
+
+
+# ---------------------------------------------------------------- the real pipeline
+
+RL_PARAMS = dict(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=24, temperature=1.0, learning_rate=1e-3,
+                 beta=0.04, save_every=1, dynamic_sampling=False, user_rewards={"length_reward:longer": 0.01})
+LENGTH_REWARD = '''
+def longer(prompt, completion, **fields):
+    """A reward that differs within a group even for an untrained model: more signal for the test."""
+    return float(len(completion))
+'''
+
+
+def rl_repo(tmp_path, params: dict):
+    from tests.pipeline_utils import make_repo
+
+    repo = make_repo(tmp_path / "repo", params)
+    (repo / "length_reward.py").write_text(LENGTH_REWARD)
+    run_git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)
+    run_git("add", "length_reward.py")
+    run_git("commit", "-qm", "a user reward")
+    return repo
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_with_another_beta_reruns_grpo_and_what_follows_only(tmp_path):
+    from tests.pipeline_utils import SMALL_PARAMS, run
+
+    repo = rl_repo(tmp_path, {**SMALL_PARAMS, "grpo": RL_PARAMS})
+    run(["dvc", "repro"], repo)
+    info = json.loads((repo / "data/policy/grpo_info.json").read_text())
+    assert info["steps"] == 2 and set(info["history"][0]) >= {"reward_mean", "reward/length_reward:longer", "kl"}
+    assert (repo / "data/policy/model.safetensors").read_bytes() != (repo / "data/model/model.safetensors").read_bytes()
+    plots = run(["dvc", "plots", "show", "--json"], repo).stdout
+    assert "dvclive/grpo/plots/metrics/reward_mean.tsv" in plots and "clip_fraction.tsv" in plots
+    manifest = json.loads((repo / "submission_runs/v1/run_manifest.json").read_text())
+    assert manifest["rl"]["steps"] == 2 and manifest["rl"]["sft_model_sha256"] == info["sft_model"]["sha256"]
+
+    out = run(["dvc", "exp", "run", "-S", "grpo.beta=0.0"], repo).stdout
+    ran = {name for name in ("seed", "tokenizer", "train", "grpo", "predict", "evaluate", "evidence", "package")
+           if f"Running stage '{name}'" in out}
+    # predict follows the new policy; evaluate and on re-run when their inputs changed (dvc's own rule)
+    assert {"grpo", "predict"} <= ran and not ran & {"seed", "tokenizer", "train"}, out[-3000:]
+    assert "Stage 'train' didn't change, skipping" in out
+    info = json.loads((repo / "data/policy/grpo_info.json").read_text())
+    assert info["params"]["beta"] == 0.0 and "kl" not in info["history"][0]  # no reference was loaded
