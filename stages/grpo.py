@@ -18,11 +18,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from dvclive import Live
-from tqdm import tqdm
 
 from reasoning.rewards import RewardError, RewardSet, Rollout
-from stages import paths
+from stages import live, paths
 from stages.common import (
     StageError,
     atomic_path,
@@ -81,10 +79,10 @@ def pass_through(root: Path) -> None:
     """`grpo.steps: 0`: the policy is the SFT model, byte for byte."""
     with atomic_path(root / paths.POLICY) as out:
         shutil.copytree(root / paths.MODEL, out)
-    live = root / paths.GRPO_LIVE
-    shutil.rmtree(live, ignore_errors=True)
-    (live / "plots" / "metrics").mkdir(parents=True)
-    write_json(live / "metrics.json", {"steps": 0})
+    curves_dir = root / paths.GRPO_LIVE
+    shutil.rmtree(curves_dir, ignore_errors=True)
+    (curves_dir / "plots" / "metrics").mkdir(parents=True)
+    write_json(curves_dir / "metrics.json", {"steps": 0})
     (root / paths.GRPO_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     print(f"grpo: steps 0, {paths.MODEL} passed through unchanged -> {paths.POLICY}")
 
@@ -136,17 +134,8 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
         f"on {jax.device_count()} {jax.devices()[0].platform} device(s)"
     )
     checkpoints = root / paths.GRPO_CHECKPOINTS
-    resume = checkpoints.exists() and any(checkpoints.iterdir())
-    with Live(str(root / paths.GRPO_LIVE), resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
-
-        def on_log(step: int, row: dict[str, float]) -> None:
-            live.step = step
-            for name, value in row.items():
-                if name != "step":
-                    live.log_metric(name, value)
-            live.make_summary()
-
-        progress = lambda start: tqdm(total=cfg.steps, initial=start, desc="grpo", unit="step", dynamic_ncols=True)
+    with live.curves(root / paths.GRPO_LIVE, checkpoints) as on_log:
+        progress = live.progress(cfg.steps, "grpo")
         try:
             result = grpo(
                 model, prompts, reward_fn, cfg, eos_ids=tokenizers_io.stop_ids(tok), pad_id=tok.token_to_id("<pad>") or 0,
@@ -169,8 +158,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
         save_pretrained(model, out, tokenizer_dir=model_dir)
         shutil.copyfile(model_dir / paths.TRAINING_INFO.name, out / paths.TRAINING_INFO.name)
         write_json(out / INFO_FILE, info)
-    shutil.rmtree(checkpoints, ignore_errors=True)  # the run finished: nothing to resume
-    checkpoints.mkdir(parents=True, exist_ok=True)
+    live.finished(checkpoints)
     if result.resumed_from:
         print(f"grpo: resumed from the checkpoint of step {result.resumed_from} in {paths.GRPO_CHECKPOINTS}")
     curve = info["reward_curve"]

@@ -10,14 +10,11 @@ with no wall-clock values so the directory's bytes are reproducible.
 from __future__ import annotations
 
 import importlib.metadata
-import shutil
 from pathlib import Path
 
 import jax
-from dvclive import Live
-from tqdm import tqdm
 
-from stages import paths
+from stages import live, paths
 from stages.common import (
     StageError,
     atomic_path,
@@ -77,16 +74,8 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     )
 
     checkpoints = root / paths.CHECKPOINTS
-    resume = checkpoints.exists() and any(checkpoints.iterdir())
-    with Live(str(root / paths.TRAIN_LIVE), resume=resume, save_dvc_exp=False, dvcyaml=None) as live:
-
-        def on_log(step: int, metrics: dict[str, float]) -> None:
-            live.step = step
-            for name, value in metrics.items():
-                live.log_metric(f"train/{name}", value)
-            live.make_summary()
-
-        progress = lambda start: tqdm(total=cfg.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    with live.curves(root / paths.TRAIN_LIVE, checkpoints, prefix="train/") as on_log:
+        progress = live.progress(cfg.steps, "train")
         try:
             result = train(model, stream, cfg, checkpoint_dir=checkpoints, on_log=on_log, progress=progress)
         except NonFiniteLoss as err:
@@ -107,8 +96,7 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     with atomic_path(root / paths.MODEL) as out:
         save_pretrained(model, out, tokenizer_dir=root / paths.TOKENIZER)
         write_json(out / "training_info.json", info)
-    shutil.rmtree(checkpoints, ignore_errors=True)  # the run finished: nothing to resume
-    checkpoints.mkdir(parents=True, exist_ok=True)
+    live.finished(checkpoints)
     if result.resumed_from:
         print(f"train: resumed from the checkpoint of step {result.resumed_from} in {paths.CHECKPOINTS}")
     print(f"train: final loss {result.final_loss:.4f} -> {paths.MODEL}")
