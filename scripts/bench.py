@@ -97,13 +97,13 @@ def jax_train(args) -> dict:
     import jax
     from flax import nnx
 
+    from training import lora
     from training.model import Gemma
     from training.trainer import TrainConfig, make_optimizer, make_train_step
 
     cfg = model_config(args)
     model = Gemma(cfg, rngs=nnx.Rngs(0), dtype=args.dtype, param_dtype="float32", remat=args.remat)
-    graphdef, state = nnx.split(model, nnx.Param)
-    params = nnx.to_pure_dict(state)
+    graphdef, params, frozen = lora.split_trainable(model)
     tc = TrainConfig(steps=100, batch_size=args.batch, seq_len=args.seq, learning_rate=1e-3, warmup_steps=10)
     tx = make_optimizer(tc)
     opt_state = tx.init(params)
@@ -112,7 +112,7 @@ def jax_train(args) -> dict:
     holder = {"p": params, "o": opt_state}
 
     def one():
-        holder["p"], holder["o"], m = step(holder["p"], holder["o"], batch)
+        holder["p"], holder["o"], m = step(holder["p"], holder["o"], frozen, batch, np.int32(0))
         jax.block_until_ready(m["loss"])
 
     t = median_seconds(one, args.repeats)

@@ -9,6 +9,7 @@ from flax import nnx
 
 from training import config as configs
 from training.hf_io import CheckpointError, load_pretrained, read_config
+from training.lora import LoRASpec, add_adapters
 from training.model import Gemma
 
 
@@ -17,8 +18,20 @@ class ShapeError(ValueError):
 
 
 def build_model(model_params: dict, vocab_size: int, seed: int, remat: bool = False) -> Gemma:
+    """The model, with fresh LoRA adapters when `model.lora.rank` > 0 (a LoRAError names a bad field).
+
+    With LoRA the frozen base is held in `compute_dtype` (no float32 master copy); adapters are float32.
+    """
+    spec = LoRASpec.from_params(model_params.get("lora"))
+    model = _build_base(model_params, vocab_size, seed, remat, lora=spec.rank > 0)
+    add_adapters(model, spec, seed)
+    return model
+
+
+def _build_base(model_params: dict, vocab_size: int, seed: int, remat: bool, lora: bool) -> Gemma:
     preset = model_params["preset"]
-    dtypes = dict(dtype=model_params["compute_dtype"], param_dtype=model_params["param_dtype"])
+    param_dtype = model_params["compute_dtype"] if lora else model_params["param_dtype"]
+    dtypes = dict(dtype=model_params["compute_dtype"], param_dtype=param_dtype)
     if preset == "tiny":
         try:
             cfg = configs.tiny(vocab_size, **model_params["tiny"])
