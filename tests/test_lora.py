@@ -187,6 +187,7 @@ def test_lora_sft_on_the_tiny_default_learns_and_trains_only_the_adapters(shared
     assert last < first - 0.5, result.loss_history
     base_after = jax.tree.map(np.asarray, lora.split_trainable(model)[2])
     jax.tree.map(np.testing.assert_array_equal, base_after, base_before)
+    assert all(float(jnp.abs(a.b[...]).max()) > 0 for a in lora.adapters(model).values())  # trained into the model
 
     manager = ocp.CheckpointManager((tmp_path / "ckpt").absolute())
     restored = manager.restore(manager.latest_step())
