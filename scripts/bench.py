@@ -115,8 +115,9 @@ def jax_train(args) -> dict:
         lora.add_adapters(model, lora.LoRASpec(rank=rank, alpha=float(2 * rank)), seed=0)
         return model
 
-    # Random weights drawn in one compiled program (eagerly, a 2B model takes minutes); only shapes when compiling.
-    model = nnx.eval_shape(build) if compile_only else nnx.jit(build)()
+    model = nnx.eval_shape(build)
+    if not compile_only:
+        fill_random(model)
     graphdef, params, frozen = lora.split_trainable(model)
     tc = TrainConfig(steps=100, batch_size=args.batch, seq_len=args.seq, learning_rate=1e-3, warmup_steps=10)
     tx = make_optimizer(tc)
@@ -146,6 +147,23 @@ def jax_train(args) -> dict:
         "roof_gflops": jax_matmul_roof(args.dtype),
         "device": jax_device_name(),
     }
+
+
+def fill_random(model) -> None:
+    """Random weights (adapters included) for an abstract model, each tensor drawn by its own small compiled
+    program: host memory holds the weights plus one tensor's draw, where one program for the whole init
+    holds every draw at once (and eagerly a 2B model takes minutes)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
+    key = jax.random.key(0)
+    filled = []
+    for i, leaf in enumerate(leaves):
+        draw = jax.jit(lambda k, s=leaf.shape, d=leaf.dtype: (0.02 * jax.random.normal(k, s, jnp.float32)).astype(d))
+        filled.append(draw(jax.random.fold_in(key, i)))
+    nnx.update(model, jax.tree.unflatten(treedef, filled))
 
 
 def xla_memory_mib(compiled) -> dict[str, float]:
