@@ -19,7 +19,7 @@ from safetensors.numpy import load_file
 
 from stages.common import yaml_line
 from training import lora
-from training.hf_io import ADAPTER_DIR, load_pretrained, save_adapter, save_pretrained
+from training.hf_io import load_pretrained, save_adapter, save_pretrained
 from training.lora import TARGETS, LoRAError, LoRASpec
 from tests.test_bad_inputs import assert_one_line_error, run_stage, snapshot
 
