@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lock clean
+.PHONY: setup repro test lock clean tunix-env
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,15 @@ repro: setup
 
 test: setup
 	pytest -q
+
+# google-tunix's own environment for tests/test_tunix_interop.py (it pins safetensors < 0.8,
+# and older transformers/tokenizers than requirements.lock, so it cannot share .venv).
+tunix-env: .venv-tunix/.installed
+
+.venv-tunix/.installed: requirements-tunix.lock
+	$(PYTHON) -m venv .venv-tunix
+	.venv-tunix/bin/pip install --quiet -r requirements-tunix.lock
+	touch $@
 
 # Re-resolve the locked environment after changing pyproject.toml's dependencies.
 lock:

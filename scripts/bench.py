@@ -2,6 +2,9 @@
 
     python scripts/bench.py train      # SFT step: tokens/s, GFLOP/s, matmul roof, peak memory
     python scripts/bench.py generate   # greedy KV-cache generation: new tokens/s
+    python scripts/bench.py train --preset gemma2-2b --lora-rank 16 --batch 8 --seq 512 --remat --dtype bfloat16
+                                       # full fine-tuning (float32 master weights, AdamW) beside LoRA
+                                       # (base frozen in --dtype): memory and tokens/s
 
 Each side runs in its own subprocess so peak memory (max RSS) is its own;
 timings are medians over repeated steps after a warm-up (compilation excluded).
@@ -97,26 +100,45 @@ def jax_train(args) -> dict:
     import jax
     from flax import nnx
 
+    from training import lora
     from training.model import Gemma
     from training.trainer import TrainConfig, make_optimizer, make_train_step
 
     cfg = model_config(args)
-    model = Gemma(cfg, rngs=nnx.Rngs(0), dtype=args.dtype, param_dtype="float32", remat=args.remat)
-    graphdef, state = nnx.split(model, nnx.Param)
-    params = nnx.to_pure_dict(state)
+    rank = args.lora_rank if args.side == "jax-lora" else 0
+    # Full fine-tuning keeps float32 master weights; LoRA freezes the base in the compute dtype.
+    param_dtype = args.dtype if rank else "float32"
+    compile_only = args.compile_only or (args.full_compile_only and not rank)
+
+    def build():
+        model = Gemma(cfg, rngs=nnx.Rngs(0), dtype=args.dtype, param_dtype=param_dtype, remat=args.remat)
+        lora.add_adapters(model, lora.LoRASpec(rank=rank, alpha=float(2 * rank)), seed=0)
+        return model
+
+    model = nnx.eval_shape(build)
+    if not compile_only:
+        fill_random(model)
+    graphdef, params, frozen = lora.split_trainable(model)
     tc = TrainConfig(steps=100, batch_size=args.batch, seq_len=args.seq, learning_rate=1e-3, warmup_steps=10)
     tx = make_optimizer(tc)
-    opt_state = tx.init(params)
-    step = make_train_step(graphdef, tx, tc)
+    opt_state = jax.eval_shape(tx.init, params) if compile_only else tx.init(params)
     batch = random_batch(args, cfg.vocab_size)
+    compiled = make_train_step(graphdef, tx, tc).lower(params, opt_state, frozen, batch, np.int32(0)).compile()
+    trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    result = {"trainable_params": trainable, **xla_memory_mib(compiled),
+              "device": jax_device_name(), "mode": f"LoRA r={rank}" if rank else "full"}  # fmt: skip
+    if compile_only:
+        return result | {"tokens_per_s": None, "peak_rss_mib": peak_rss_mib(), "peak_device_mib": None}
     holder = {"p": params, "o": opt_state}
 
     def one():
-        holder["p"], holder["o"], m = step(holder["p"], holder["o"], batch)
+        holder["p"], holder["o"], m = compiled(holder["p"], holder["o"], frozen, batch, np.int32(0))
         jax.block_until_ready(m["loss"])
 
-    t = median_seconds(one, args.repeats)
+    t = median_seconds(one, args.repeats, warmup=1 if args.lora_rank else 2)
     tokens = args.batch * args.seq
+    if args.lora_rank:
+        return result | {"tokens_per_s": tokens / t, "peak_rss_mib": peak_rss_mib(), "peak_device_mib": jax_peak_device_mib()}
     return {
         "tokens_per_s": tokens / t,
         "gflops": train_flops_per_token(cfg, args.seq) * tokens / t / 1e9,
@@ -125,6 +147,37 @@ def jax_train(args) -> dict:
         "roof_gflops": jax_matmul_roof(args.dtype),
         "device": jax_device_name(),
     }
+
+
+def fill_random(model) -> None:
+    """Random weights (adapters included) for an abstract model, each tensor drawn by its own small compiled
+    program: host memory holds the weights plus one tensor's draw, where one program for the whole init
+    holds every draw at once (and eagerly a 2B model takes minutes)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
+    key = jax.random.key(0)
+    filled = []
+    for i, leaf in enumerate(leaves):
+        draw = jax.jit(lambda k, s=leaf.shape, d=leaf.dtype: (0.02 * jax.random.normal(k, s, jnp.float32)).astype(d))
+        filled.append(draw(jax.random.fold_in(key, i)))
+    nnx.update(model, jax.tree.unflatten(treedef, filled))
+
+
+def xla_memory_mib(compiled) -> dict[str, float]:
+    """XLA's memory analysis of a compiled program: its arguments, its temporaries and their sum with the
+    outputs not written over donated arguments (the program's peak as XLA assigns its buffers).
+
+    (`peak_memory_in_bytes` is not used: XLA:CPU reports the arguments alone there.)
+    """
+    stats = compiled.memory_analysis()
+    fresh_outputs = stats.output_size_in_bytes - stats.alias_size_in_bytes
+    total = stats.argument_size_in_bytes + fresh_outputs + stats.temp_size_in_bytes
+    mib = lambda n: n / 2**20
+    return {"xla_peak_mib": mib(total), "xla_arguments_mib": mib(stats.argument_size_in_bytes),
+            "xla_temp_mib": mib(stats.temp_size_in_bytes)}  # fmt: skip
 
 
 def random_batch(args, vocab: int) -> dict[str, np.ndarray]:
@@ -233,6 +286,7 @@ def torch_generate(args) -> dict:
 
 SIDES = {
     ("train", "jax"): jax_train,
+    ("train", "jax-lora"): jax_train,
     ("train", "torch"): torch_train,
     ("generate", "jax"): jax_generate,
     ("generate", "torch"): torch_generate,
@@ -258,10 +312,33 @@ def table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
+def print_lora_table(args, full: dict, lora: dict) -> None:
+    """Full fine-tuning beside LoRA: what each trains, XLA's compiled peak, and what a run measured."""
+    on_device = (lora["peak_device_mib"] or full["peak_device_mib"]) is not None
+    print(f"train benchmark, full fine-tuning vs LoRA ({args.preset}, batch {args.batch}, seq {args.seq}, "
+          f"compute {args.dtype}, remat {'on' if args.remat else 'off'}; full: float32 master weights + AdamW, "
+          f"LoRA: base frozen in {args.dtype}, adapters float32 + AdamW)\n")  # fmt: skip
+    head = ("", "trainable params", "XLA: arguments (MiB)", "XLA: temporaries (MiB)", "XLA compiled peak (MiB)",
+            "peak RSS (MiB)")  # fmt: skip
+    rows = [head + (("peak device memory (MiB)",) if on_device else ()) + ("tokens/s", "device")]
+    for side in (full, lora):
+        ran = side["tokens_per_s"] is not None
+        memory = (f"{side['peak_device_mib']:.0f}" if ran else "not run",) if on_device else ()
+        rows.append((
+            side["mode"], f"{side['trainable_params'] / 1e6:.2f}M", f"{side['xla_arguments_mib']:.0f}",
+            f"{side['xla_temp_mib']:.0f}", f"{side['xla_peak_mib']:.0f}",
+            f"{side['peak_rss_mib']:.0f}" if ran else "not run (compiled only)", *memory,
+            f"{side['tokens_per_s']:.1f}" if ran else "not run", side["device"],
+        ))  # fmt: skip
+    print(table(rows))
+    print("\nXLA compiled peak: the compiled step's arguments (params, optimizer state, frozen base, batch) + "
+          "temporaries + outputs not written over donated arguments, from XLA's memory_analysis() on this backend.")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python scripts/bench.py", description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["train", "generate"])
-    parser.add_argument("--preset", default="tiny", choices=["tiny", "gemma3-1b"])
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "gemma3-1b", "gemma2-2b"])
     parser.add_argument("--vocab", type=int, default=1024, help="tiny preset vocabulary")
     parser.add_argument("--batch", type=int)
     parser.add_argument("--seq", type=int, default=256)
@@ -273,7 +350,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=len(__import__("os").sched_getaffinity(0)))
     parser.add_argument("--peak-tflops", type=float, help="the device's datasheet peak, for MFU (H100/H200 bf16 dense: 989)")
     parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch side (e.g. on a GPU host)")
-    parser.add_argument("--side", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--lora-rank", type=int, default=0, help="train: full fine-tuning beside LoRA of this rank")
+    parser.add_argument("--compile-only", action="store_true",
+                        help="--lora-rank: compile each side and report XLA's memory analysis, run nothing")
+    parser.add_argument("--full-compile-only", action="store_true",
+                        help="--lora-rank: the full fine-tuning side is compiled, not run (when it does not fit)")
+    parser.add_argument("--side", choices=["jax", "jax-lora", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.batch is None:
         args.batch = 16 if args.what == "train" else 32
@@ -282,6 +364,11 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     raw = sys.argv[1:] if argv is None else argv
+    if args.lora_rank:
+        if args.what != "train":
+            raise SystemExit("bench: --lora-rank goes with train")
+        print_lora_table(args, run_side(raw, "jax"), run_side(raw, "jax-lora"))
+        return
     ours = run_side(raw, "jax")
     ref = None if args.no_reference else run_side(raw, "torch")
     shape = f"{args.preset}, batch {args.batch}, " + (

@@ -9,6 +9,7 @@ with no wall-clock values so the directory's bytes are reproducible.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from stages.common import (
 from training import tokenizer as tokenizers_io
 from training.data import BatchStream, encode_trace, pack
 from training.factory import ShapeError, build_model
-from training.hf_io import CheckpointError, save_pretrained
+from training import lora
+from training.hf_io import ADAPTER_DIR, CheckpointError, save_adapter, save_pretrained
+from training.lora import LoRAError, LoRASpec
 from training.trainer import NonFiniteLoss, TrainConfig, TrainResult, MeshError, check_devices, train
 
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tokenizers", "safetensors", "dvc", "dvclive")
@@ -66,6 +69,9 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
         raise StageError(str(err)) from None
     except ShapeError as err:
         raise StageError(f"{params_where('model', 'tiny', root=root)}: {err}") from None
+    except LoRAError as err:
+        raise StageError(f"{params_where('model', 'lora', err.key, root=root)}: {err}") from None
+    spec = LoRASpec.from_params(params["model"].get("lora"))
     n_params = model.config.num_params()
     print(
         f"train: {len(records)} traces packed into {len(rows)} rows of {cfg.seq_len} "
@@ -93,7 +99,13 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
         "versions": versions(),
         "devices": [str(d) for d in jax.devices()],
     }
+    if spec.rank:  # only then: the default run's training_info.json keeps its bytes
+        trainable = sum(a.a.size + a.b.size for a in lora.adapters(model).values())
+        info["lora"] = {**dataclasses.asdict(spec), "trainable_params": int(trainable)}
     with atomic_path(root / paths.MODEL) as out:
+        if spec.rank:  # the adapters in PEFT format, then the merged model beside them
+            save_adapter(model, spec, out / ADAPTER_DIR, base_model=params["model"]["checkpoint"])
+            lora.merge_adapters(model)
         save_pretrained(model, out, tokenizer_dir=root / paths.TOKENIZER)
         write_json(out / "training_info.json", info)
     live.finished(checkpoints)

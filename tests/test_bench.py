@@ -29,3 +29,11 @@ def test_train_bench_prints_gflops_roof_and_ratio():
     assert re.search(r"\| transformers \(PyTorch\) +\| \d+", out)
     assert re.search(r"\| matmul roof \(JAX\) +\| +\| \d+\.\d", out)
     assert re.search(r"fraction of the matmul roof: \d+%", out)
+
+
+def test_train_bench_puts_lora_beside_full_fine_tuning():
+    out = run_bench("train", "--lora-rank", "4", "--batch", "2", "--seq", "32", "--full-compile-only")
+    full = re.search(r"\| full +\| 1\.84M +\| \d+ +\| \d+ +\| (\d+) +\| not run \(compiled only\) +\| not run", out)
+    lora = re.search(r"\| LoRA r=4 +\| 0\.05M +\| \d+ +\| \d+ +\| (\d+) +\| \d+ +\| \d+\.\d", out)
+    assert full and lora, out
+    assert int(lora.group(1)) < int(full.group(1))  # no optimizer state or gradients for the base

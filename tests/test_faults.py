@@ -95,9 +95,15 @@ def checkpoint_steps(repo: Path) -> list[int]:
     return sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.is_dir() else []
 
 
+# LoRA: only the adapters are checkpointed (the base is rebuilt); dropout masks follow (seed, step).
+LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.1, "targets": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+        "rslora": False}
+
+
 @pytest.mark.slow
-def test_killed_training_resumes_from_its_checkpoint_bit_identical(tmp_path):
-    repo = make_repo(tmp_path / "repo", FAULT_PARAMS)
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_killed_training_resumes_from_its_checkpoint_bit_identical(tmp_path, lora):
+    repo = make_repo(tmp_path / "repo", {**FAULT_PARAMS, "model": {"lora": LORA}} if lora else FAULT_PARAMS)
     run(["dvc", "repro", "tokenizer"], repo)
 
     # The reference: the same params, trained without interruption.
@@ -105,6 +111,7 @@ def test_killed_training_resumes_from_its_checkpoint_bit_identical(tmp_path):
     reference = files_under(repo / "data/model")
     reference_info = json.loads(reference["training_info.json"])
     assert reference_info["steps"] == 8
+    assert ("adapter/adapter_model.safetensors" in reference) == lora == ("lora" in reference_info)
     for name in ("data/model", "dvclive"):
         subprocess.run(["rm", "-rf", str(repo / name)], check=True)
     assert checkpoint_steps(repo) == []  # a finished run leaves nothing to resume

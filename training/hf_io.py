@@ -22,6 +22,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from training import lora
 from training.config import GemmaConfig
 from training.model import Gemma
 from training.tokenizer import TOKENIZER_FILES
@@ -69,6 +70,8 @@ def save_pretrained(
     (the layout transformers writes). Tensors are converted one shard at a time,
     so host memory holds the model plus at most one shard. Same model, same bytes.
     """
+    if lora.has_adapters(model):
+        raise ValueError("save_pretrained: the model carries LoRA adapters; lora.merge_adapters(model) first")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config
@@ -100,6 +103,21 @@ def save_pretrained(
         for name in TOKENIZER_FILES:
             if (Path(tokenizer_dir) / name).exists():
                 shutil.copyfile(Path(tokenizer_dir) / name, directory / name)
+
+
+ADAPTER_DIR = "adapter"  # beside the merged weights: data/model/adapter/
+
+
+def save_adapter(model: Gemma, spec: lora.LoRASpec, directory: Path, base_model: str | None) -> None:
+    """A PEFT LoRA directory: adapter_config.json and adapter_model.safetensors (float32).
+
+    `PeftModel.from_pretrained(base, directory)` and vLLM's LoRA loader read it;
+    `base_model` is the base's name or path (None for a model trained from scratch).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(lora.peft_tensors(model), str(directory / "adapter_model.safetensors"), metadata={"format": "pt"})
+    _write_json(directory / "adapter_config.json", lora.peft_config(spec, base_model))
 
 
 def _plan_shards(params: dict[tuple, Any], itemsize: int, max_bytes: int | None) -> list[list[tuple]]:

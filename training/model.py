@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from training.config import SLIDING, GemmaConfig
+from training.lora import adapter_of
 
 Cache = dict[str, Any]  # {"k": L × [B,K,S,hd], "v": …, "pos": [B,S], "seg": [B,S]}
 
@@ -64,10 +65,27 @@ def attention_mask(
 
 
 def fused_linear(x: jax.Array, layers: tuple[nnx.Linear, ...]) -> jax.Array:
-    """x @ [W1 | W2 | …] for bias-free Linears sharing an input (kept apart as HF names them)."""
+    """x @ [W1 | W2 | …] for bias-free Linears sharing an input (kept apart as HF names them).
+
+    A projection carrying a LoRA adapter (training/lora.py) gets its low-rank term added to its slice.
+    """
     dtype = layers[0].dtype
     kernel = jnp.concatenate([layer.kernel[...] for layer in layers], axis=1).astype(dtype)
-    return jnp.dot(x.astype(dtype), kernel)
+    out = jnp.dot(x.astype(dtype), kernel)
+    start = 0
+    for layer in layers:
+        width = layer.kernel.shape[1]
+        adapter = adapter_of(layer)
+        if adapter is not None:
+            out = out.at[..., start : start + width].add(adapter.delta(x, dtype))
+        start += width
+    return out
+
+
+def linear(x: jax.Array, layer: nnx.Linear) -> jax.Array:
+    """A single projection: nnx.Linear's own call, plus its LoRA term when it carries an adapter."""
+    adapter = adapter_of(layer)
+    return layer(x) if adapter is None else layer(x) + adapter.delta(x, layer.dtype)
 
 
 class Attention(nnx.Module):
@@ -133,7 +151,7 @@ class Attention(nnx.Module):
         probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype).reshape(b, self.kv_heads, groups * t, -1)
         out = jnp.einsum("bkqs,bksh->bkqh", probs, values).reshape(b, self.kv_heads, groups, t, self.head_dim)
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, self.heads * self.head_dim)
-        return self.o_proj(out), new_kv
+        return linear(out, self.o_proj), new_kv
 
 
 class MLP(nnx.Module):
@@ -145,7 +163,7 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         gate, up = jnp.split(fused_linear(x, (self.gate_proj, self.up_proj)), 2, axis=-1)
-        return self.down_proj(jax.nn.gelu(gate, approximate=True) * up)
+        return linear(jax.nn.gelu(gate, approximate=True) * up, self.down_proj)
 
 
 class Block(nnx.Module):

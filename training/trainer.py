@@ -4,6 +4,10 @@ Parameters travel as a plain nested dict (`nnx.to_pure_dict`) so optax, orbax
 and jit see an ordinary pytree; the model is rebuilt with `nnx.merge` inside
 the pure step function. Checkpoints hold params, optimizer state and the step;
 the step is also the data position (see `data.BatchStream`).
+
+With LoRA adapters on the model (training/lora.py) only the adapters are
+"params": they alone get gradients, optimizer state and checkpoints, while the
+frozen base rides along as a separate, undonated input (`lora.split_trainable`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from training import lora
 from training.data import BatchStream
 from training.model import Gemma, softcap
 
@@ -188,26 +193,39 @@ def make_train_step(
     tx: optax.GradientTransformation,
     cfg: TrainConfig,
     out_shardings: Any = None,
+    lora_dropout: bool = False,
 ) -> Callable:
-    """One jitted, buffer-donating step: accumulate over microbatches, mean over target tokens, update."""
+    """One jitted, buffer-donating step: accumulate over microbatches, mean over target tokens, update.
 
-    def grads_of(params, micro):
-        return jax.value_and_grad(lambda p: sft_loss_sum(nnx.merge(graphdef, p), micro, cfg.loss_chunk), has_aux=True)(
-            params
-        )
+    `step(params, opt_state, frozen, batch, step_index)`: `params` are trained and donated, `frozen`
+    (the LoRA base; empty in full fine-tuning) only read. With `lora_dropout` the adapters' dropout
+    masks come from (base.seed, step, microbatch): a resumed run draws the same ones.
+    """
 
-    def step(params, opt_state, batch):
+    def grads_of(params, frozen, micro, key):
+        def loss(p):
+            model = nnx.merge(graphdef, p, frozen)
+            if not lora_dropout:
+                return sft_loss_sum(model, micro, cfg.loss_chunk)
+            with lora.dropout(key):
+                return sft_loss_sum(model, micro, cfg.loss_chunk)
+
+        return jax.value_and_grad(loss, has_aux=True)(params)
+
+    def step(params, opt_state, frozen, batch, step_index):
+        key = jax.random.fold_in(jax.random.key(cfg.seed), step_index)
         if cfg.grad_accum == 1:
-            (total, n_tokens), grads = grads_of(params, batch)
+            (total, n_tokens), grads = grads_of(params, frozen, batch, key)
         else:
             micro = jax.tree.map(lambda x: x.reshape(cfg.grad_accum, -1, *x.shape[1:]), batch)
 
-            def accumulate(carry, mb):
-                (s, n), g = grads_of(params, mb)
+            def accumulate(carry, xs):
+                i, mb = xs
+                (s, n), g = grads_of(params, frozen, mb, jax.random.fold_in(key, i))
                 return jax.tree.map(jnp.add, carry, (s, n, g)), None
 
             zero = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
-            (total, n_tokens, grads), _ = jax.lax.scan(accumulate, zero, micro)
+            (total, n_tokens, grads), _ = jax.lax.scan(accumulate, zero, (jnp.arange(cfg.grad_accum), micro))
         scale = 1.0 / jnp.maximum(n_tokens, 1.0)
         grads = jax.tree.map(lambda g: g * scale, grads)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -235,17 +253,20 @@ def train(
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     progress: Callable[[int], Any] | None = None,
 ) -> TrainResult:
-    """Train `model` in place for `cfg.steps`, resuming from `checkpoint_dir` when it holds a checkpoint."""
-    graphdef, state = nnx.split(model, nnx.Param)
-    params = nnx.to_pure_dict(state)
+    """Train `model` in place for `cfg.steps`, resuming from `checkpoint_dir` when it holds a checkpoint.
+
+    A model with LoRA adapters trains (and checkpoints) only them; the base stays as it is.
+    """
+    graphdef, params, frozen = lora.split_trainable(model)
     mesh = make_mesh(cfg)
     shard = lambda tree: jax.device_put(tree, jax.tree.map(lambda x: param_sharding(mesh, x), tree))
-    params = shard(params)
+    params, frozen = shard(params), shard(frozen)
     tx = make_optimizer(cfg)
     opt_state = shard(tx.init(params))  # moments split like their parameters, scalars replicated
     shardings = (jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, opt_state), None)
     schedule = learning_rate_schedule(cfg)
-    step_fn = make_train_step(graphdef, tx, cfg, out_shardings=shardings)
+    dropout = any(a.dropout > 0 for a in lora.adapters(model).values())
+    step_fn = make_train_step(graphdef, tx, cfg, out_shardings=shardings, lora_dropout=dropout)
     on_mesh = batch_sharding(mesh)
 
     manager = None
@@ -267,7 +288,7 @@ def train(
     window_tokens, window_start, loss = 0, time.perf_counter(), math.nan
     for step in range(start, cfg.steps):
         batch = jax.device_put(stream.batch(step), on_mesh)
-        params, opt_state, metrics = step_fn(params, opt_state, batch)
+        params, opt_state, metrics = step_fn(params, opt_state, frozen, batch, np.int32(step))
         window_tokens += batch["inputs"].size
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
