@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 repro: setup
 	dvc repro
 
-test: setup
+test: setup tunix-env
 	pytest -q
 
 # google-tunix's own environment for tests/test_tunix_interop.py (it pins safetensors < 0.8,

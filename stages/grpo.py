@@ -32,10 +32,12 @@ from stages.common import (
     sha256_tree,
     write_json,
 )
-from training import chat
+from training import chat, lora
 from training import tokenizer as tokenizers_io
 from training.grpo import GRPOConfig, GRPOResult, Prompt, grpo
-from training.hf_io import CheckpointError, load_pretrained, save_pretrained
+from training.hf_io import CheckpointError, load_pretrained, save_trained
+from training.lora import LoRAError, LoRASpec
+from training.model import Gemma
 from training.trainer import MeshError, NonFiniteLoss, check_devices
 
 INFO_FILE = "grpo_info.json"
@@ -100,6 +102,22 @@ def curve_summary(history: list[dict]) -> dict:
     }  # fmt: skip
 
 
+def load_policy(params: dict, model_dir: Path, root: Path) -> tuple[Gemma, LoRASpec]:
+    """The SFT model to improve; with `model.lora.rank` > 0, fresh adapters on it (held in the compute dtype:
+    the SFT model is their frozen base, and so the KL reference, with no second copy)."""
+    model_params = params["model"]
+    spec = LoRASpec.from_params(model_params.get("lora"))
+    param_dtype = model_params["compute_dtype"] if spec.rank else model_params["param_dtype"]
+    try:
+        model = load_pretrained(model_dir, dtype=model_params["compute_dtype"], param_dtype=param_dtype)
+        lora.add_adapters(model, spec, params["base"]["seed"])
+    except CheckpointError as err:
+        raise StageError(str(err)) from None
+    except LoRAError as err:
+        raise StageError(f"{params_where('model', 'lora', err.key, root=root)}: {err}") from None
+    return model, spec
+
+
 def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
     """RL on `root`'s SFT model with its training prompts; write the policy's HF directory and dvclive curves."""
     cfg = grpo_config(params)
@@ -116,11 +134,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
     check_rewards(rewards, records[0], cfg.max_new_tokens, root)
     model_dir = root / paths.MODEL
     tok = load_tokenizer(model_dir, hint="the model directory must hold the tokenizer it was trained with")
-    dtypes = params["model"]
-    try:
-        model = load_pretrained(model_dir, dtype=dtypes["compute_dtype"], param_dtype=dtypes["param_dtype"])
-    except CheckpointError as err:
-        raise StageError(str(err)) from None
+    model, spec = load_policy(params, model_dir, root)
     encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r in records], add_special_tokens=False)
     prompts = [Prompt(e.ids, r["prompt"], r) for e, r in zip(encoded, records)]
 
@@ -155,7 +169,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
         "history": [{k: v for k, v in row.items() if "per_second" not in k} for row in result.history],
     }
     with atomic_path(root / paths.POLICY) as out:
-        save_pretrained(model, out, tokenizer_dir=model_dir)
+        save_trained(model, spec, out, model_dir, base_model=paths.MODEL.as_posix())
         shutil.copyfile(model_dir / paths.TRAINING_INFO.name, out / paths.TRAINING_INFO.name)
         write_json(out / INFO_FILE, info)
     live.finished(checkpoints)

@@ -26,13 +26,13 @@ from stages.common import (
     run_stage,
     write_json,
 )
+from training import lora
 from training import tokenizer as tokenizers_io
 from training.data import BatchStream, encode_trace, pack
 from training.factory import ShapeError, build_model
-from training import lora
-from training.hf_io import ADAPTER_DIR, CheckpointError, save_adapter, save_pretrained
+from training.hf_io import CheckpointError, save_trained
 from training.lora import LoRAError, LoRASpec
-from training.trainer import NonFiniteLoss, TrainConfig, TrainResult, MeshError, check_devices, train
+from training.trainer import MeshError, NonFiniteLoss, TrainConfig, TrainResult, check_devices, train
 
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tokenizers", "safetensors", "dvc", "dvclive")
 
@@ -103,10 +103,7 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
         trainable = sum(a.a.size + a.b.size for a in lora.adapters(model).values())
         info["lora"] = {**dataclasses.asdict(spec), "trainable_params": int(trainable)}
     with atomic_path(root / paths.MODEL) as out:
-        if spec.rank:  # the adapters in PEFT format, then the merged model beside them
-            save_adapter(model, spec, out / ADAPTER_DIR, base_model=params["model"]["checkpoint"])
-            lora.merge_adapters(model)
-        save_pretrained(model, out, tokenizer_dir=root / paths.TOKENIZER)
+        save_trained(model, spec, out, root / paths.TOKENIZER, base_model=params["model"]["checkpoint"])
         write_json(out / "training_info.json", info)
     live.finished(checkpoints)
     if result.resumed_from:

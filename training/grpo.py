@@ -8,13 +8,15 @@ reference). The first update's own log-probs, taken before any change, are the
 old (rollout-policy) log-probs of the later ones, so a rollout batch costs one
 forward pass per update and the ratio starts at exactly one.
 
-Trainable and frozen weights are split in one place, `split_trainable` (all
-parameters trainable today); the update differentiates the trainable part
-only, so adapters can take over that split.
+Trainable and frozen weights are split by `lora.split_trainable`: with LoRA
+adapters only they are trained, and the reference is the base they sit on
+(computed under `lora.adapters_off()`, no second copy of the weights);
+without, every parameter is trained and the reference is a copy of the start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -30,18 +32,20 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from training import lora
 from training.model import Gemma
 from training.sampler import Sampler, SamplingConfig, bucket_length, left_pad
 from training.trainer import (
     NonFiniteLoss,
     TrainConfig,
-    _abstract,
-    _close,
-    _stopped,
+    abstract_like,
     batch_sharding,
+    checkpoint_manager,
+    close_run,
     make_mesh,
     make_optimizer,
     param_sharding,
+    stopped_with,
     token_cross_entropy,
 )
 
@@ -156,12 +160,6 @@ def policy_loss(
 # ---------------------------------------------------------------- log-probs and the update
 
 
-def split_trainable(model: Gemma) -> tuple[nnx.GraphDef, dict, nnx.State]:
-    """(graphdef, trainable params as a pure dict, frozen rest): the one place the split is decided."""
-    graphdef, trainable, frozen = nnx.split(model, nnx.Param, ...)
-    return graphdef, nnx.to_pure_dict(trainable), frozen
-
-
 def completion_logprobs(model: Gemma, batch: dict[str, jax.Array], prompt_len: int, chunk: int) -> jax.Array:
     """log π(token) [B, max_new] of each completion token, the LM head taken `chunk` positions at a time."""
     hidden, _ = model.hidden_states(batch["inputs"], batch["positions"], batch["segments"])
@@ -171,11 +169,12 @@ def completion_logprobs(model: Gemma, batch: dict[str, jax.Array], prompt_len: i
 
 
 @functools.lru_cache(maxsize=16)
-def make_logprob_fn(graphdef: nnx.GraphDef, prompt_len: int, chunk: int) -> Callable:
-    """Jitted log-probs of a frozen model (the reference): no gradient."""
+def make_logprob_fn(graphdef: nnx.GraphDef, prompt_len: int, chunk: int, base: bool = False) -> Callable:
+    """Jitted log-probs of a frozen model (the reference): no gradient. With `base`, adapters are skipped."""
 
     def fn(params, frozen, batch):
-        return completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, chunk)
+        with lora.adapters_off() if base else contextlib.nullcontext():
+            return completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, chunk)
 
     return jax.jit(fn)
 
@@ -369,14 +368,15 @@ def grpo(
         raise ValueError("group_size must be at least 2: a group of one has no relative advantage")
     tcfg = cfg.train_config()
     mesh = make_mesh(tcfg)
-    graphdef, params, frozen = split_trainable(model)
+    graphdef, params, frozen = lora.split_trainable(model)
+    adapters = lora.has_adapters(model)
     shard = lambda tree: jax.device_put(tree, jax.tree.map(lambda x: param_sharding(mesh, x), tree))
     params = shard(params)
     tx = make_optimizer(tcfg)
     opt_state = shard(tx.init(params))
     shardings = (jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, opt_state))
-    # The reference is the starting policy; with beta = 0 it is never loaded.
-    ref_params = jax.tree.map(jnp.copy, params) if cfg.beta else None
+    # The reference is the starting policy: with adapters the base (nothing to copy); with beta = 0, none at all.
+    ref_params = jax.tree.map(jnp.copy, params) if cfg.beta and not adapters else None
     # One prompt width for every update (the longest prompt's bucket): fewer compilations
     prompt_len = bucket_length(max(len(p.tokens) for p in prompts))
     _, update = compiled_update(graphdef, cfg, prompt_len, shardings)
@@ -387,16 +387,13 @@ def grpo(
     start, position, history = 0, 0, []
     manager = None
     if checkpoint_dir is not None:
-        manager = ocp.CheckpointManager(
-            Path(checkpoint_dir).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False),
-        )
+        manager = checkpoint_manager(checkpoint_dir)
         latest = manager.latest_step()
         if latest is not None:
             state = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(key),
                      "position": np.zeros((), np.int64)}
             restored = manager.restore(latest, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(state)), history=ocp.args.JsonRestore()))
+                state=ocp.args.StandardRestore(abstract_like(state)), history=ocp.args.JsonRestore()))
             state = restored["state"]
             params, opt_state, start = state["params"], state["opt_state"], latest
             key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
@@ -422,7 +419,10 @@ def grpo(
 
         t1 = time.perf_counter()
         batch = jax.device_put(update_batch(rollout, cfg, prompt_len, pad_id), on_mesh)
-        ref_logp = make_logprob_fn(graphdef, prompt_len, cfg.loss_chunk)(ref_params, frozen, batch) if cfg.beta else None
+        ref_logp = None
+        if cfg.beta:
+            reference = make_logprob_fn(graphdef, prompt_len, cfg.loss_chunk, base=adapters)
+            ref_logp = reference(params if adapters else ref_params, frozen, batch)
         old_logp = None
         for it in range(cfg.mu):
             params, opt_state, metrics, logp = update(params, opt_state, frozen, batch, old_logp, ref_logp, first=it == 0)
@@ -432,7 +432,7 @@ def grpo(
         update_s = time.perf_counter() - t1
         done = step + 1
         if not all(math.isfinite(v) for v in (metrics["loss"], metrics["grad_norm"])):
-            raise _stopped(bar, manager, NonFiniteLoss(
+            raise stopped_with(bar, manager, NonFiniteLoss(
                 f"loss is {metrics['loss']} (gradient norm {metrics['grad_norm']}) at step {done}; "
                 + (f"the last good checkpoint is kept in {checkpoint_dir}" if checkpoint_dir else "nothing was saved")
             ))  # fmt: skip
@@ -464,6 +464,6 @@ def grpo(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(reward=f"{row['reward_mean']:.3f}", refresh=False)
-    _close(bar, manager)
+    close_run(bar, manager)
     nnx.update(model, params)
     return GRPOResult(params=params, history=history, resumed_from=start)

@@ -222,3 +222,12 @@ def load_pretrained(
     params = jax.tree_util.tree_map_with_path(lambda p, _: loaded.pop(_key(p)), params)
     nnx.update(model, params)
     return model
+
+
+def save_trained(model: Gemma, spec: lora.LoRASpec, directory: Path, tokenizer_dir: Path, base_model: str | None) -> None:
+    """A trained model's HF directory: with adapters, first their PEFT `adapter/`, then the model with them
+    folded in (the directory transformers, vLLM and Tunix load); without, the model as it is."""
+    if spec.rank:
+        save_adapter(model, spec, Path(directory) / ADAPTER_DIR, base_model=base_model)
+        lora.merge_adapters(model)
+    save_pretrained(model, directory, tokenizer_dir=tokenizer_dir)

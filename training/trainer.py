@@ -273,14 +273,11 @@ def train(
     start = 0
     history: list[tuple[int, float]] = []
     if checkpoint_dir is not None:
-        manager = ocp.CheckpointManager(
-            Path(checkpoint_dir).absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False),
-        )
+        manager = checkpoint_manager(checkpoint_dir)
         latest = manager.latest_step()
         if latest is not None:
             target = {"params": params, "opt_state": opt_state, "history": np.zeros((0, 2), np.float64)}
-            restored = manager.restore(latest, args=ocp.args.StandardRestore(_abstract(target)))
+            restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract_like(target)))
             params, opt_state, start = restored["params"], restored["opt_state"], latest
             history = [(int(s), float(v)) for s, v in np.asarray(restored["history"]) if s >= 0]
 
@@ -294,7 +291,7 @@ def train(
         if done % cfg.log_every == 0 or done == cfg.steps:
             loss = float(metrics["loss"])
             if not math.isfinite(loss):
-                raise _stopped(bar, manager, NonFiniteLoss(
+                raise stopped_with(bar, manager, NonFiniteLoss(
                     f"loss is {loss} at step {done}; the last good checkpoint is kept"
                     + (f" in {checkpoint_dir}" if checkpoint_dir else "")
                 ))
@@ -315,7 +312,7 @@ def train(
             # Never checkpoint a diverged state, even between log steps: the last good one must survive.
             step_loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
             if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
-                raise _stopped(bar, manager, NonFiniteLoss(
+                raise stopped_with(bar, manager, NonFiniteLoss(
                     f"loss is {step_loss} (gradient norm {grad_norm}) at step {done}; "
                     f"the last good checkpoint is kept in {checkpoint_dir}"
                 ))
@@ -326,12 +323,20 @@ def train(
             bar.update(1)
             if math.isfinite(loss):  # nothing logged yet in this run: no "loss=nan" on the bar
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-    _close(bar, manager)
+    close_run(bar, manager)
     nnx.update(model, params)
     return TrainResult(params=params, loss_history=history, final_loss=loss, resumed_from=start)
 
 
-def _close(bar: Any, manager: ocp.CheckpointManager | None) -> None:
+def checkpoint_manager(directory: Path) -> ocp.CheckpointManager:
+    """Orbax checkpoints in `directory`: the last two kept, each written before the step after it starts."""
+    return ocp.CheckpointManager(
+        Path(directory).absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False),
+    )
+
+
+def close_run(bar: Any, manager: ocp.CheckpointManager | None) -> None:
     """Close the progress bar and the checkpoint manager (its last save finished)."""
     if bar is not None:
         bar.close()
@@ -340,11 +345,12 @@ def _close(bar: Any, manager: ocp.CheckpointManager | None) -> None:
         manager.close()
 
 
-def _stopped(bar: Any, manager: ocp.CheckpointManager | None, err: Exception) -> Exception:
+def stopped_with(bar: Any, manager: ocp.CheckpointManager | None, err: Exception) -> Exception:
     """`err`, once the progress bar and the checkpoint manager are closed (the run stops with it)."""
-    _close(bar, manager)
+    close_run(bar, manager)
     return err
 
 
-def _abstract(tree: Any) -> Any:
+def abstract_like(tree: Any) -> Any:
+    """Shapes and dtypes of `tree` (what orbax restores into)."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
