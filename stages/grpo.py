@@ -84,6 +84,8 @@ def pass_through(root: Path) -> None:
     curves_dir = root / paths.GRPO_LIVE
     shutil.rmtree(curves_dir, ignore_errors=True)
     (curves_dir / "plots" / "metrics").mkdir(parents=True)
+    # A curve with a header and no rows: no step ran, and git carries the folder to a clone (an empty one it cannot).
+    (curves_dir / "plots" / "metrics" / "reward_mean.tsv").write_text("step\treward_mean\n", encoding="utf-8")
     write_json(curves_dir / "metrics.json", {"steps": 0})
     (root / paths.GRPO_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     print(f"grpo: steps 0, {paths.MODEL} passed through unchanged -> {paths.POLICY}")
