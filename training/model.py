@@ -19,7 +19,7 @@ from flax import nnx
 from training.config import SLIDING, GemmaConfig
 from training.lora import adapter_of
 
-Cache = dict[str, Any]  # {"k": L × [B,K,S,hd], "v": …, "pos": [B,S], "seg": [B,S]}
+Cache = dict[str, Any]  # {"k": L × [B,K,hd,S], "v": L × [B,K,S,hd], "pos": [B,S], "seg": [B,S]}
 
 _NEG = -2.3819763e38  # a large finite negative: fully masked rows stay NaN-free
 
@@ -133,18 +133,21 @@ class Attention(nnx.Module):
         k = rope(k, pos, self.rope_base, self.rope_scale)
         # Head-major [B, K, S, hd] keys/values and [B, K, G·T, hd] queries: each (row, KV head)
         # is one contiguous matmul, where a [B, T, K, hd] layout makes XLA transpose per einsum.
-        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
-        if kv is None:
-            keys, values, k_pos, k_seg, new_kv = k, v, pos, seg, None
-        else:
-            cache_k, cache_v, k_pos, k_seg, index = kv
-            keys = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, index, 0))
-            values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
-            new_kv = (keys, values)
+        v = v.transpose(0, 2, 1, 3)
         groups = self.heads // self.kv_heads
         q = (q * self.scale).reshape(b, t, self.kv_heads, groups, self.head_dim).transpose(0, 2, 3, 1, 4)
         q = q.reshape(b, self.kv_heads, groups * t, self.head_dim)
-        logits = jnp.einsum("bkqh,bksh->bkqs", q, keys, preferred_element_type=jnp.float32)
+        if kv is None:
+            values, k_pos, k_seg, new_kv = v, pos, seg, None
+            logits = jnp.einsum("bkqh,bksh->bkqs", q, k.transpose(0, 2, 1, 3), preferred_element_type=jnp.float32)
+        else:
+            # The cache holds keys as [B, K, hd, S]: a decode step's few query rows then meet them in
+            # a plain [rows, hd] @ [hd, S] product, 3-4x faster on CPU than against [S, hd] keys.
+            cache_k, cache_v, k_pos, k_seg, index = kv
+            keys = jax.lax.dynamic_update_slice(cache_k, k.transpose(0, 2, 3, 1).astype(cache_k.dtype), (0, 0, 0, index))
+            values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
+            new_kv = (keys, values)
+            logits = jnp.einsum("bkqh,bkhs->bkqs", q, keys, preferred_element_type=jnp.float32)
         logits = softcap(logits, self.softcap).reshape(b, self.kv_heads, groups, t, -1)
         mask = attention_mask(pos, seg, k_pos, k_seg, self.window)
         logits = jnp.where(mask[:, None, None], logits, _NEG)
@@ -261,11 +264,10 @@ class Gemma(nnx.Module):
 
 def init_cache(cfg: GemmaConfig, batch: int, length: int, dtype: str | jnp.dtype = "float32") -> Cache:
     """An empty KV cache: every slot is padding (segment 0) until written."""
-    shape = (batch, cfg.num_key_value_heads, length, cfg.head_dim)
-    layers = range(cfg.num_hidden_layers)
+    heads, hd, layers = cfg.num_key_value_heads, cfg.head_dim, range(cfg.num_hidden_layers)
     return {
-        "k": tuple(jnp.zeros(shape, dtype) for _ in layers),
-        "v": tuple(jnp.zeros(shape, dtype) for _ in layers),
+        "k": tuple(jnp.zeros((batch, heads, hd, length), dtype) for _ in layers),
+        "v": tuple(jnp.zeros((batch, heads, length, hd), dtype) for _ in layers),
         "pos": jnp.zeros((batch, length), jnp.int32),
         "seg": jnp.zeros((batch, length), jnp.int32),
     }
