@@ -66,17 +66,29 @@ def model_config(args):
     return configs.PRESET_SHAPES[args.preset]()
 
 
-def train_flops_per_token(cfg, seq_len: int) -> float:
-    """6 × matmul parameters (LM head included, as it is tied) + attention, causal at half, windows at their size."""
+def train_flops_per_token(cfg, seq_len: int) -> dict[str, float]:
+    """A training step's FLOPs per token in both conventions: 6N (N: the matmul parameters, the tied LM
+    head included) and 6N + attention (QKᵀ and PV: causal at half, sliding layers at their window)."""
     attn = 0.0
     for kind in cfg.layer_types:
         span = min(seq_len, cfg.sliding_window or seq_len) if kind == "sliding_attention" else seq_len
         attn += 2 * 2 * cfg.num_attention_heads * cfg.head_dim * span * (0.5 if span == seq_len else 1.0)
     matmul_params = cfg.num_params() - cfg.num_hidden_layers * 6 * cfg.hidden_size
-    return 3 * (2 * matmul_params + attn)
+    return {"6N": 6 * matmul_params, "6N + attention": 3 * (2 * matmul_params + attn)}
 
 
 # ---------------------------------------------------------------- sides (each in its own process)
+
+
+def decode_bytes_per_step(cfg, args) -> float:
+    """Bytes one decode step must read at least: every weight once, and each row's keys and values so far
+    (at the run's mean length; sliding layers at most their window)."""
+    itemsize = 2 if args.dtype == "bfloat16" else 4
+    mean_length = args.prompt + args.new_tokens / 2
+    spans = [min(mean_length, cfg.sliding_window or mean_length) if kind == "sliding_attention" else mean_length
+             for kind in cfg.layer_types]  # fmt: skip
+    kv = 2 * cfg.num_key_value_heads * cfg.head_dim * sum(spans) * args.batch
+    return (cfg.num_params() + kv) * itemsize
 
 
 def jax_matmul_roof(dtype: str) -> float:
@@ -141,7 +153,6 @@ def jax_train(args) -> dict:
         return result | {"tokens_per_s": tokens / t, "peak_rss_mib": peak_rss_mib(), "peak_device_mib": jax_peak_device_mib()}
     return {
         "tokens_per_s": tokens / t,
-        "gflops": train_flops_per_token(cfg, args.seq) * tokens / t / 1e9,
         "peak_rss_mib": peak_rss_mib(),
         "peak_device_mib": jax_peak_device_mib(),
         "roof_gflops": jax_matmul_roof(args.dtype),
@@ -237,11 +248,8 @@ def torch_train(args) -> dict:
         sync()
 
     t = median_seconds(one, args.repeats)
-    tokens = args.batch * args.seq
-    cfg = model_config(args)
     return {
-        "tokens_per_s": tokens / t,
-        "gflops": train_flops_per_token(cfg, args.seq) * tokens / t / 1e9,
+        "tokens_per_s": args.batch * args.seq / t,
         "peak_rss_mib": peak_rss_mib(),
         "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
         "device": device_name,
@@ -335,6 +343,29 @@ def print_lora_table(args, full: dict, lora: dict) -> None:
           "temporaries + outputs not written over donated arguments, from XLA's memory_analysis() on this backend.")  # fmt: skip
 
 
+def print_train_table(args, ours: dict, ref: dict | None) -> None:
+    """Tokens/s and GFLOP/s in both FLOP conventions, the fraction of the matmul roof and, given the
+    datasheet peak, MFU."""
+    flops = train_flops_per_token(model_config(args), args.seq)
+    gflops = lambda side, kind: flops[kind] * side["tokens_per_s"] / 1e9
+    on_device = ours["peak_device_mib"] is not None
+    head = ("", "tokens/s", "GFLOP/s (6N)", "GFLOP/s (6N + attention)", "peak RSS (MiB)")
+    rows = [head + (("peak device memory (MiB)",) if on_device else ()) + ("device",)]
+    for name, side in (("tunix-rt (JAX)", ours), ("transformers (PyTorch)", ref)):
+        if side:
+            memory = (f"{side['peak_device_mib']:.0f}",) if on_device else ()
+            rows.append((name, f"{side['tokens_per_s']:.0f}", *(f"{gflops(side, k):.1f}" for k in flops),
+                         f"{side['peak_rss_mib']:.0f}", *memory, side["device"]))  # fmt: skip
+    rows.append(("matmul roof (JAX)", "", f"{ours['roof_gflops']:.1f}", "", "", *([""] if on_device else []), ""))
+    print(table(rows))
+    both = lambda peak_gflops: ", ".join(f"{gflops(ours, k) / peak_gflops:.1%} ({k})" for k in flops)
+    print(f"\nfraction of the matmul roof: {both(ours['roof_gflops'])}")
+    if args.peak_tflops:
+        print(f"MFU (against the {args.peak_tflops:g} TFLOP/s datasheet peak): {both(args.peak_tflops * 1e3)}")
+    if ref:
+        print(f"speed-up over PyTorch: {ours['tokens_per_s'] / ref['tokens_per_s']:.2f}x")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python scripts/bench.py", description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["train", "generate"])
@@ -349,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=len(__import__("os").sched_getaffinity(0)))
     parser.add_argument("--peak-tflops", type=float, help="the device's datasheet peak, for MFU (H100/H200 bf16 dense: 989)")
+    parser.add_argument("--peak-gbps", type=float, help="generate: the device's memory bandwidth, for the streaming bound (H200: 4800)")
     parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch side (e.g. on a GPU host)")
     parser.add_argument("--lora-rank", type=int, default=0, help="train: full fine-tuning beside LoRA of this rank")
     parser.add_argument("--compile-only", action="store_true",
@@ -376,19 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"{args.what} benchmark ({shape})\n")
     if args.what == "train":
-        on_device = ours["peak_device_mib"] is not None
-        rows = [("", "tokens/s", "GFLOP/s", "peak RSS (MiB)") + (("peak device memory (MiB)",) if on_device else ()) + ("device",)]
-        for name, side in (("tunix-rt (JAX)", ours), ("transformers (PyTorch)", ref)):
-            if side:
-                memory = (f"{side['peak_device_mib']:.0f}",) if on_device else ()
-                rows.append((name, f"{side['tokens_per_s']:.0f}", f"{side['gflops']:.1f}", f"{side['peak_rss_mib']:.0f}", *memory, side["device"]))
-        rows.append(("matmul roof (JAX)", "", f"{ours['roof_gflops']:.1f}", "", *([""] if on_device else []), ""))
-        print(table(rows))
-        print(f"\nfraction of the matmul roof: {ours['gflops'] / ours['roof_gflops']:.0%}")
-        if args.peak_tflops:
-            print(f"MFU (against the {args.peak_tflops:g} TFLOP/s datasheet peak): {ours['gflops'] / 1e3 / args.peak_tflops:.1%}")
-        if ref:
-            print(f"speed-up over PyTorch: {ours['tokens_per_s'] / ref['tokens_per_s']:.2f}x")
+        print_train_table(args, ours, ref)
     else:
         rows = [("", "new tokens/s", "peak RSS (MiB)", "device")]
         rows.append(("tunix-rt (JAX)", f"{ours['new_tokens_per_s']:.0f}", f"{ours['peak_rss_mib']:.0f}", ours["device"]))
@@ -397,6 +417,10 @@ def main(argv: list[str] | None = None) -> None:
         print(table(rows))
         if ref:
             print(f"\nspeed-up over PyTorch: {ours['new_tokens_per_s'] / ref['new_tokens_per_s']:.2f}x")
+        if args.peak_gbps:
+            bound = args.batch * args.peak_gbps * 1e9 / decode_bytes_per_step(model_config(args), args)
+            print(f"share of the weight + KV streaming bound ({bound:,.0f} new tokens/s at {args.peak_gbps:g} GB/s): "
+                  f"{ours['new_tokens_per_s'] / bound:.1%}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -16,19 +16,23 @@ def run_bench(*args: str) -> str:
     return proc.stdout
 
 
-def test_generate_bench_prints_both_sides_and_the_ratio():
-    out = run_bench("generate", "--batch", "2", "--prompt", "8", "--new-tokens", "4")
+def test_generate_bench_prints_both_sides_the_ratio_and_the_streaming_bound():
+    out = run_bench("generate", "--batch", "2", "--prompt", "8", "--new-tokens", "4", "--peak-gbps", "20")
     assert re.search(r"\| tunix-rt \(JAX\) +\| \d+", out)
     assert re.search(r"\| transformers generate \(PyTorch\) +\| \d+", out)
     assert re.search(r"speed-up over PyTorch: \d+\.\d\dx", out)
+    # 2 rows at 20 GB/s over 1.84M float32 weights + the keys and values of 10 tokens a row, on average
+    assert re.search(r"streaming bound \(5,375 new tokens/s at 20 GB/s\): \d+\.\d%", out), out
 
 
-def test_train_bench_prints_gflops_roof_and_ratio():
-    out = run_bench("train", "--batch", "2", "--seq", "32")
-    assert re.search(r"\| tunix-rt \(JAX\) +\| \d+ +\| \d+\.\d", out)
+def test_train_bench_prints_gflops_in_both_conventions_roof_mfu_and_ratio():
+    out = run_bench("train", "--batch", "2", "--seq", "32", "--peak-tflops", "1")
+    ours = re.search(r"\| tunix-rt \(JAX\) +\| \d+ +\| (\d+\.\d) +\| (\d+\.\d)", out)
+    assert ours and float(ours.group(2)) > float(ours.group(1))  # attention counted on top of 6N
     assert re.search(r"\| transformers \(PyTorch\) +\| \d+", out)
     assert re.search(r"\| matmul roof \(JAX\) +\| +\| \d+\.\d", out)
-    assert re.search(r"fraction of the matmul roof: \d+%", out)
+    assert re.search(r"fraction of the matmul roof: \d+\.\d% \(6N\), \d+\.\d% \(6N \+ attention\)", out)
+    assert re.search(r"MFU \(against the 1 TFLOP/s datasheet peak\): \d+\.\d% \(6N\), \d+\.\d% \(6N \+ attention\)", out)
 
 
 def test_train_bench_puts_lora_beside_full_fine_tuning():

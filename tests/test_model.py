@@ -61,6 +61,22 @@ def test_packed_examples_do_not_see_each_other(tiny_config):
     np.testing.assert_allclose(out[:, 11:24], forward(model, b), atol=2e-5)
 
 
+@pytest.mark.parametrize("family", [2, 3])
+def test_query_blocks_equal_one_product_over_every_key(family, tiny_config):
+    """A whole sequence attends a block of query rows at a time, skipping keys its mask hides;
+    prefilling a cache attends with one product over every key: packed rows of 300 tokens
+    (blocks of 75) with a 40-token window must give the same logits either way."""
+    cfg = small(tiny_config, family, window=40, layer_types=(SLIDING, FULL))
+    model = Gemma(cfg, rngs=nnx.Rngs(0))
+    lengths = [(90, 150, 60), (300,)]
+    tokens = jax.random.randint(jax.random.key(1), (2, 300), 0, cfg.vocab_size)
+    positions = jnp.stack([jnp.concatenate([jnp.arange(n) for n in row]) for row in lengths])
+    segments = jnp.stack([jnp.concatenate([jnp.full(n, i + 1) for i, n in enumerate(row)]) for row in lengths])
+    blocked = forward(model, tokens, positions, segments)
+    one_product, _ = model(tokens, positions, segments, init_cache(cfg, 2, 300), 0)
+    np.testing.assert_allclose(blocked, one_product, atol=2e-5)
+
+
 def test_sliding_window_hides_keys_outside_it(tiny_config):
     cfg = small(tiny_config, window=4, layer_types=(SLIDING,))
     model = Gemma(cfg, rngs=nnx.Rngs(0))

@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from training import lora
+from training.lm_head import token_cross_entropy
 from training.model import Gemma
 from training.sampler import Sampler, SamplingConfig, bucket_length, left_pad
 from training.trainer import (
@@ -46,7 +47,6 @@ from training.trainer import (
     make_optimizer,
     param_sharding,
     stopped_with,
-    token_cross_entropy,
 )
 
 AGGREGATIONS = ("sequence-mean-token-mean", "token-mean", "dr_grpo")
@@ -80,7 +80,7 @@ class GRPOConfig:
     max_refills: int = 2  # extra rollout rounds per step when dynamic sampling
     log_every: int = 1
     save_every: int = 0
-    loss_chunk: int = 256
+    vocab_tile: int = 16384
     seed: int = 0
     mesh_data: int = 1
     mesh_fsdp: int = 1
@@ -160,21 +160,21 @@ def policy_loss(
 # ---------------------------------------------------------------- log-probs and the update
 
 
-def completion_logprobs(model: Gemma, batch: dict[str, jax.Array], prompt_len: int, chunk: int) -> jax.Array:
-    """log π(token) [B, max_new] of each completion token, the LM head taken `chunk` positions at a time."""
+def completion_logprobs(model: Gemma, batch: dict[str, jax.Array], prompt_len: int, vocab_tile: int) -> jax.Array:
+    """log π(token) [B, max_new] of each completion token, the LM head taken `vocab_tile` rows at a time."""
     hidden, _ = model.hidden_states(batch["inputs"], batch["positions"], batch["segments"])
     hidden = hidden[:, prompt_len - 1 :]  # the positions that predict completion tokens
     table = model.embed_tokens[...].astype(hidden.dtype)
-    return -token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, chunk)
+    return -token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, vocab_tile)
 
 
 @functools.lru_cache(maxsize=16)
-def make_logprob_fn(graphdef: nnx.GraphDef, prompt_len: int, chunk: int, base: bool = False) -> Callable:
+def make_logprob_fn(graphdef: nnx.GraphDef, prompt_len: int, vocab_tile: int, base: bool = False) -> Callable:
     """Jitted log-probs of a frozen model (the reference): no gradient. With `base`, adapters are skipped."""
 
     def fn(params, frozen, batch):
         with lora.adapters_off() if base else contextlib.nullcontext():
-            return completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, chunk)
+            return completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, vocab_tile)
 
     return jax.jit(fn)
 
@@ -200,7 +200,7 @@ def make_update(
     """One jitted, buffer-donating update. With `first`, the log-probs it computes are also the old ones."""
 
     def loss_fn(params, frozen, batch, old_logp, ref_logp, first):
-        logp = completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, cfg.loss_chunk)
+        logp = completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, cfg.vocab_tile)
         old = jax.lax.stop_gradient(logp) if first else old_logp
         loss, metrics = policy_loss(logp, old, ref_logp, batch["advantages"], batch["mask"], cfg)
         return loss, (metrics, jax.lax.stop_gradient(logp))
@@ -421,7 +421,7 @@ def grpo(
         batch = jax.device_put(update_batch(rollout, cfg, prompt_len, pad_id), on_mesh)
         ref_logp = None
         if cfg.beta:
-            reference = make_logprob_fn(graphdef, prompt_len, cfg.loss_chunk, base=adapters)
+            reference = make_logprob_fn(graphdef, prompt_len, cfg.vocab_tile, base=adapters)
             ref_logp = reference(params if adapters else ref_params, frozen, batch)
         old_logp = None
         for it in range(cfg.mu):

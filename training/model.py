@@ -131,30 +131,54 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = rope(q, pos, self.rope_base, self.rope_scale)
         k = rope(k, pos, self.rope_base, self.rope_scale)
-        # Head-major [B, K, S, hd] keys/values and [B, K, G·T, hd] queries: each (row, KV head)
-        # is one contiguous matmul, where a [B, T, K, hd] layout makes XLA transpose per einsum.
-        v = v.transpose(0, 2, 1, 3)
+        # Head-major [B, K, S, hd] values and [B, K, G, T, hd] queries: each (row, KV head) is one
+        # contiguous matmul, where a [B, T, K, hd] layout makes XLA transpose per einsum.
         groups = self.heads // self.kv_heads
         q = (q * self.scale).reshape(b, t, self.kv_heads, groups, self.head_dim).transpose(0, 2, 3, 1, 4)
-        q = q.reshape(b, self.kv_heads, groups * t, self.head_dim)
+        v = v.transpose(0, 2, 1, 3)
         if kv is None:
-            values, k_pos, k_seg, new_kv = v, pos, seg, None
-            logits = jnp.einsum("bkqh,bksh->bkqs", q, k.transpose(0, 2, 1, 3), preferred_element_type=jnp.float32)
+            out, new_kv = self.attend_in_blocks(q, k.transpose(0, 2, 1, 3), v, pos, seg), None
         else:
             # The cache holds keys as [B, K, hd, S]: a decode step's few query rows then meet them in
             # a plain [rows, hd] @ [hd, S] product, 3-4x faster on CPU than against [S, hd] keys.
             cache_k, cache_v, k_pos, k_seg, index = kv
-            keys = jax.lax.dynamic_update_slice(cache_k, k.transpose(0, 2, 3, 1).astype(cache_k.dtype), (0, 0, 0, index))
+            k = k.transpose(0, 2, 3, 1).astype(cache_k.dtype)
+            keys = jax.lax.dynamic_update_slice(cache_k, k, (0, 0, 0, index))
             values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
             new_kv = (keys, values)
-            logits = jnp.einsum("bkqh,bkhs->bkqs", q, keys, preferred_element_type=jnp.float32)
-        logits = softcap(logits, self.softcap).reshape(b, self.kv_heads, groups, t, -1)
-        mask = attention_mask(pos, seg, k_pos, k_seg, self.window)
-        logits = jnp.where(mask[:, None, None], logits, _NEG)
-        probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype).reshape(b, self.kv_heads, groups * t, -1)
-        out = jnp.einsum("bkqs,bksh->bkqh", probs, values).reshape(b, self.kv_heads, groups, t, self.head_dim)
+            # The (group, query) rows as one axis: 4-D products run fastest on CPU.
+            rows = q.reshape(b, self.kv_heads, groups * t, self.head_dim)
+            logits = jnp.einsum("bkqh,bkhs->bkqs", rows, keys, preferred_element_type=jnp.float32)
+            probs = self.weights(logits.reshape(b, self.kv_heads, groups, t, -1), pos, seg, k_pos, k_seg)
+            probs = probs.astype(values.dtype).reshape(b, self.kv_heads, groups * t, -1)
+            out = jnp.einsum("bkqs,bksh->bkqh", probs, values).reshape(b, self.kv_heads, groups, t, self.head_dim)
         out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, self.heads * self.head_dim)
         return linear(out, self.o_proj), new_kv
+
+    def weights(self, logits: jax.Array, q_pos, q_seg, k_pos, k_seg) -> jax.Array:
+        """Attention weights [B,K,G,T,S] from raw float32 logits: soft-capped, masked, normalised."""
+        mask = attention_mask(q_pos, q_seg, k_pos, k_seg, self.window)
+        return jax.nn.softmax(jnp.where(mask[:, None, None], softcap(logits, self.softcap), _NEG), axis=-1)
+
+    def attend_in_blocks(self, q: jax.Array, k: jax.Array, v: jax.Array, pos: jax.Array, seg: jax.Array) -> jax.Array:
+        """Self-attention of a whole sequence, [B,K,G,T,hd], a block of query rows at a time.
+
+        Each block skips the keys its mask would hide anyway: those after its last row and, on a
+        sliding-window layer, those a window or more before its first row. (Row index order is
+        position order inside every segment, as packing and left padding lay rows out.) On a
+        causal 256-token sequence four blocks compute 5/8 of the full logits (sliding: 9/16).
+        """
+        t = q.shape[3]
+        size = max(64, -(-t // 4))
+        outs = []
+        for start in range(0, t, size):
+            stop = min(t, start + size)
+            first = 0 if self.window is None else max(0, start - self.window + 1)
+            keys, values = k[:, :, first:stop], v[:, :, first:stop]
+            logits = jnp.einsum("bkgqh,bksh->bkgqs", q[:, :, :, start:stop], keys, preferred_element_type=jnp.float32)
+            probs = self.weights(logits, pos[:, start:stop], seg[:, start:stop], pos[:, first:stop], seg[:, first:stop])
+            outs.append(jnp.einsum("bkgqs,bksh->bkgqh", probs.astype(values.dtype), values))
+        return jnp.concatenate(outs, axis=3)
 
 
 class MLP(nnx.Module):

@@ -30,7 +30,8 @@ from jax.sharding import PartitionSpec as P
 
 from training import lora
 from training.data import BatchStream
-from training.model import Gemma, softcap
+from training.lm_head import token_cross_entropy
+from training.model import Gemma
 
 
 class NonFiniteLoss(RuntimeError):
@@ -50,7 +51,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     log_every: int = 10
     save_every: int = 0  # 0: no intermediate checkpoints
-    loss_chunk: int = 256  # sequence chunk for the cross-entropy (bounds the logits' memory)
+    vocab_tile: int = 16384  # vocabulary tile of the cross-entropy: [tokens, tile] logits at a time (lm_head.py)
     seed: int = 0
     optimizer: str = "adamw"  # adamw | adafactor
     grad_accum: int = 1  # microbatches per step, accumulated in a lax.scan
@@ -153,37 +154,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(("data", "fsdp")))
 
 
-def token_cross_entropy(
-    hidden: jax.Array, table: jax.Array, targets: jax.Array, cap: float | None, chunk: int
-) -> jax.Array:
-    """Per-token cross-entropy [B,T] of the tied LM head, `chunk` positions at a time.
-
-    Each chunk's logits are recomputed in the backward pass, so peak memory
-    holds one chunk of [B, chunk, vocab] float32 logits instead of all of them.
-    """
-    b, t, d = hidden.shape
-    chunk = min(chunk, t)
-    pad = -t % chunk
-    hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
-    targets = jnp.pad(targets, ((0, 0), (0, pad)))
-    n = (t + pad) // chunk
-
-    @jax.checkpoint
-    def chunk_loss(h, y):
-        logits = softcap(jnp.einsum("btd,vd->btv", h, table, preferred_element_type=jnp.float32), cap)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y)
-
-    hs = hidden.reshape(b, n, chunk, d).swapaxes(0, 1)
-    ys = targets.reshape(b, n, chunk).swapaxes(0, 1)
-    losses = jax.lax.map(lambda xs: chunk_loss(*xs), (hs, ys))  # [n, B, chunk]
-    return losses.swapaxes(0, 1).reshape(b, n * chunk)[:, :t]
-
-
-def sft_loss_sum(model: Gemma, batch: dict[str, jax.Array], chunk: int) -> tuple[jax.Array, jax.Array]:
+def sft_loss_sum(model: Gemma, batch: dict[str, jax.Array], vocab_tile: int) -> tuple[jax.Array, jax.Array]:
     """Summed cross-entropy over target tokens, and their count (sums accumulate exactly)."""
     hidden, _ = model.hidden_states(batch["inputs"], batch["positions"], batch["segments"])
     table = model.embed_tokens[...].astype(hidden.dtype)
-    ce = token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, chunk)
+    ce = token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, vocab_tile)
     w = batch["weights"]
     return fixed_order_sum(ce * w), jnp.sum(w)  # the weights are 0/1: their float sum is exact in any order
 
@@ -206,9 +181,9 @@ def make_train_step(
         def loss(p):
             model = nnx.merge(graphdef, p, frozen)
             if not lora_dropout:
-                return sft_loss_sum(model, micro, cfg.loss_chunk)
+                return sft_loss_sum(model, micro, cfg.vocab_tile)
             with lora.dropout(key):
-                return sft_loss_sum(model, micro, cfg.loss_chunk)
+                return sft_loss_sum(model, micro, cfg.vocab_tile)
 
         return jax.value_and_grad(loss, has_aux=True)(params)
 
