@@ -76,16 +76,20 @@ def _forward(hidden, table, targets, cap, tile):
     start = (jnp.full((n_tokens,), -jnp.inf), jnp.zeros((n_tokens,)), jnp.zeros((n_tokens,)))
     (run_max, run_sum, target_logit), _ = _scan(step, start, tiles)
     log_normalizer = run_max + jnp.log(run_sum)
-    return log_normalizer - target_logit, (hidden, table, targets, log_normalizer)
+    # One tile: its logits are no larger than a tile's working set, so they are kept, not recomputed.
+    kept = _tile_logits(hidden, tiles[0], 0, vocab, cap)[0] if tiles.shape[0] == 1 else None
+    return log_normalizer - target_logit, (hidden, table, targets, log_normalizer, kept)
 
 
 def _backward(cap, tile, residuals, grad):
-    hidden, table, targets, log_normalizer = residuals
+    hidden, table, targets, log_normalizer, kept = residuals
     tiles, vocab = _tiles(table, tile)
 
     def step(grad_hidden, xs):
         index, rows = xs
         logits, columns, real = _tile_logits(hidden, rows, index * rows.shape[0], vocab, cap)
+        if kept is not None:
+            logits = kept
         probs = jnp.where(real, jnp.exp(logits - log_normalizer[:, None]), 0.0)
         grad_logits = (probs - (columns == targets[:, None])) * grad[:, None]
         if cap is not None:  # d(cap·tanh(x/cap))/dx = 1 − tanh², and tanh = logits / cap
