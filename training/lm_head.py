@@ -5,10 +5,11 @@ tensor of a step (4,096 tokens: 4 GiB, and autodiff keeps several of its kind).
 Here they never exist whole, forward or backward: the forward pass walks the
 vocabulary a tile at a time, keeping a running max, sum of exponentials and the
 target's logit per token (an online log-sum-exp); the backward pass recomputes
-each tile's logits and turns them straight into the tile's gradients,
-`softmax - onehot`, against the hidden states and the embedding rows. Peak
-memory holds one `[tokens, tile]` block; the result equals the untiled
-cross-entropy up to float rounding.
+each tile's logits (a vocabulary of one tile keeps them from the forward pass
+instead) and turns them straight into the tile's gradients, `softmax - onehot`,
+against the hidden states and the embedding rows. Peak memory holds one
+`[tokens, tile]` block; the result equals the untiled cross-entropy up to
+float rounding.
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ def _tiles(table: jax.Array, tile: int) -> tuple[jax.Array, int]:
     return padded.reshape(n, tile, dim), vocab
 
 
-def _tile_logits(hidden: jax.Array, rows: jax.Array, first: jax.Array, vocab: int, cap: float | None):
-    """Soft-capped float32 logits of one tile [N, tile], and which of its columns are real (not padding)."""
+def _tile_logits(hidden: jax.Array, rows: jax.Array, cap: float | None) -> jax.Array:
+    """Soft-capped float32 logits of one tile [N, tile]."""
     logits = jnp.einsum("nd,vd->nv", hidden, rows, preferred_element_type=jnp.float32)
-    if cap is not None:
-        logits = cap * jnp.tanh(logits / cap)
-    columns = first + jnp.arange(rows.shape[0])
-    return logits, columns, columns < vocab
+    return logits if cap is None else cap * jnp.tanh(logits / cap)
+
+
+def _columns(index: jax.Array, size: int, vocab: int) -> tuple[jax.Array, jax.Array]:
+    """The vocabulary ids of tile `index`'s columns, and which of them are real (not padding)."""
+    columns = index * size + jnp.arange(size)
+    return columns, columns < vocab
 
 
 def _scan(step, start, tiles: jax.Array):
@@ -66,8 +70,8 @@ def _forward(hidden, table, targets, cap, tile):
     def step(carry, xs):
         run_max, run_sum, target_logit = carry
         index, rows = xs
-        logits, columns, real = _tile_logits(hidden, rows, index * rows.shape[0], vocab, cap)
-        logits = jnp.where(real, logits, -jnp.inf)
+        columns, real = _columns(index, rows.shape[0], vocab)
+        logits = jnp.where(real, _tile_logits(hidden, rows, cap), -jnp.inf)
         new_max = jnp.maximum(run_max, jnp.max(logits, axis=-1))
         run_sum = run_sum * jnp.exp(run_max - new_max) + jnp.sum(jnp.exp(logits - new_max[:, None]), axis=-1)
         target_logit += jnp.sum(jnp.where(columns == targets[:, None], logits, 0.0), axis=-1)
@@ -77,7 +81,7 @@ def _forward(hidden, table, targets, cap, tile):
     (run_max, run_sum, target_logit), _ = _scan(step, start, tiles)
     log_normalizer = run_max + jnp.log(run_sum)
     # One tile: its logits are no larger than a tile's working set, so they are kept, not recomputed.
-    kept = _tile_logits(hidden, tiles[0], 0, vocab, cap)[0] if tiles.shape[0] == 1 else None
+    kept = _tile_logits(hidden, tiles[0], cap) if tiles.shape[0] == 1 else None
     return log_normalizer - target_logit, (hidden, table, targets, log_normalizer, kept)
 
 
@@ -87,9 +91,8 @@ def _backward(cap, tile, residuals, grad):
 
     def step(grad_hidden, xs):
         index, rows = xs
-        logits, columns, real = _tile_logits(hidden, rows, index * rows.shape[0], vocab, cap)
-        if kept is not None:
-            logits = kept
+        columns, real = _columns(index, rows.shape[0], vocab)
+        logits = _tile_logits(hidden, rows, cap) if kept is None else kept
         probs = jnp.where(real, jnp.exp(logits - log_normalizer[:, None]), 0.0)
         grad_logits = (probs - (columns == targets[:, None])) * grad[:, None]
         if cap is not None:  # d(cap·tanh(x/cap))/dx = 1 − tanh², and tanh = logits / cap

@@ -164,9 +164,9 @@ class Attention(nnx.Module):
         """Self-attention of a whole sequence, [B,K,G,T,hd], a block of query rows at a time.
 
         Each block skips the keys its mask would hide anyway: those after its last row and, on a
-        sliding-window layer, those a window or more before its first row. (Row index order is
-        position order inside every segment, as packing and left padding lay rows out.) On a
-        causal 256-token sequence four blocks compute 5/8 of the full logits (sliding: 9/16).
+        sliding-window layer, those a window or more before its first row. (Positions count up by
+        one per row inside every segment, as packing and left padding lay rows out.) On a causal
+        256-token sequence four blocks compute 5/8 of the full logits (a 128-token window: 9/16).
         """
         t = q.shape[3]
         size = max(64, -(-t // 4))
