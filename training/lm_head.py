@@ -19,6 +19,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from training.model import softcap
+
 
 def token_cross_entropy(
     hidden: jax.Array, table: jax.Array, targets: jax.Array, cap: float | None, tile: int
@@ -40,8 +42,7 @@ def _tiles(table: jax.Array, tile: int) -> tuple[jax.Array, int]:
 
 def _tile_logits(hidden: jax.Array, rows: jax.Array, cap: float | None) -> jax.Array:
     """Soft-capped float32 logits of one tile [N, tile]."""
-    logits = jnp.einsum("nd,vd->nv", hidden, rows, preferred_element_type=jnp.float32)
-    return logits if cap is None else cap * jnp.tanh(logits / cap)
+    return softcap(jnp.einsum("nd,vd->nv", hidden, rows, preferred_element_type=jnp.float32), cap)
 
 
 def _columns(index: jax.Array, size: int, vocab: int) -> tuple[jax.Array, jax.Array]:
