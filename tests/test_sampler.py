@@ -8,6 +8,8 @@ does not just repeat one token; the smallest top-2 logit gap over these runs
 (~4e-6), so no near-tie can flip a token.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +21,7 @@ pytest.importorskip("transformers")
 from test_parity import hf_model  # noqa: E402
 
 from training.hf_io import load_pretrained  # noqa: E402
-from training.sampler import Sampler, SamplingConfig, bucket_length, choose, left_pad  # noqa: E402
+from training.sampler import Sampler, SamplingConfig, bucket_length, choose, left_pad, phase_widths  # noqa: E402
 
 PAD, N = 0, 16
 PROMPTS = [list(np.random.default_rng(3).integers(3, 128, n)) for n in (5, 13, 20)]
@@ -65,8 +67,10 @@ def test_greedy_matches_transformers_generate(models, case):
     eos = 1
     ref = hf_generate(ref_model, PROMPTS, eos)
     assert all(len(set(row)) > 3 for row in ref)  # a varied continuation, not one repeated token
-    gen = Sampler(ours, eos_ids=[eos], pad_id=PAD)(PROMPTS, GREEDY)
-    np.testing.assert_array_equal(gen.tokens, ref)
+    sampler = Sampler(ours, eos_ids=[eos], pad_id=PAD)
+    np.testing.assert_array_equal(sampler(PROMPTS, GREEDY).tokens, ref)
+    # decode phases of 3, 6, 12 and 16 new tokens, each over a longer cache: the same tokens
+    np.testing.assert_array_equal(sampler(PROMPTS, dataclasses.replace(GREEDY, phase_tokens=3)).tokens, ref)
 
 
 @pytest.mark.parametrize("case", ["gemma2", "gemma3"])
@@ -124,6 +128,12 @@ def test_choose_keeps_only_the_top_k_and_top_p_sets():
     full = draws(SamplingConfig(1, temperature=1.0))
     assert set(full.tolist()) == {0, 1, 2, 3}
     assert abs((full == 0).mean() - 0.5) < 0.05
+
+
+def test_decode_phases_double_up_to_the_budget():
+    assert phase_widths(256, 64) == [64, 128, 256]
+    assert phase_widths(300, 64) == [64, 128, 256, 300]
+    assert phase_widths(16, 64) == [16]
 
 
 def test_left_pad_and_buckets():

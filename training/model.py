@@ -295,3 +295,19 @@ def init_cache(cfg: GemmaConfig, batch: int, length: int, dtype: str | jnp.dtype
         "pos": jnp.zeros((batch, length), jnp.int32),
         "seg": jnp.zeros((batch, length), jnp.int32),
     }
+
+
+def grow_cache(cache: Cache, length: int) -> Cache:
+    """The cache with empty slots (segment 0) appended up to `length`."""
+
+    def pad(x: jax.Array, axis: int) -> jax.Array:
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = (0, length - x.shape[axis])
+        return jnp.pad(x, widths)
+
+    return {
+        "k": tuple(pad(k, 3) for k in cache["k"]),
+        "v": tuple(pad(v, 2) for v in cache["v"]),
+        "pos": pad(cache["pos"], 1),
+        "seg": pad(cache["seg"], 1),
+    }

@@ -3,7 +3,9 @@
 Prompts are left-padded to a power-of-two bucket (so prompt lengths share a
 few compilations), prefilled in one call, then decoded one token per
 iteration inside `lax.while_loop`, which stops as soon as every row has
-produced an end-of-sequence token or `max_new_tokens` are out.
+produced an end-of-sequence token or `max_new_tokens` are out. Decoding runs
+in phases over a cache that grows (`phase_widths`), so a step reads only as
+many cache slots as the longest completion so far can need.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from training.model import Gemma, init_cache
+from training.model import Gemma, grow_cache, init_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +28,7 @@ class SamplingConfig:
     temperature: float = 0.0  # 0: greedy
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1: off
+    phase_tokens: int = 64  # new tokens of the first decode phase; each next phase doubles (see phase_widths)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,21 +105,32 @@ class Sampler:
         return Generation(np.asarray(out), np.asarray(lengths), np.asarray(truncated))
 
 
+def phase_widths(max_new_tokens: int, first: int) -> list[int]:
+    """New-token capacities of the decode phases: `first` (64), then doubling up to `max_new_tokens`.
+
+    Each phase attends over a cache only as long as its capacity (plus the
+    prompt), so short completions never read the empty end of a cache sized
+    for the longest: at 256 new tokens a 70-token answer reads about a third
+    of the slots it would read from the whole cache.
+    """
+    widths = [min(first, max_new_tokens)]
+    while widths[-1] < max_new_tokens:
+        widths.append(min(2 * widths[-1], max_new_tokens))
+    return widths
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "cache_dtype"))
 def _generate(graphdef, state, tokens, positions, segments, key, eos_ids, pad_id, *, cfg: SamplingConfig, cache_dtype):
     model = nnx.merge(graphdef, state)
     batch, prompt_len = tokens.shape
-    cache = init_cache(model.config, batch, prompt_len + cfg.max_new_tokens, cache_dtype)
+    widths = phase_widths(cfg.max_new_tokens, cfg.phase_tokens)
+    cache = init_cache(model.config, batch, prompt_len + widths[0], cache_dtype)
     hidden, cache = model.hidden_states(tokens, positions, segments, cache, 0)
     logits = model.logits(hidden[:, -1])  # the LM head on the last prompt position only
     first = choose(logits, jax.random.fold_in(key, 0), cfg)
     out = jnp.full((batch, cfg.max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, eos_ids)
     ones = jnp.ones((batch, 1), jnp.int32)
-
-    def cond(carry):
-        i, _, _, done, _, _ = carry
-        return (i < cfg.max_new_tokens) & ~jnp.all(done)
 
     def body(carry):
         i, last, pos, done, out, cache = carry
@@ -127,8 +141,15 @@ def _generate(graphdef, state, tokens, positions, segments, key, eos_ids, pad_id
         out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
         return i + 1, nxt, pos + 1, done | jnp.isin(nxt, eos_ids), out, cache
 
-    start_pos = positions[:, -1] + 1
-    _, _, _, done, out, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), first, start_pos, done, out, cache))
+    def running(carry, width):
+        i, _, _, done, _, _ = carry
+        return (i <= width) & (i < cfg.max_new_tokens) & ~jnp.all(done)
+
+    carry = (jnp.int32(1), first, positions[:, -1] + 1, done, out, cache)
+    for width in widths:  # step i writes slot prompt_len + i - 1: a phase of width w runs while i <= w
+        carry = (*carry[:5], grow_cache(carry[5], prompt_len + width))
+        carry = jax.lax.while_loop(functools.partial(running, width=width), body, carry)
+    out = carry[4]
     is_eos = jnp.isin(out, eos_ids)
     lengths = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), cfg.max_new_tokens)
     return out, lengths, ~jnp.any(is_eos, axis=1)
