@@ -129,8 +129,10 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
     try:
         check_devices(cfg.train_config())
     except MeshError as err:
-        section, key = ("train", "mesh") if err.key == "mesh" else ("grpo", "prompts_per_step")
-        raise StageError(f"{params_where(section, key, root=root)}: {err}") from None
+        if err.key == "mesh":
+            raise StageError(f"{params_where('train', 'mesh', root=root)}: {err}") from None
+        raise StageError(f"{params_where('grpo', 'prompts_per_step', root=root)}: "
+                         f"grpo.prompts_per_step × grpo.group_size: {err}") from None
     rewards = reward_set(params, root)
     records = read_checked_jsonl(root / paths.TRAIN, "trace", root / paths.TRAIN_MANIFEST)
     check_rewards(rewards, records[0], cfg.max_new_tokens, root)

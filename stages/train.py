@@ -57,7 +57,8 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     try:
         check_devices(cfg)
     except MeshError as err:
-        raise StageError(f"{params_where('train', err.key, root=root)}: {err}") from None
+        named = "" if err.key == "mesh" else f"train.{err.key}: "
+        raise StageError(f"{params_where('train', err.key, root=root)}: {named}{err}") from None
     records = read_checked_jsonl(root / paths.TRAIN, "trace", root / paths.TRAIN_MANIFEST)
     tok = load_tokenizer(root / paths.TOKENIZER)
     examples = [encode_trace(tok, r) for r in records]

@@ -114,7 +114,8 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
 
 
 class MeshError(ValueError):
-    """The mesh or the batch does not fit the devices; `key` names the `train` param at fault."""
+    """The mesh or the batch does not fit the devices; `key` names the `train` param at fault
+    (the message names no param: a stage says which of its own sets the batch)."""
 
     def __init__(self, key: str, message: str):
         super().__init__(message)
@@ -127,7 +128,7 @@ def check_devices(cfg: TrainConfig) -> None:
     if n > jax.device_count():
         raise MeshError("mesh", f"train.mesh: {n} devices asked for, {jax.device_count()} visible")
     if cfg.batch_size % (cfg.grad_accum * n):
-        raise MeshError("batch_size", f"train.batch_size: {cfg.batch_size} is not a multiple of "
+        raise MeshError("batch_size", f"a batch of {cfg.batch_size} is not a multiple of "
                                       f"grad_accum × mesh devices ({cfg.grad_accum * n})")
 
 
