@@ -155,6 +155,11 @@ def params_where(*keys: str, root: Path = Path(".")) -> str:
         return PARAMS_FILE
 
 
+def param_error(*keys: str, message: object, root: Path = Path(".")) -> StageError:
+    """A one-line error pointing at a param: `params.yaml:LINE: section.key: message`."""
+    return StageError(f"{params_where(*keys, root=root)}: {'.'.join(keys)}: {message}")
+
+
 # ---------------------------------------------------------------- reading
 
 MAX_LINE_BYTES = 1 << 20  # no record of any JSONL file here comes near 1 MiB; a bigger line is a mistake

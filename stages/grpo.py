@@ -26,7 +26,7 @@ from stages.common import (
     atomic_path,
     load_params,
     load_tokenizer,
-    params_where,
+    param_error,
     read_checked_jsonl,
     run_stage,
     sha256_tree,
@@ -64,7 +64,7 @@ def reward_set(params: dict, root: Path) -> RewardSet:
             search_path=[root],
         )  # fmt: skip
     except RewardError as err:
-        raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: grpo.user_rewards: {err}") from None
+        raise param_error("grpo", "user_rewards", message=err, root=root) from None
 
 
 def check_rewards(rewards: RewardSet, record: dict, max_tokens: int, root: Path) -> None:
@@ -74,7 +74,7 @@ def check_rewards(rewards: RewardSet, record: dict, max_tokens: int, root: Path)
     try:
         rewards.score(Rollout(record["prompt"], completion, record, 0, False, max_tokens))
     except RewardError as err:
-        raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: grpo.user_rewards: {err}") from None
+        raise param_error("grpo", "user_rewards", message=err, root=root) from None
 
 
 def pass_through(root: Path) -> None:
@@ -105,10 +105,12 @@ def curve_summary(history: list[dict]) -> dict:
 
 
 def load_policy(params: dict, model_dir: Path, root: Path) -> tuple[Gemma, LoRASpec]:
-    """The SFT model to improve; with `model.lora.rank` > 0, fresh adapters on it (held in the compute dtype:
-    the SFT model is their frozen base, and so the KL reference, with no second copy)."""
+    """The SFT model to improve; with a LoRA rank above 0 (`grpo.lora`, or `model.lora` when that is null),
+    fresh adapters on it, held in the compute dtype: the SFT model is their frozen base, and so the KL
+    reference, with no second copy."""
     model_params = params["model"]
-    spec = LoRASpec.from_params(model_params.get("lora"))
+    section = "model" if params["grpo"].get("lora") is None else "grpo"
+    spec = LoRASpec.from_params(params[section].get("lora"))
     param_dtype = model_params["compute_dtype"] if spec.rank else model_params["param_dtype"]
     try:
         model = load_pretrained(model_dir, dtype=model_params["compute_dtype"], param_dtype=param_dtype)
@@ -116,7 +118,7 @@ def load_policy(params: dict, model_dir: Path, root: Path) -> tuple[Gemma, LoRAS
     except CheckpointError as err:
         raise StageError(str(err)) from None
     except LoRAError as err:
-        raise StageError(f"{params_where('model', 'lora', err.key, root=root)}: {err}") from None
+        raise param_error(section, "lora", err.key, message=err, root=root) from None
     return model, spec
 
 
@@ -130,9 +132,8 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
         check_devices(cfg.train_config())
     except MeshError as err:
         if err.key == "mesh":
-            raise StageError(f"{params_where('train', 'mesh', root=root)}: {err}") from None
-        raise StageError(f"{params_where('grpo', 'prompts_per_step', root=root)}: "
-                         f"grpo.prompts_per_step × grpo.group_size: {err}") from None
+            raise param_error("train", "mesh", message=err, root=root) from None
+        raise param_error("grpo", "prompts_per_step", message=f"× grpo.group_size: {err}", root=root) from None
     rewards = reward_set(params, root)
     records = read_checked_jsonl(root / paths.TRAIN, "trace", root / paths.TRAIN_MANIFEST)
     check_rewards(rewards, records[0], cfg.max_new_tokens, root)
@@ -162,7 +163,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
         except NonFiniteLoss as err:
             raise StageError(f"{paths.POLICY}: RL diverged: {err}") from None
         except RewardError as err:
-            raise StageError(f"{params_where('grpo', 'user_rewards', root=root)}: grpo.user_rewards: {err}") from None
+            raise param_error("grpo", "user_rewards", message=err, root=root) from None
 
     info = {
         "sft_model": {"path": paths.MODEL.as_posix(), "sha256": sha256_tree(model_dir)},

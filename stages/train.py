@@ -21,6 +21,7 @@ from stages.common import (
     atomic_path,
     load_params,
     load_tokenizer,
+    param_error,
     params_where,
     read_checked_jsonl,
     run_stage,
@@ -57,8 +58,7 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     try:
         check_devices(cfg)
     except MeshError as err:
-        named = "" if err.key == "mesh" else f"train.{err.key}: "
-        raise StageError(f"{params_where('train', err.key, root=root)}: {named}{err}") from None
+        raise param_error("train", err.key, message=err, root=root) from None
     records = read_checked_jsonl(root / paths.TRAIN, "trace", root / paths.TRAIN_MANIFEST)
     tok = load_tokenizer(root / paths.TOKENIZER)
     examples = [encode_trace(tok, r) for r in records]
@@ -71,7 +71,7 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     except ShapeError as err:
         raise StageError(f"{params_where('model', 'tiny', root=root)}: {err}") from None
     except LoRAError as err:
-        raise StageError(f"{params_where('model', 'lora', err.key, root=root)}: {err}") from None
+        raise param_error("model", "lora", err.key, message=err, root=root) from None
     spec = LoRASpec.from_params(params["model"].get("lora"))
     n_params = model.config.num_params()
     print(

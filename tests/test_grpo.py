@@ -313,6 +313,38 @@ def test_zero_steps_pass_the_sft_model_through_unchanged(shared_base, tmp_path):
     assert json.loads((repo / "dvclive/grpo/metrics.json").read_text()) == {"steps": 0}
 
 
+RL_LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": ["q_proj", "v_proj"], "rslora": False}
+
+
+def test_grpo_lora_trains_rl_adapters_on_a_fully_fine_tuned_model(shared_base, tmp_path):
+    """`grpo.lora` puts fresh adapters on an SFT model trained without any (`model.lora.rank` 0): the policy
+    is the merged model, and its RL adapter alone is saved in PEFT format, naming the SFT model its base."""
+    repo = stage_repo(shared_base, tmp_path / "repo", steps=1, prompts_per_step=2, group_size=4, max_new_tokens=12,
+                      learning_rate=1e-2, dynamic_sampling=False, lora=RL_LORA,
+                      user_rewards={"length_reward:longer": 0.01})  # fmt: skip
+    (repo / "length_reward.py").write_text(LENGTH_REWARD)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["lora"]["rank"] == 0
+    proc = run_grpo_stage(repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    adapter = json.loads((repo / "data/policy/adapter/adapter_config.json").read_text())
+    assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
+    assert adapter["base_model_name_or_path"] == "data/model"
+    policy, sft = files_under(repo / "data/policy"), files_under(repo / "data/model")
+    assert policy["model.safetensors"] != sft["model.safetensors"]  # the adapters moved and were merged in
+
+
+def test_a_bad_grpo_lora_spec_is_one_line_naming_grpo_lora(shared_base, tmp_path):
+    from stages.common import yaml_line
+    from tests.test_bad_inputs import assert_one_line_error, snapshot
+
+    repo = stage_repo(shared_base, tmp_path / "repo", steps=1, lora=dict(RL_LORA, rank=300))
+    before = snapshot(repo)
+    proc = run_grpo_stage(repo)
+    line = yaml_line((repo / "params.yaml").read_text(), ["grpo", "lora", "rank"])
+    assert_one_line_error(proc, "params.yaml", line, "grpo.lora.rank", "300 is larger than")
+    assert snapshot(repo) == before
+
+
 KILL_PARAMS = dict(steps=4, save_every=1, prompts_per_step=2, group_size=4, max_new_tokens=16, temperature=1.0,
                    learning_rate=1e-3, beta=0.04, dynamic_sampling=False)  # a random model: no group has signal
 

@@ -33,7 +33,8 @@ TARGETS = ATTENTION_TARGETS + MLP_TARGETS
 
 
 class LoRAError(ValueError):
-    """A LoRA spec the model cannot take; `key` names the `model.lora` field at fault."""
+    """A LoRA spec the model cannot take; `key` names the field at fault (`model.lora`'s or `grpo.lora`'s:
+    the stage that read the spec names it)."""
 
     def __init__(self, key: str, message: str):
         super().__init__(message)
@@ -71,26 +72,26 @@ def projection_shapes(cfg: GemmaConfig) -> dict[str, tuple[int, int]]:
 def validate(spec: LoRASpec, cfg: GemmaConfig) -> None:
     """Raise a LoRAError naming the field unless `spec` fits the model `cfg` describes."""
     if spec.rank < 0:
-        raise LoRAError("rank", f"model.lora.rank: {spec.rank} is negative (0 turns LoRA off)")
+        raise LoRAError("rank", f"{spec.rank} is negative (0 turns LoRA off)")
     unknown = [t for t in spec.targets if t not in TARGETS]
     if unknown:
-        raise LoRAError("targets", f"model.lora.targets: unknown module {unknown[0]!r} (known: {', '.join(TARGETS)})")
+        raise LoRAError("targets", f"unknown module {unknown[0]!r} (known: {', '.join(TARGETS)})")
     if len(set(spec.targets)) != len(spec.targets):
-        raise LoRAError("targets", f"model.lora.targets: {list(spec.targets)} names a module twice")
+        raise LoRAError("targets", f"{list(spec.targets)} names a module twice")
     if spec.rank == 0:
         return
     if not spec.targets:
-        raise LoRAError("targets", "model.lora.targets: empty, but rank is above 0 (name the modules to adapt)")
+        raise LoRAError("targets", "empty, but rank is above 0 (name the modules to adapt)")
     if spec.alpha <= 0:
-        raise LoRAError("alpha", f"model.lora.alpha: {spec.alpha} must be positive")
+        raise LoRAError("alpha", f"{spec.alpha} must be positive")
     if not 0 <= spec.dropout < 1:
-        raise LoRAError("dropout", f"model.lora.dropout: {spec.dropout} must be in [0, 1)")
+        raise LoRAError("dropout", f"{spec.dropout} must be in [0, 1)")
     shapes = projection_shapes(cfg)
     for target in spec.targets:
         limit = min(shapes[target])
         if spec.rank > limit:
             raise LoRAError(
-                "rank", f"model.lora.rank: {spec.rank} is larger than {target} ({shapes[target][0]} -> "
+                "rank", f"{spec.rank} is larger than {target} ({shapes[target][0]} -> "
                         f"{shapes[target][1]}) allows ({limit})"
             )  # fmt: skip
 

@@ -126,7 +126,7 @@ def check_devices(cfg: TrainConfig) -> None:
     """Raise a MeshError unless the mesh fits the visible devices and the batch splits evenly over it."""
     n = cfg.mesh_data * cfg.mesh_fsdp
     if n > jax.device_count():
-        raise MeshError("mesh", f"train.mesh: {n} devices asked for, {jax.device_count()} visible")
+        raise MeshError("mesh", f"{n} devices asked for, {jax.device_count()} visible")
     if cfg.batch_size % (cfg.grad_accum * n):
         raise MeshError("batch_size", f"a batch of {cfg.batch_size} is not a multiple of "
                                       f"grad_accum × mesh devices ({cfg.grad_accum * n})")
