@@ -133,7 +133,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
     except MeshError as err:
         if err.key == "mesh":
             raise param_error("train", "mesh", message=err, root=root) from None
-        raise param_error("grpo", "prompts_per_step", message=f"× grpo.group_size: {err}", root=root) from None
+        raise param_error("grpo", "prompts_per_step", message=f"with grpo.group_size, {err}", root=root) from None
     rewards = reward_set(params, root)
     records = read_checked_jsonl(root / paths.TRAIN, "trace", root / paths.TRAIN_MANIFEST)
     check_rewards(rewards, records[0], cfg.max_new_tokens, root)
