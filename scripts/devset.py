@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
 from reasoning import tasks  # noqa: E402
 from scripts.make_evalset import EVAL_SEED, build_items  # noqa: E402
 from stages import paths  # noqa: E402
-from stages.common import load_params, read_jsonl, run_stage, sha256_file, write_jsonl  # noqa: E402
+from stages.common import load_params, read_jsonl, run_stage, write_jsonl  # noqa: E402
 
 
 def make(seeds: list[int], train: Path) -> list[dict]:
@@ -47,7 +47,7 @@ def make(seeds: list[int], train: Path) -> list[dict]:
 
 
 def score(model: Path, items_path: Path, params: dict) -> dict:
-    from stages.evaluate import score_predictions, summarize
+    from stages.evaluate import describe_set, score_predictions, summarize
     from stages.predict import predict
 
     items = read_jsonl(items_path, "eval_item")
@@ -56,9 +56,7 @@ def score(model: Path, items_path: Path, params: dict) -> dict:
     predictions = predict(items, model, p["batch_size"], p["max_new_tokens"], params["model"]["compute_dtype"])
     seconds = time.perf_counter() - t0
     rows = score_predictions(items, predictions, params["evaluate"], items_path, Path("<predictions>"))
-    about = {"name": "dev", "path": items_path.as_posix(), "format": "items", "sha256": sha256_file(items_path),
-             "n_items": len(items)}  # fmt: skip
-    metrics, _ = summarize(rows, about)
+    metrics, _ = summarize(rows, describe_set("dev", items_path, "items", len(items)))
     return {"model": str(model), "n": len(items), "primary_score": metrics["primary_score"],
             "partial_accuracy": metrics["partial_accuracy"], "format_accuracy": metrics["format_accuracy"],
             "section": metrics["section"], "mean_tokens": metrics["trace_tokens"]["mean"],

@@ -149,9 +149,13 @@ def evaluate(evalset: evalsets.EvalSet, params: dict, root: Path = Path(".")) ->
     predictions_path = root / paths.predictions(evalset.name)
     predictions = read_jsonl(predictions_path, "prediction")
     rows = score_predictions(items, predictions, params["evaluate"], root / evalset.path, predictions_path)
-    about = {"name": evalset.name, "path": evalset.path.as_posix(), "format": evalset.format,
-             "sha256": sha256_file(root / evalset.path), "n_items": len(items)}
-    return summarize(rows, about)
+    return summarize(rows, describe_set(evalset.name, evalset.path, evalset.format, len(items), root))
+
+
+def describe_set(name: str, path: Path, fmt: str, n_items: int, root: Path = Path(".")) -> dict:
+    """How metrics and scorecards name an eval set: its name, path, format, sha256 and size."""
+    return {"name": name, "path": path.as_posix(), "format": fmt, "sha256": sha256_file(root / path),
+            "n_items": n_items}  # fmt: skip
 
 
 def write_reports(name: str, metrics: dict, scorecard: dict, root: Path = Path(".")) -> None:
