@@ -2,12 +2,18 @@
 
     python scripts/devset.py make --seeds 7 8 --train data/train.jsonl --out /tmp/dev.jsonl
     python scripts/devset.py score --model data/policy --items /tmp/dev.jsonl
+    python scripts/devset.py headroom --model data/model --items /tmp/dev.jsonl --k 16
 
 `make` draws the eval set's plan (scripts/make_evalset.py) with other seeds
 and drops every item whose prompt is an eval prompt or a training prompt, so
 a score on it is a held-out score that says nothing about the eval set.
 `score` predicts greedily (stages/predict.py) and scores as evaluate does,
 printing primary score, per-section accuracy and wall time as one JSON line.
+`headroom` asks what RL could gain before any is run: it samples k completions
+of each item (grpo's temperature) and prints, overall and per section, the
+greedy accuracy, the mean sampled accuracy, maj@k (the most frequent answer
+is right) and pass@k (some sample is right). Sharpening a policy moves greedy
+towards maj@k and, at best, pass@k; it does not go past pass@k.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +70,40 @@ def score(model: Path, items_path: Path, params: dict) -> dict:
             "predict_seconds": round(seconds, 1)}
 
 
+def vote(samples: list[tuple[str | None, bool]]) -> tuple[float, bool, bool]:
+    """(share right, the most frequent answer is right, some answer is right) of one item's scored samples;
+    a tie for most frequent goes to the answer sampled first."""
+    top = Counter(answer for answer, _ in samples).most_common(1)[0][0]
+    majority = next(correct for answer, correct in samples if answer == top)
+    return sum(correct for _, correct in samples) / len(samples), majority, any(c for _, c in samples)
+
+
+def headroom(model: Path, items_path: Path, params: dict, k: int, temperature: float, seed: int) -> dict:
+    from stages.evaluate import score_predictions
+    from stages.predict import predict
+
+    items = read_jsonl(items_path, "eval_item")
+    p = params["predict"]
+    greedy = score(model, items_path, params)
+    t0 = time.perf_counter()
+    samples = predict([item for item in items for _ in range(k)], model, p["batch_size"], p["max_new_tokens"],
+                      params["model"]["compute_dtype"], temperature=temperature, seed=seed)
+    # rows[j][i]: item i's j-th sample, scored as evaluate scores
+    rows = [score_predictions(items, samples[j::k], params["evaluate"], items_path, Path("<samples>")) for j in range(k)]
+    by_section: dict[str, list[tuple[float, bool, bool]]] = {}
+    for i, item in enumerate(items):
+        by_section.setdefault(item["section"], []).append(vote([(r[i]["answer"], bool(r[i]["correct"])) for r in rows]))
+    every = [x for xs in by_section.values() for x in xs]
+    summary = lambda xs: {"sampled": round(sum(x[0] for x in xs) / len(xs), 3),
+                          f"maj@{k}": round(sum(x[1] for x in xs) / len(xs), 3),
+                          f"pass@{k}": round(sum(x[2] for x in xs) / len(xs), 3)}  # fmt: skip
+    return {"model": str(model), "n": len(items), "k": k, "temperature": temperature,
+            "greedy": round(greedy["primary_score"], 3), **summary(every),
+            "section": {name: {"greedy": round(greedy["section"][name], 3), **summary(xs)}
+                        for name, xs in sorted(by_section.items())},
+            "sample_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,13 +115,24 @@ def main() -> None:
     s.add_argument("--model", type=Path, required=True)
     s.add_argument("--items", type=Path, required=True)
     s.add_argument("--params", type=Path, default=Path("params.yaml"))
+    h = sub.add_parser("headroom", help="greedy, mean sampled, maj@k and pass@k accuracy of a model on a dev set")
+    h.add_argument("--model", type=Path, required=True)
+    h.add_argument("--items", type=Path, required=True)
+    h.add_argument("--params", type=Path, default=Path("params.yaml"))
+    h.add_argument("--k", type=int, default=16, help="samples per item (default: 16)")
+    h.add_argument("--temperature", type=float, help="default: params grpo.temperature")
+    h.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.command == "make":
         items = make(args.seeds, args.train)
         write_jsonl(args.out, items)
         print(f"devset: {len(items)} items -> {args.out}")
-    else:
+    elif args.command == "score":
         print(json.dumps(score(args.model, args.items, load_params(path=args.params))))
+    else:
+        params = load_params(path=args.params)
+        temperature = params["grpo"]["temperature"] if args.temperature is None else args.temperature
+        print(json.dumps(headroom(args.model, args.items, params, args.k, temperature, args.seed)))
 
 
 if __name__ == "__main__":

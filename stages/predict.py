@@ -24,7 +24,11 @@ from training.hf_io import CheckpointError, load_pretrained, read_config
 from training.sampler import Sampler, SamplingConfig
 
 
-def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens: int, dtype: str) -> list[dict]:
+def predict(
+    items: list[dict], model_dir: Path, batch_size: int, max_new_tokens: int, dtype: str,
+    temperature: float = 0.0, seed: int = 0,
+) -> list[dict]:
+    """One prediction per item, in item order: greedy, or sampled at `temperature` (batch keys from `seed`)."""
     try:
         vocab_size = read_config(model_dir).vocab_size
     except CheckpointError as err:
@@ -38,7 +42,8 @@ def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens:
     except CheckpointError as err:
         raise StageError(str(err)) from None
     sampler = Sampler(model, eos_ids=tokenizers_io.stop_ids(tok), pad_id=tok.token_to_id("<pad>") or 0)
-    cfg = SamplingConfig(max_new_tokens=max_new_tokens)
+    cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature)
+    key = jax.random.key(seed)
     prompts = [tok.encode(chat.render_prompt(item["prompt"]), add_special_tokens=False).ids for item in items]
     order = sorted(range(len(items)), key=lambda i: (len(prompts[i]), i))
     results: dict[int, dict] = {}
@@ -46,7 +51,7 @@ def predict(items: list[dict], model_dir: Path, batch_size: int, max_new_tokens:
     with tqdm(total=len(items), desc="predict", unit="item", dynamic_ncols=True) as bar:
         for at in range(0, len(order), batch_size):
             idx = order[at : at + batch_size]
-            gen = sampler([prompts[i] for i in idx], cfg)
+            gen = sampler([prompts[i] for i in idx], cfg, jax.random.fold_in(key, at))
             for row, i in enumerate(idx):
                 n = int(gen.lengths[row])
                 completion = tok.decode(gen.tokens[row, :n].tolist(), skip_special_tokens=False)
