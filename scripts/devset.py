@@ -104,6 +104,12 @@ def headroom(model: Path, items_path: Path, params: dict, k: int, temperature: f
             "sample_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
 
 
+def positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,8 +125,8 @@ def main() -> None:
     h.add_argument("--model", type=Path, required=True)
     h.add_argument("--items", type=Path, required=True)
     h.add_argument("--params", type=Path, default=Path("params.yaml"))
-    h.add_argument("--k", type=int, default=16, help="samples per item (default: 16)")
-    h.add_argument("--temperature", type=float, help="default: params grpo.temperature")
+    h.add_argument("--k", type=positive, default=16, help="samples per item (default: 16)")
+    h.add_argument("--temperature", type=float, help="above 0 (default: params grpo.temperature)")
     h.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.command == "make":
@@ -132,6 +138,8 @@ def main() -> None:
     else:
         params = load_params(path=args.params)
         temperature = params["grpo"]["temperature"] if args.temperature is None else args.temperature
+        if not temperature > 0:
+            parser.error(f"--temperature: sampling needs a temperature above 0, got {temperature}")
         print(json.dumps(headroom(args.model, args.items, params, args.k, temperature, args.seed)))
 
 
