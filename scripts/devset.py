@@ -12,8 +12,8 @@ printing primary score, per-section accuracy and wall time as one JSON line.
 `headroom` asks what RL could gain before any is run: it samples k completions
 of each item (grpo's temperature) and prints, overall and per section, the
 greedy accuracy, the mean sampled accuracy, maj@k (the most frequent answer
-is right) and pass@k (some sample is right). Sharpening a policy moves greedy
-towards maj@k and, at best, pass@k; it does not go past pass@k.
+is right) and pass@k (some sample is right). RL that only sharpens the policy
+moves greedy towards maj@k, and at most to pass@k.
 """
 
 from __future__ import annotations
