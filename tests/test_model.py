@@ -105,3 +105,22 @@ def test_tiny_preset_takes_its_shape_from_params():
     assert parameter_count(model) == model.config.num_params()
     with pytest.raises(ShapeError, match=r"^model\.tiny: num_attention_heads must be a multiple of num_key_value_heads"):
         build_model({**spec, "tiny": {**shape, "num_key_value_heads": 3}}, vocab_size=50, seed=0)
+
+
+def test_matmul_gradients_equal_autodiff_of_a_plain_dot():
+    """`matmul` reroutes only where XLA puts the weight gradient's transpose, not what it computes."""
+    from training.matmul import matmul
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 40, 16)), jnp.float32)  # [batch, tokens, in]: rows span both leading axes
+    kernel = jnp.asarray(rng.normal(size=(16, 24)), jnp.float32)
+    weight = jnp.asarray(rng.normal(size=(3, 40, 24)), jnp.float32)
+
+    def loss(dot):
+        return jax.jit(jax.value_and_grad(lambda x, k: jnp.sum(jnp.tanh(dot(x, k)) * weight), argnums=(0, 1)))
+
+    (ours, (dx, dk)), (ref, (dx_ref, dk_ref)) = loss(matmul)(x, kernel), loss(jnp.dot)(x, kernel)
+    assert dk.shape == kernel.shape and dx.shape == x.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)

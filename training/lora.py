@@ -26,6 +26,7 @@ import numpy as np
 from flax import nnx
 
 from training.config import GemmaConfig
+from training.matmul import matmul
 
 ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
@@ -112,8 +113,8 @@ class LoRA(nnx.Module):
         if key is not None and self.dropout > 0:
             keep = jax.random.bernoulli(jax.random.fold_in(key, self.index), 1.0 - self.dropout, x.shape)
             x = jnp.where(keep, x / (1.0 - self.dropout), 0).astype(x.dtype)
-        low = jnp.dot(x.astype(dtype), self.a[...].astype(dtype))
-        return jnp.dot(low, self.b[...].astype(dtype)) * jnp.asarray(self.scale, dtype)
+        low = matmul(x.astype(dtype), self.a[...].astype(dtype))
+        return matmul(low, self.b[...].astype(dtype)) * jnp.asarray(self.scale, dtype)
 
 
 _OFF: contextvars.ContextVar[bool] = contextvars.ContextVar("lora_off", default=False)

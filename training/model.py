@@ -18,6 +18,7 @@ from flax import nnx
 
 from training.config import SLIDING, GemmaConfig
 from training.lora import adapter_of
+from training.matmul import matmul
 
 Cache = dict[str, Any]  # {"k": L × [B,K,hd,S], "v": L × [B,K,S,hd], "pos": [B,S], "seg": [B,S]}
 
@@ -71,7 +72,7 @@ def fused_linear(x: jax.Array, layers: tuple[nnx.Linear, ...]) -> jax.Array:
     """
     dtype = layers[0].dtype
     kernel = jnp.concatenate([layer.kernel[...] for layer in layers], axis=1).astype(dtype)
-    out = jnp.dot(x.astype(dtype), kernel)
+    out = matmul(x.astype(dtype), kernel)
     start = 0
     for layer in layers:
         width = layer.kernel.shape[1]
@@ -84,8 +85,9 @@ def fused_linear(x: jax.Array, layers: tuple[nnx.Linear, ...]) -> jax.Array:
 
 def linear(x: jax.Array, layer: nnx.Linear) -> jax.Array:
     """A single projection: nnx.Linear's own call, plus its LoRA term when it carries an adapter."""
+    out = matmul(x.astype(layer.dtype), layer.kernel[...].astype(layer.dtype))
     adapter = adapter_of(layer)
-    return layer(x) if adapter is None else layer(x) + adapter.delta(x, layer.dtype)
+    return out if adapter is None else out + adapter.delta(x, layer.dtype)
 
 
 class Attention(nnx.Module):
