@@ -84,7 +84,7 @@ def fused_linear(x: jax.Array, layers: tuple[nnx.Linear, ...]) -> jax.Array:
 
 
 def linear(x: jax.Array, layer: nnx.Linear) -> jax.Array:
-    """A single projection: nnx.Linear's own call, plus its LoRA term when it carries an adapter."""
+    """A single projection through `matmul`, plus its LoRA term when it carries an adapter."""
     out = matmul(x.astype(layer.dtype), layer.kernel[...].astype(layer.dtype))
     adapter = adapter_of(layer)
     return out if adapter is None else out + adapter.delta(x, layer.dtype)
