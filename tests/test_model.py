@@ -124,3 +124,31 @@ def test_matmul_gradients_equal_autodiff_of_a_plain_dot():
     np.testing.assert_allclose(ours, ref, rtol=1e-6)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cap", [None, 50.0])
+def test_attend_gradients_equal_autodiff_of_masked_softmax_attention(cap):
+    """`attend`'s flash-style backward computes autodiff's gradients, soft-capping and a fully masked
+    (padding) query row included."""
+    from training.attention import _NEG, attend, softcap
+
+    rng = np.random.default_rng(0)
+    b, heads, t, groups, s, hd = 2, 2, 5, 3, 7, 8
+    q = jnp.asarray(rng.normal(size=(b, heads, t * groups, hd)), jnp.float32)
+    kt = jnp.asarray(rng.normal(size=(b, heads, hd, s)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=(b, heads, s, hd)), jnp.float32)
+    mask = jnp.asarray(rng.random((b, t, s)) < 0.6).at[1, 2].set(False)  # row (1, 2) sees no key
+    weight = jnp.asarray(rng.normal(size=(b, heads, t * groups, hd)), jnp.float32)
+
+    def plain(q, kt, v, mask, cap):
+        logits = softcap(jnp.einsum("bkrh,bkhs->bkrs", q, kt), cap).reshape(b, heads, t, groups, s)
+        probs = jax.nn.softmax(jnp.where(mask[:, None, :, None], logits, _NEG), axis=-1)
+        return jnp.einsum("bkrs,bksh->bkrh", probs.reshape(b, heads, t * groups, s), v)
+
+    def loss(fn):
+        return jax.jit(jax.value_and_grad(lambda *x: jnp.sum(jnp.tanh(fn(*x, mask, cap)) * weight), argnums=(0, 1, 2)))
+
+    (ours, grads), (ref, ref_grads) = loss(attend)(q, kt, v), loss(plain)(q, kt, v)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -19,7 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from training.model import softcap
+from training.attention import softcap
 
 
 def token_cross_entropy(

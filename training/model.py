@@ -16,13 +16,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from training.attention import attend, softcap
 from training.config import SLIDING, GemmaConfig
 from training.lora import adapter_of
 from training.matmul import matmul
 
 Cache = dict[str, Any]  # {"k": L × [B,K,hd,S], "v": L × [B,K,S,hd], "pos": [B,S], "seg": [B,S]}
-
-_NEG = -2.3819763e38  # a large finite negative: fully masked rows stay NaN-free
 
 
 class RMSNorm(nnx.Module):
@@ -48,10 +47,6 @@ def rope(x: jax.Array, positions: jax.Array, base: float, scale: float = 1.0) ->
     x1, x2 = jnp.split(x32, 2, axis=-1)
     rotated = jnp.concatenate([-x2, x1], axis=-1)
     return (x32 * jnp.cos(angles) + rotated * jnp.sin(angles)).astype(x.dtype)
-
-
-def softcap(x: jax.Array, cap: float | None) -> jax.Array:
-    return x if cap is None else cap * jnp.tanh(x / cap)
 
 
 def attention_mask(
@@ -133,54 +128,46 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q = rope(q, pos, self.rope_base, self.rope_scale)
         k = rope(k, pos, self.rope_base, self.rope_scale)
-        # Head-major [B, K, S, hd] values and [B, K, G, T, hd] queries: each (row, KV head) is one
-        # contiguous matmul, where a [B, T, K, hd] layout makes XLA transpose per einsum.
+        # A KV head's G query heads as (query, group) rows, [B, K, T·G, hd]; values [B, K, S, hd]; keys
+        # [B, K, hd, S] as the cache holds them. Each (row, KV head) is then one plain 4-D matmul, the
+        # fastest layout on CPU (a [B, T, K, hd] layout makes XLA transpose per product), and a decode
+        # step's few rows meet the cached keys in a [rows, hd] @ [hd, S] product, 3-4x faster than
+        # against [S, hd] keys.
         groups = self.heads // self.kv_heads
-        q = (q * self.scale).reshape(b, t, self.kv_heads, groups, self.head_dim).transpose(0, 2, 3, 1, 4)
-        v = v.transpose(0, 2, 1, 3)
+        q = (q * self.scale).reshape(b, t, self.kv_heads, groups, self.head_dim).transpose(0, 2, 1, 3, 4)
+        q = q.reshape(b, self.kv_heads, t * groups, self.head_dim)
+        k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
         if kv is None:
-            out, new_kv = self.attend_in_blocks(q, k.transpose(0, 2, 1, 3), v, pos, seg), None
+            out, new_kv = self.attend_in_blocks(q, k, v, pos, seg), None
         else:
-            # The cache holds keys as [B, K, hd, S]: a decode step's few query rows then meet them in
-            # a plain [rows, hd] @ [hd, S] product, 3-4x faster on CPU than against [S, hd] keys.
             cache_k, cache_v, k_pos, k_seg, index = kv
-            k = k.transpose(0, 2, 3, 1).astype(cache_k.dtype)
-            keys = jax.lax.dynamic_update_slice(cache_k, k, (0, 0, 0, index))
+            keys = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, 0, index))
             values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
             new_kv = (keys, values)
-            # The (group, query) rows as one axis: 4-D products run fastest on CPU.
-            rows = q.reshape(b, self.kv_heads, groups * t, self.head_dim)
-            logits = jnp.einsum("bkqh,bkhs->bkqs", rows, keys, preferred_element_type=jnp.float32)
-            probs = self.weights(logits.reshape(b, self.kv_heads, groups, t, -1), pos, seg, k_pos, k_seg)
-            probs = probs.astype(values.dtype).reshape(b, self.kv_heads, groups * t, -1)
-            out = jnp.einsum("bkqs,bksh->bkqh", probs, values).reshape(b, self.kv_heads, groups, t, self.head_dim)
-        out = out.transpose(0, 3, 1, 2, 4).reshape(b, t, self.heads * self.head_dim)
-        return linear(out, self.o_proj), new_kv
+            mask = attention_mask(pos, seg, k_pos, k_seg, self.window)
+            out = attend(q, keys, values, mask, self.softcap)
+        out = out.reshape(b, self.kv_heads, t, groups, self.head_dim).transpose(0, 2, 1, 3, 4)
+        return linear(out.reshape(b, t, self.heads * self.head_dim), self.o_proj), new_kv
 
-    def weights(self, logits: jax.Array, q_pos, q_seg, k_pos, k_seg) -> jax.Array:
-        """Attention weights [B,K,G,T,S] from raw float32 logits: soft-capped, masked, normalised."""
-        mask = attention_mask(q_pos, q_seg, k_pos, k_seg, self.window)
-        return jax.nn.softmax(jnp.where(mask[:, None, None], softcap(logits, self.softcap), _NEG), axis=-1)
+    def attend_in_blocks(self, q: jax.Array, kt: jax.Array, v: jax.Array, pos: jax.Array, seg: jax.Array) -> jax.Array:
+        """Self-attention of a whole sequence (q: [B, K, T·G, hd] rows), a block of queries at a time.
 
-    def attend_in_blocks(self, q: jax.Array, k: jax.Array, v: jax.Array, pos: jax.Array, seg: jax.Array) -> jax.Array:
-        """Self-attention of a whole sequence, [B,K,G,T,hd], a block of query rows at a time.
-
-        Each block skips the keys its mask would hide anyway: those after its last row and, on a
-        sliding-window layer, those a window or more before its first row. (Positions count up by
-        one per row inside every segment, as packing and left padding lay rows out.) On a causal
+        Each block skips the keys its mask would hide anyway: those after its last query and, on a
+        sliding-window layer, those a window or more before its first. (Positions count up by one
+        per row inside every segment, as packing and left padding lay rows out.) On a causal
         256-token sequence four blocks compute 5/8 of the full logits (a 128-token window: 9/16).
         """
-        t = q.shape[3]
+        t = pos.shape[1]
+        groups = q.shape[2] // t
         size = max(64, -(-t // 4))
         outs = []
         for start in range(0, t, size):
             stop = min(t, start + size)
             first = 0 if self.window is None else max(0, start - self.window + 1)
-            keys, values = k[:, :, first:stop], v[:, :, first:stop]
-            logits = jnp.einsum("bkgqh,bksh->bkgqs", q[:, :, :, start:stop], keys, preferred_element_type=jnp.float32)
-            probs = self.weights(logits, pos[:, start:stop], seg[:, start:stop], pos[:, first:stop], seg[:, first:stop])
-            outs.append(jnp.einsum("bkgqs,bksh->bkgqh", probs.astype(values.dtype), values))
-        return jnp.concatenate(outs, axis=3)
+            mask = attention_mask(pos[:, start:stop], seg[:, start:stop], pos[:, first:stop], seg[:, first:stop], self.window)
+            block = q[:, :, start * groups : stop * groups]
+            outs.append(attend(block, kt[..., first:stop], v[:, :, first:stop], mask, self.softcap))
+        return jnp.concatenate(outs, axis=2)
 
 
 class MLP(nnx.Module):

@@ -1,0 +1,55 @@
+"""Masked softmax attention over (query, group) rows, with a flash-attention-style backward."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+_NEG = -2.3819763e38  # a large finite negative: fully masked rows stay NaN-free
+
+
+def softcap(x: jax.Array, cap: float | None) -> jax.Array:
+    return x if cap is None else cap * jnp.tanh(x / cap)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def attend(q: jax.Array, kt: jax.Array, v: jax.Array, mask: jax.Array, cap: float | None) -> jax.Array:
+    """softmax(mask(softcap(q·kᵀ))) · v for each KV head; returns [B, K, T·G, hd].
+
+    q: [B, K, T·G, hd], the queries of a KV head's G heads as rows (query-major, already scaled);
+    kt: keys as [B, K, hd, S]; v: [B, K, S, hd]; mask: [B, T, S], True where a query sees a key.
+    Logits and weights are float32; the weighted sum runs in v's dtype.
+    """
+    return _forward(q, kt, v, mask, cap)[0]
+
+
+def _forward(q, kt, v, mask, cap):
+    b, heads, rows, _ = q.shape
+    t, s = mask.shape[1:]
+    logits = jnp.einsum("bkrh,bkhs->bkrs", q, kt, preferred_element_type=jnp.float32)
+    capped = softcap(logits, cap).reshape(b, heads, t, rows // t, s)
+    probs = jax.nn.softmax(jnp.where(mask[:, None, :, None], capped, _NEG), axis=-1).reshape(b, heads, rows, s)
+    out = jnp.einsum("bkrs,bksh->bkrh", probs.astype(v.dtype), v)
+    return out, (q, kt, v, mask, probs, out, None if cap is None else capped)
+
+
+def _attend_bwd(cap, res, d_out):
+    """The flash-attention backward. With P the weights and O = P·V, the logits' gradient is
+    P ∘ (dP − rowsum(dO ∘ O)): a sum over head_dim where autodiff of softmax sums dP ∘ P over keys."""
+    q, kt, v, mask, probs, out, capped = res
+    d_v = jnp.einsum("bkrs,bkrh->bksh", probs.astype(d_out.dtype), d_out)
+    d_probs = jnp.einsum("bkrh,bksh->bkrs", d_out, v, preferred_element_type=jnp.float32)
+    row_dot = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), axis=-1, keepdims=True)
+    b, heads, rows, s = probs.shape
+    t = mask.shape[1]
+    d_logits = (probs * (d_probs - row_dot)).reshape(b, heads, t, rows // t, s)
+    d_logits = jnp.where(mask[:, None, :, None], d_logits, 0.0)  # as autodiff: a fully masked row passes nothing
+    if cap is not None:
+        d_logits = d_logits * (1.0 - jnp.square(capped / cap))
+    d_logits = d_logits.reshape(b, heads, rows, s).astype(q.dtype)
+    return jnp.einsum("bkrs,bkhs->bkrh", d_logits, kt), jnp.einsum("bkrh,bkrs->bkhs", q, d_logits), d_v, None
+
+
+attend.defvjp(_forward, _attend_bwd)
