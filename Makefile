@@ -22,7 +22,7 @@ repro: setup
 	dvc repro
 
 test: setup tunix-env
-	pytest -q
+	pytest -q --durations=25
 
 # google-tunix's own environment for tests/test_tunix_interop.py (it pins safetensors < 0.8,
 # and older transformers/tokenizers than requirements.lock, so it cannot share .venv).
