@@ -387,11 +387,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="--lora-rank: compile each side and report XLA's memory analysis, run nothing")
     parser.add_argument("--full-compile-only", action="store_true",
                         help="--lora-rank: the full fine-tuning side is compiled, not run (when it does not fit)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="our side: leave glibc malloc as it is (training/host_memory.py not applied), for A/B")
     parser.add_argument("--side", choices=["jax", "jax-lora", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.batch is None:
         args.batch = 16 if args.what == "train" else 32
     if args.side:
+        if args.side.startswith("jax") and not args.default_malloc:
+            from training.host_memory import reuse_freed_memory
+
+            reuse_freed_memory()  # as the stages do, before JAX runs anything
         print(json.dumps(SIDES[(args.what, args.side)](args)))
         return
 

@@ -36,6 +36,7 @@ from training import chat, lora
 from training import tokenizer as tokenizers_io
 from training.grpo import GRPOConfig, GRPOResult, Prompt, grpo
 from training.hf_io import CheckpointError, load_pretrained, save_trained
+from training.host_memory import reuse_freed_memory
 from training.lora import LoRAError, LoRASpec
 from training.model import Gemma
 from training.trainer import MeshError, NonFiniteLoss, check_devices
@@ -186,6 +187,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
 
 
 def main() -> None:
+    reuse_freed_memory()  # before JAX runs a program (training/host_memory.py)
     run(load_params())
 
 

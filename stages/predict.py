@@ -21,6 +21,7 @@ from stages.common import StageError, load_params, load_tokenizer, run_stage, wr
 from training import chat
 from training import tokenizer as tokenizers_io
 from training.hf_io import CheckpointError, load_pretrained, read_config
+from training.host_memory import reuse_freed_memory
 from training.sampler import Sampler, SamplingConfig
 
 
@@ -84,6 +85,7 @@ def run(params: dict, name: str, root: Path = Path(".")) -> list[dict]:
 
 
 def main() -> None:
+    reuse_freed_memory()  # before JAX runs a program (training/host_memory.py)
     run(load_params(), evalsets.main_argument(sys.argv, "predict"))
 
 

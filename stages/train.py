@@ -32,6 +32,7 @@ from training import tokenizer as tokenizers_io
 from training.data import BatchStream, encode_trace, pack
 from training.factory import ShapeError, build_model
 from training.hf_io import CheckpointError, save_trained
+from training.host_memory import reuse_freed_memory
 from training.lora import LoRAError, LoRASpec
 from training.trainer import MeshError, NonFiniteLoss, TrainConfig, TrainResult, check_devices, train
 
@@ -114,6 +115,7 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
 
 
 def main() -> None:
+    reuse_freed_memory()  # before JAX runs a program (training/host_memory.py)
     params = load_params()
     if params["train"]["distributed"]:
         jax.distributed.initialize()  # coordinator and process ids from the environment (TPU, SLURM, …)

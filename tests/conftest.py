@@ -10,6 +10,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from training.host_memory import reuse_freed_memory  # noqa: E402  (after sys.path: the project's package)
+
+reuse_freed_memory()  # as the stages do: XLA:CPU's per-run buffers land on mapped pages
+
 
 @pytest.fixture(scope="session")
 def tiny_config():
