@@ -61,7 +61,7 @@ def attention_mask(
 
 
 def fused_linear(x: jax.Array, layers: tuple[nnx.Linear, ...]) -> jax.Array:
-    """x @ [W1 | W2 | …] for bias-free Linears sharing an input (kept apart as HF names them).
+    """x @ [W1 | W2 | …] for bias-free Linears sharing an input (kept apart as HF names them), or x @ W for one.
 
     A projection carrying a LoRA adapter (training/lora.py) gets its low-rank term added to its slice.
     """
@@ -76,13 +76,6 @@ def fused_linear(x: jax.Array, layers: tuple[nnx.Linear, ...]) -> jax.Array:
             out = out.at[..., start : start + width].add(adapter.delta(x, dtype))
         start += width
     return out
-
-
-def linear(x: jax.Array, layer: nnx.Linear) -> jax.Array:
-    """A single projection through `matmul`, plus its LoRA term when it carries an adapter."""
-    out = matmul(x.astype(layer.dtype), layer.kernel[...].astype(layer.dtype))
-    adapter = adapter_of(layer)
-    return out if adapter is None else out + adapter.delta(x, layer.dtype)
 
 
 class Attention(nnx.Module):
@@ -136,18 +129,18 @@ class Attention(nnx.Module):
         groups = self.heads // self.kv_heads
         q = (q * self.scale).reshape(b, t, self.kv_heads, groups, self.head_dim).transpose(0, 2, 1, 3, 4)
         q = q.reshape(b, self.kv_heads, t * groups, self.head_dim)
-        k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
+        kt, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
         if kv is None:
-            out, new_kv = self.attend_in_blocks(q, k, v, pos, seg), None
+            out, new_kv = self.attend_in_blocks(q, kt, v, pos, seg), None
         else:
             cache_k, cache_v, k_pos, k_seg, index = kv
-            keys = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, 0, index))
+            keys = jax.lax.dynamic_update_slice(cache_k, kt.astype(cache_k.dtype), (0, 0, 0, index))
             values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
             new_kv = (keys, values)
             mask = attention_mask(pos, seg, k_pos, k_seg, self.window)
             out = attend(q, keys, values, mask, self.softcap)
         out = out.reshape(b, self.kv_heads, t, groups, self.head_dim).transpose(0, 2, 1, 3, 4)
-        return linear(out.reshape(b, t, self.heads * self.head_dim), self.o_proj), new_kv
+        return fused_linear(out.reshape(b, t, self.heads * self.head_dim), (self.o_proj,)), new_kv
 
     def attend_in_blocks(self, q: jax.Array, kt: jax.Array, v: jax.Array, pos: jax.Array, seg: jax.Array) -> jax.Array:
         """Self-attention of a whole sequence (q: [B, K, T·G, hd] rows), a block of queries at a time.
@@ -179,7 +172,7 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         gate, up = jnp.split(fused_linear(x, (self.gate_proj, self.up_proj)), 2, axis=-1)
-        return linear(jax.nn.gelu(gate, approximate=True) * up, self.down_proj)
+        return fused_linear(jax.nn.gelu(gate, approximate=True) * up, (self.down_proj,))
 
 
 class Block(nnx.Module):
