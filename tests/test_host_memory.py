@@ -15,7 +15,7 @@ from training.host_memory import reuse_freed_memory
 ROOT = Path(__file__).resolve().parent.parent
 
 # A program with ~130 MiB of temporaries: above glibc's mmap threshold, so by default XLA:CPU's buffer
-# for them is mapped and unmapped on every run. Prints the minor page faults of each of 24 runs.
+# for them is mapped and unmapped on every run. Prints the minor page faults of each run.
 PROGRAM = """
 import json, resource, sys
 sys.path.insert(0, {root!r})
@@ -31,7 +31,7 @@ def f(x):
 x = jnp.ones((2048, 8192))
 run = jax.jit(f).lower(x).compile()
 faults = []
-for _ in range(24):
+for _ in range({runs}):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     run(x).block_until_ready()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -39,8 +39,8 @@ print(json.dumps(faults))
 """
 
 
-def faults_per_run(reuse: bool) -> list[int]:
-    code = PROGRAM.format(root=str(ROOT), reuse=reuse)
+def faults_per_run(reuse: bool, runs: int) -> list[int]:
+    code = PROGRAM.format(root=str(ROOT), reuse=reuse, runs=runs)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -48,9 +48,9 @@ def faults_per_run(reuse: bool) -> list[int]:
 @pytest.mark.skipif(not reuse_freed_memory(), reason="glibc malloc only (Linux)")
 def test_most_runs_reuse_mapped_pages_for_their_temporaries():
     pages = 130 * 2**20 // 4096
-    default = faults_per_run(reuse=False)
+    default = faults_per_run(reuse=False, runs=6)
     assert min(default) > pages // 2, default  # the premise: each run maps its temporaries afresh
-    reused = faults_per_run(reuse=True)
+    reused = faults_per_run(reuse=True, runs=24)
     # The heap grows over the first runs (a freed block is a little too small for the next aligned
     # request while a live allocation keeps it from merging) and then holds enough: most runs fault
     # on a few pages at most.
