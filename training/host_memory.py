@@ -28,10 +28,8 @@ def reuse_freed_memory() -> bool:
     """
     if not sys.platform.startswith("linux"):
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-        ctypes.CDLL(None).gnu_get_libc_version  # glibc only: musl's mallopt is a no-op stub
-    except AttributeError:
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: musl's mallopt is a no-op stub
         return False
     settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: never trim
-    return all(mallopt(param, value) == 1 for param, value in settings)
+    return all(libc.mallopt(param, value) == 1 for param, value in settings)
