@@ -8,7 +8,7 @@ from flax import nnx
 
 from training.config import FULL, SLIDING
 from training.factory import ShapeError, build_model
-from training.model import Gemma, init_cache
+from training.model import Gemma, grow_cache, init_cache
 
 
 def small(base, family=3, window=8, layer_types=(SLIDING, FULL)):
@@ -32,20 +32,39 @@ def forward(model, tokens, positions=None, segments=None):
 
 
 @pytest.mark.parametrize("family", [1, 2, 3])
-def test_cached_decoding_matches_full_forward(family, tiny_config):
+@pytest.mark.parametrize("prompt", [12, 5])
+def test_cached_decoding_matches_full_forward(family, prompt, tiny_config):
+    """A prompt, then one token a step: the logits of one forward pass over all 20 tokens. Given the
+    prompt length, the sliding layer's cache is a ring of max(window 8, prompt) slots, which wraps."""
     cfg = small(tiny_config, family, layer_types=(FULL, FULL) if family == 1 else (SLIDING, FULL))
     model = Gemma(cfg, rngs=nnx.Rngs(0))
     tokens = jax.random.randint(jax.random.key(1), (2, 20), 0, cfg.vocab_size)
     full = forward(model, tokens)
-    cache = init_cache(cfg, 2, 24)
     pos = jnp.tile(jnp.arange(20), (2, 1))
     seg = jnp.ones((2, 20), jnp.int32)
-    logits, cache = model(tokens[:, :12], pos[:, :12], seg[:, :12], cache, 0)
-    steps = [logits]
-    for i in range(12, 20):
-        logits, cache = model(tokens[:, i : i + 1], pos[:, i : i + 1], seg[:, i : i + 1], cache, i)
-        steps.append(logits)
-    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=2e-5)
+    for cache in (init_cache(cfg, 2, 24), init_cache(cfg, 2, 24, prompt_len=prompt)):
+        logits, cache = model(tokens[:, :prompt], pos[:, :prompt], seg[:, :prompt], cache, 0)
+        steps = [logits]
+        for i in range(prompt, 20):
+            logits, cache = model(tokens[:, i : i + 1], pos[:, i : i + 1], seg[:, i : i + 1], cache, i)
+            steps.append(logits)
+        np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=2e-5)
+    assert [k.shape[-1] for k in cache["k"]] == ([24, 24] if family == 1 else [max(8, prompt), 24])
+    with pytest.raises(ValueError, match="a cached call takes one token"):
+        model(tokens[:, :2], pos[:, :2], seg[:, :2], cache, 20)  # two tokens past the prompt
+
+
+def test_grown_cache_rings_hold_the_window(tiny_config):
+    """Growing a cache adds slots to full-attention layers; a sliding layer stops at its window (or
+    stays as wide as the prompt it took), and a written slot keeps its position."""
+    cfg = small(tiny_config, window=8)
+    cache = init_cache(cfg, 1, 6, prompt_len=4)
+    cache["pos"] = tuple(p.at[0, 3].set(3) for p in cache["pos"])
+    assert [k.shape[-1] for k in grow_cache(cfg, cache, 7)["k"]] == [7, 7]
+    grown = grow_cache(cfg, grow_cache(cfg, cache, 12), 30)
+    assert [k.shape[-1] for k in grown["k"]] == [8, 30]
+    assert [v.shape[-2] for v in grown["v"]] == [8, 30] and [p[0, 3] for p in grown["pos"]] == [3, 3]
+    assert [k.shape[-1] for k in grow_cache(cfg, init_cache(cfg, 1, 12, prompt_len=12), 30)["k"]] == [12, 30]
 
 
 def test_packed_examples_do_not_see_each_other(tiny_config):

@@ -21,7 +21,7 @@ from training.config import SLIDING, GemmaConfig
 from training.lora import adapter_of
 from training.matmul import matmul
 
-Cache = dict[str, Any]  # {"k": L × [B,K,hd,S], "v": L × [B,K,S,hd], "pos": [B,S], "seg": [B,S]}
+Cache = dict[str, Any]  # per layer: {"k": L × [B,K,hd,S], "v": L × [B,K,S,hd], "pos": L × [B,S], "seg": L × [B,S]}
 
 
 class RMSNorm(nnx.Module):
@@ -243,24 +243,32 @@ class Gemma(nnx.Module):
         """Final normed hidden states [B,T,D] and, when decoding, the updated cache.
 
         With a cache, this call's tokens are written at `cache_index` and attend
-        to everything the cache holds (earlier tokens included).
+        to everything the cache holds (earlier tokens included): the whole prompt
+        at index 0, then one token a call.
         """
         x = self.embed(tokens)
-        if cache is not None:
-            start = (0, cache_index)
-            k_pos = jax.lax.dynamic_update_slice(cache["pos"], positions.astype(cache["pos"].dtype), start)
-            k_seg = jax.lax.dynamic_update_slice(cache["seg"], segments.astype(cache["seg"].dtype), start)
-            new_k, new_v = [], []
+        t = tokens.shape[1]
+        if cache is not None and t > 1:
+            # Several tokens written into a ring at once could overwrite keys their own queries need.
+            prefill = isinstance(cache_index, int) and cache_index == 0 and t <= min(k.shape[-1] for k in cache["k"])
+            if not prefill:
+                raise ValueError(f"a cached call takes one token, or at index 0 a prompt every layer's cache holds; got {t}")
+        new = {"k": [], "v": [], "pos": [], "seg": []}
         for i, layer in enumerate(self.layers):
             if cache is None:
                 call = nnx.remat(type(layer).__call__) if self.remat else type(layer).__call__
                 x, _ = call(layer, x, positions, segments, None)
-            else:
-                x, (ck, cv) = layer(x, positions, segments, (cache["k"][i], cache["v"][i], k_pos, k_seg, cache_index))
-                new_k.append(ck)
-                new_v.append(cv)
+                continue
+            # A layer's cache is a ring of its own width: full-attention layers never wrap, and
+            # sliding-window ones overwrite the oldest slot once a window's keys are held (init_cache).
+            slot = cache_index % cache["k"][i].shape[-1]
+            k_pos = jax.lax.dynamic_update_slice(cache["pos"][i], positions.astype(jnp.int32), (0, slot))
+            k_seg = jax.lax.dynamic_update_slice(cache["seg"][i], segments.astype(jnp.int32), (0, slot))
+            x, (ck, cv) = layer(x, positions, segments, (cache["k"][i], cache["v"][i], k_pos, k_seg, slot))
+            for name, value in zip(new, (ck, cv, k_pos, k_seg)):
+                new[name].append(value)
         if cache is not None:
-            cache = {"k": tuple(new_k), "v": tuple(new_v), "pos": k_pos, "seg": k_seg}
+            cache = {name: tuple(values) for name, values in new.items()}
         return self.norm(x), cache
 
     def __call__(self, tokens, positions, segments, cache=None, cache_index=0):
@@ -268,28 +276,49 @@ class Gemma(nnx.Module):
         return self.logits(hidden), cache
 
 
-def init_cache(cfg: GemmaConfig, batch: int, length: int, dtype: str | jnp.dtype = "float32") -> Cache:
-    """An empty KV cache: every slot is padding (segment 0) until written."""
-    heads, hd, layers = cfg.num_key_value_heads, cfg.head_dim, range(cfg.num_hidden_layers)
+def cache_widths(cfg: GemmaConfig, length: int, prompt_len: int | None = None) -> tuple[int, ...]:
+    """Slots per layer for `length` tokens: all of them, except that a sliding-window layer given
+    `prompt_len` holds at most max(window, prompt_len), as a ring.
+
+    A ring of at least the window still holds every key a query can see, and one of at least the
+    prompt takes the whole prefill without wrapping; past that, decoding reads no key a window old.
+    (Gemma 3 1B, window 512, a 256-token prompt and 1,024 new tokens: 22 of its 26 layers read 512
+    slots a step at most, not up to 1,280.)
+    """
+    ring = length if prompt_len is None else max(cfg.sliding_window or length, prompt_len)
+    return tuple(min(length, ring) if kind == SLIDING else length for kind in cfg.layer_types)
+
+
+def init_cache(
+    cfg: GemmaConfig, batch: int, length: int, dtype: str | jnp.dtype = "float32", prompt_len: int | None = None
+) -> Cache:
+    """An empty KV cache (widths: `cache_widths`): every slot is padding (segment 0) until written."""
+    heads, hd, widths = cfg.num_key_value_heads, cfg.head_dim, cache_widths(cfg, length, prompt_len)
     return {
-        "k": tuple(jnp.zeros((batch, heads, hd, length), dtype) for _ in layers),
-        "v": tuple(jnp.zeros((batch, heads, length, hd), dtype) for _ in layers),
-        "pos": jnp.zeros((batch, length), jnp.int32),
-        "seg": jnp.zeros((batch, length), jnp.int32),
+        "k": tuple(jnp.zeros((batch, heads, hd, s), dtype) for s in widths),
+        "v": tuple(jnp.zeros((batch, heads, s, hd), dtype) for s in widths),
+        "pos": tuple(jnp.zeros((batch, s), jnp.int32) for s in widths),
+        "seg": tuple(jnp.zeros((batch, s), jnp.int32) for s in widths),
     }
 
 
-def grow_cache(cache: Cache, length: int) -> Cache:
-    """The cache with empty slots (segment 0) appended up to `length`."""
+def grow_cache(cfg: GemmaConfig, cache: Cache, length: int) -> Cache:
+    """The cache with empty slots (segment 0) appended for `length` tokens in all.
 
-    def pad(x: jax.Array, axis: int) -> jax.Array:
+    A sliding-window layer grows only up to its window: a cache that took its prefill whole is at
+    least the prompt wide, so the ring still holds what `cache_widths` asks of one.
+    """
+    window = lambda kind, k: max(k.shape[-1], min(length, cfg.sliding_window)) if kind == SLIDING else length
+    widths = [window(kind, k) for kind, k in zip(cfg.layer_types, cache["k"])]
+
+    def pad(x: jax.Array, axis: int, width: int) -> jax.Array:
         widths = [(0, 0)] * x.ndim
-        widths[axis] = (0, length - x.shape[axis])
+        widths[axis] = (0, width - x.shape[axis])
         return jnp.pad(x, widths)
 
     return {
-        "k": tuple(pad(k, 3) for k in cache["k"]),
-        "v": tuple(pad(v, 2) for v in cache["v"]),
-        "pos": pad(cache["pos"], 1),
-        "seg": pad(cache["seg"], 1),
+        "k": tuple(pad(k, 3, w) for k, w in zip(cache["k"], widths)),
+        "v": tuple(pad(v, 2, w) for v, w in zip(cache["v"], widths)),
+        "pos": tuple(pad(p, 1, w) for p, w in zip(cache["pos"], widths)),
+        "seg": tuple(pad(s, 1, w) for s, w in zip(cache["seg"], widths)),
     }

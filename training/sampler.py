@@ -124,7 +124,7 @@ def _generate(graphdef, state, tokens, positions, segments, key, eos_ids, pad_id
     model = nnx.merge(graphdef, state)
     batch, prompt_len = tokens.shape
     widths = phase_widths(cfg.max_new_tokens, cfg.phase_tokens)
-    cache = init_cache(model.config, batch, prompt_len + widths[0], cache_dtype)
+    cache = init_cache(model.config, batch, prompt_len + widths[0], cache_dtype, prompt_len)
     hidden, cache = model.hidden_states(tokens, positions, segments, cache, 0)
     logits = model.logits(hidden[:, -1])  # the LM head on the last prompt position only
     first = choose(logits, jax.random.fold_in(key, 0), cfg)
@@ -147,7 +147,7 @@ def _generate(graphdef, state, tokens, positions, segments, key, eos_ids, pad_id
 
     carry = (jnp.int32(1), first, positions[:, -1] + 1, done, out, cache)
     for width in widths:  # step i writes slot prompt_len + i - 1: a phase of width w runs while i <= w
-        carry = (*carry[:5], grow_cache(carry[5], prompt_len + width))
+        carry = (*carry[:5], grow_cache(model.config, carry[5], prompt_len + width))
         carry = jax.lax.while_loop(functools.partial(running, width=width), body, carry)
     out = carry[4]
     is_eos = jnp.isin(out, eos_ids)
