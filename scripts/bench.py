@@ -269,7 +269,8 @@ def jax_generate(args) -> dict:
     prompts = np.random.default_rng(0).integers(1, cfg.vocab_size, (args.batch, args.prompt)).tolist()
     sc = SamplingConfig(max_new_tokens=args.new_tokens)
     t = median_seconds(lambda: sampler(prompts, sc), args.repeats, warmup=1)
-    return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": jax_device_name()}
+    device = jax_device_name() + (f" (rows split over {sampler.mesh.size})" if sampler.mesh is not None else "")
+    return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": device}
 
 
 def torch_generate(args) -> dict:
@@ -389,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="--lora-rank: the full fine-tuning side is compiled, not run (when it does not fit)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="our side: leave glibc malloc as it is (training/host_memory.py not applied), for A/B")
+    parser.add_argument("--one-device", action="store_true",
+                        help="generate: our side decodes the batch in one program (no split_host_cpu), for A/B")
     parser.add_argument("--side", choices=["jax", "jax-lora", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.batch is None:
@@ -398,6 +401,10 @@ def main(argv: list[str] | None = None) -> None:
             from training.host_memory import reuse_freed_memory
 
             reuse_freed_memory()  # as the stages do, before JAX runs anything
+        if args.side == "jax" and args.what == "generate" and not args.one_device:
+            from training.sampler import split_host_cpu
+
+            split_host_cpu()  # as predict and grpo do
         print(json.dumps(SIDES[(args.what, args.side)](args)))
         return
 

@@ -109,6 +109,20 @@ def test_sampling_is_reproducible_and_depends_on_the_key(sampler):
     assert not np.array_equal(a.tokens, c.tokens)
 
 
+def test_rows_split_over_devices_decode_as_one_program(models):
+    """Split over the 8 test devices (rows padded to whole shares), the rows get what one program
+    on one device gives them, greedy and sampled: each row's key is its own."""
+    ours = models("gemma3")[1]
+    split, single = (Sampler(ours, eos_ids=[1], pad_id=PAD, devices=d) for d in (None, jax.devices()[:1]))
+    assert split.mesh.size == 8 and single.mesh is None
+    for cfg in (GREEDY, SamplingConfig(max_new_tokens=N, temperature=1.0)):
+        a, b = split(PROMPTS, cfg, jax.random.key(5)), single(PROMPTS, cfg, jax.random.key(5))
+        for field in ("tokens", "lengths", "truncated"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    sampled = split(PROMPTS * 2, SamplingConfig(max_new_tokens=N, temperature=1.0), jax.random.key(5)).tokens
+    assert not np.array_equal(sampled[:3], sampled[3:])  # the same prompt in another row draws its own
+
+
 def test_top_k_1_is_greedy(sampler):
     greedy = sampler(PROMPTS, GREEDY).tokens
     top1 = sampler(PROMPTS, SamplingConfig(max_new_tokens=N, temperature=1.0, top_k=1), jax.random.key(3)).tokens
@@ -121,7 +135,7 @@ def test_choose_keeps_only_the_top_k_and_top_p_sets():
     keys = jax.random.split(jax.random.key(0), 2000)
 
     def draws(cfg):
-        return np.asarray(jax.vmap(lambda k: choose(logits, k, cfg)[0])(keys))
+        return np.asarray(jax.vmap(lambda k: choose(logits[0], k, cfg))(keys))
 
     assert set(draws(SamplingConfig(1, temperature=1.0, top_p=0.7)).tolist()) == {0, 1}  # 0.5 < 0.7 <= 0.8
     assert set(draws(SamplingConfig(1, temperature=1.0, top_k=3)).tolist()) == {0, 1, 2}
