@@ -70,7 +70,7 @@ def split_host_cpu(devices: int = 2) -> None:
     """Expose the CPU as `devices` XLA devices for the sampler to decode that many shares of a batch at once.
 
     One program keeps about one core of two busy when decoding (the same tokens/s pinned to one core),
-    and two halves of a batch in two loops ran 1.3-1.5x faster (README "Benchmarks"). Call it before
+    and two halves of a batch in two loops ran about 1.5x faster (README "Benchmarks"). Call it before
     JAX starts its backend, as the stages do; a device count already set in XLA_FLAGS is kept, and a
     mesh of one device (training's default) runs as before.
     """
