@@ -30,8 +30,9 @@ def test_gemma3_preset_runs_the_pipeline(tmp_path):
         "train": {**SMALL_PARAMS["train"], "steps": 2, "log_every": 1, "save_every": 0, "learning_rate": 1e-4},
         "predict": {"batch_size": 64, "max_new_tokens": 8},
         # RL on the Gemma model too: one step, a user reward that differs within a group (random weights
-        # earn no built-in reward), so the policy really moves.
-        "grpo": {"steps": 1, "prompts_per_step": 1, "group_size": 2, "max_new_tokens": 8, "temperature": 1.0,
+        # earn no built-in reward), so the policy really moves. The random model is peaked (entropy ~0.06
+        # nats a token at temperature 1), so completions are drawn hot enough to differ.
+        "grpo": {"steps": 1, "prompts_per_step": 1, "group_size": 4, "max_new_tokens": 8, "temperature": 4.0,
                  "learning_rate": 1e-4, "dynamic_sampling": False,
                  "user_rewards": {"length_reward:longer": 1.0}},
     }
