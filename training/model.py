@@ -308,8 +308,8 @@ def grow_cache(cfg: GemmaConfig, cache: Cache, length: int) -> Cache:
     A sliding-window layer grows only up to its window: a cache that took its prefill whole is at
     least the prompt wide, so the ring still holds what `cache_widths` asks of one.
     """
-    window = lambda kind, k: max(k.shape[-1], min(length, cfg.sliding_window)) if kind == SLIDING else length
-    widths = [window(kind, k) for kind, k in zip(cfg.layer_types, cache["k"])]
+    grown = lambda kind, k: max(k.shape[-1], min(length, cfg.sliding_window)) if kind == SLIDING else length
+    widths = [grown(kind, k) for kind, k in zip(cfg.layer_types, cache["k"])]
 
     def pad(x: jax.Array, axis: int, width: int) -> jax.Array:
         widths = [(0, 0)] * x.ndim

@@ -117,8 +117,9 @@ class Sampler:
         if devices is None:
             devices = jax.local_devices(backend="cpu") if jax.default_backend() == "cpu" else []
         self.mesh = Mesh(np.asarray(devices), ("rows",)) if len(devices) > 1 else None
-        if self.mesh is not None:
-            self.state, self.eos_ids = jax.device_put((self.state, self.eos_ids), NamedSharding(self.mesh, PartitionSpec()))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec()) if self.mesh is not None else None
+        if self.replicated is not None:
+            self.state, self.eos_ids = jax.device_put((self.state, self.eos_ids), self.replicated)
 
     def __call__(
         self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, key: jax.Array | None = None
@@ -128,8 +129,8 @@ class Sampler:
         rows = -(-len(prompts) // shares) * shares  # rows padded to whole shares with copies of the last prompt
         tokens, positions, segments = left_pad([*prompts, *[prompts[-1]] * (rows - len(prompts))], length, self.pad_id)
         key = jax.random.key(0) if key is None else key
-        if self.mesh is not None:  # a key made on (committed to) one device goes to every device
-            key = jax.device_put(key, NamedSharding(self.mesh, PartitionSpec()))
+        if self.replicated is not None:  # a key made on (committed to) one device goes to every device
+            key = jax.device_put(key, self.replicated)
         args = (tokens, positions, segments, np.arange(rows, dtype=np.int32), key, self.eos_ids, jnp.int32(self.pad_id))
         if self.mesh is None:
             out = _generate(self.graphdef, self.state, *args, cfg=cfg, cache_dtype=self.cache_dtype)
