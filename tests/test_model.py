@@ -145,6 +145,22 @@ def test_matmul_gradients_equal_autodiff_of_a_plain_dot():
     np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
 
 
+def test_rope_sin_and_cos_are_computed_once_per_base(tiny_config):
+    """A training step evaluates RoPE's cos and sin once per (base, scale) and model call, not inside
+    every layer's q and k fusions, forward and backward (XLA:CPU's sin and cos are scalar calls)."""
+    cfg = small(tiny_config, layer_types=(SLIDING, FULL, SLIDING, FULL))  # two bases, each used twice
+    graphdef, params = nnx.split(Gemma(cfg, rngs=nnx.Rngs(0)))
+    tokens = jnp.zeros((2, 16), jnp.int32)
+    positions, segments = jnp.tile(jnp.arange(16), (2, 1)), jnp.ones((2, 16), jnp.int32)
+
+    def loss(p):
+        return jnp.sum(nnx.merge(graphdef, p)(tokens, positions, segments)[0] ** 2)
+
+    hlo = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+    tables = [line.split("=")[1].split("{")[0].strip() for line in hlo.splitlines() if " cosine(" in line]
+    assert tables == ["f32[2,16,4]"] * 2  # [B, T, hd/2] for each base
+
+
 @pytest.mark.parametrize("cap", [None, 50.0])
 def test_attend_gradients_equal_autodiff_of_masked_softmax_attention(cap):
     """`attend`'s flash-style backward computes autodiff's gradients, soft-capping and a fully masked

@@ -20,7 +20,7 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 from transformers.models.gemma3 import modeling_gemma3 as hf  # noqa: E402
 
 from training.config import FULL, SLIDING, GemmaConfig  # noqa: E402
-from training.model import MLP, Attention, RMSNorm, rope  # noqa: E402
+from training.model import MLP, Attention, RMSNorm, rope, rope_tables  # noqa: E402
 
 B, T, WINDOW = 2, 12, 4  # the window is a third of the sequence: it hides most keys of the late queries
 HEADS, HEAD_DIM = 4, 8
@@ -83,10 +83,10 @@ def test_rope(layer):
     q = np.random.default_rng(3).standard_normal((B, HEADS, T, HEAD_DIM)).astype(np.float32)  # transformers' layout
     cos, sin = hf.Gemma3RotaryEmbedding(theirs_cfg)(torch.tensor(q), torch.tensor(positions), cfg.layer_types[layer])
     expected, _ = hf.apply_rotary_pos_emb(torch.tensor(q), torch.tensor(q), cos, sin)
-    ours = rope(jnp.asarray(q.transpose(0, 2, 1, 3)), jnp.asarray(positions), attn.rope_base, attn.rope_scale)
+    ours = rope(jnp.asarray(q.transpose(0, 2, 1, 3)), attn.rope_tables(jnp.asarray(positions)))
     assert_close(ours.transpose(0, 2, 1, 3), expected)
     if layer == 1:  # the test can tell a scaled RoPE from an unscaled one
-        unscaled = rope(jnp.asarray(q.transpose(0, 2, 1, 3)), jnp.asarray(positions), attn.rope_base, 1.0)
+        unscaled = rope(jnp.asarray(q.transpose(0, 2, 1, 3)), rope_tables(jnp.asarray(positions), attn.head_dim, attn.rope_base))
         assert np.abs(np.asarray(unscaled.transpose(0, 2, 1, 3)) - expected.numpy()).max() > 0.1
 
 
