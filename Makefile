@@ -22,7 +22,9 @@ repro: setup
 	dvc repro
 
 test: setup tunix-env
-	pytest -q --durations=25
+	# Two workers, a test file each at a time: most tests wait on process start-up, compilation and
+	# dvc rather than on both cores.
+	pytest -q -n 2 --dist loadfile --durations=25
 
 # google-tunix's own environment for tests/test_tunix_interop.py (it pins safetensors < 0.8,
 # and older transformers/tokenizers than requirements.lock, so it cannot share .venv).
