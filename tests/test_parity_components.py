@@ -86,7 +86,8 @@ def test_rope(layer):
     ours = rope(jnp.asarray(q.transpose(0, 2, 1, 3)), attn.rope_tables(jnp.asarray(positions)))
     assert_close(ours.transpose(0, 2, 1, 3), expected)
     if layer == 1:  # the test can tell a scaled RoPE from an unscaled one
-        unscaled = rope(jnp.asarray(q.transpose(0, 2, 1, 3)), rope_tables(jnp.asarray(positions), attn.head_dim, attn.rope_base))
+        unscaled_tables = rope_tables(jnp.asarray(positions), attn.head_dim, attn.rope_base)
+        unscaled = rope(jnp.asarray(q.transpose(0, 2, 1, 3)), unscaled_tables)
         assert np.abs(np.asarray(unscaled.transpose(0, 2, 1, 3)) - expected.numpy()).max() > 0.1
 
 

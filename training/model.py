@@ -286,7 +286,8 @@ class Gemma(nnx.Module):
             slot = cache_index % cache["k"][i].shape[-1]
             k_pos = jax.lax.dynamic_update_slice(cache["pos"][i], positions.astype(jnp.int32), (0, slot))
             k_seg = jax.lax.dynamic_update_slice(cache["seg"][i], segments.astype(jnp.int32), (0, slot))
-            x, (ck, cv) = layer(x, positions, segments, (cache["k"][i], cache["v"][i], k_pos, k_seg, slot), tables)
+            kv = (cache["k"][i], cache["v"][i], k_pos, k_seg, slot)
+            x, (ck, cv) = layer(x, positions, segments, kv, tables)
             for name, value in zip(new, (ck, cv, k_pos, k_seg)):
                 new[name].append(value)
         if cache is not None:
