@@ -247,7 +247,7 @@ def tiny(
 
     The default (1.8M parameters) has an MLP as wide as the residual stream: at a
     fixed CPU budget a narrow MLP buys more steps, and more steps beat width
-    (README, "What the score is bought with"). Every fourth layer attends globally.
+    (docs/results/2026-11-26-sft-recipe.md). Every fourth layer attends globally.
     """
     return GemmaConfig(
         family=3,

@@ -1,11 +1,10 @@
 """Keep freed host memory in the process, so XLA:CPU's per-step buffers land on pages already mapped.
 
-XLA:CPU allocates a compiled program's temporaries afresh on every run (457 MiB for the tiny training
-step at batch 16) from a worker thread, where glibc malloc maps a block that large with mmap and
-unmaps it on free. Every step then takes a page fault per 4 KiB (about 120k at batch 16), the kernel
-zeroing each page before the program writes it; without them the step runs ~14 % faster (README
-"Benchmarks"). With one malloc arena, no mmap for large blocks and no trimming, the freed block stays
-in the heap and the next step reuses it.
+XLA:CPU allocates a compiled program's temporaries afresh on every run from a worker thread, where
+glibc malloc maps a block that large with mmap and unmaps it on free. Every step then takes a page
+fault per 4 KiB page of its temporaries, the kernel zeroing each page before the program writes it.
+With one malloc arena, no mmap for large blocks and no trimming, the freed block stays in the heap
+and the next step reuses it (docs/results/2026-12-03-performance-log.md has what it bought).
 """
 
 from __future__ import annotations

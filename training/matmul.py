@@ -12,9 +12,9 @@ def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     The weight gradient xᵀ·g contracts over tokens, so XLA:CPU transposes one operand first, and it
     fuses that transposed copy into the elementwise fusion that computes the operand (a norm's
-    backward, say), where the strided writes run ~10x slower than the same fusion followed by a
-    separate transpose. Keeping them apart: +10-14 % on the tiny training step, +26 % on a LoRA
-    step, the same bits (README "Benchmarks").
+    backward, say), where its strided writes run far slower than the same fusion followed by a
+    separate transpose. Keeping them apart changes no bit of the result
+    (docs/results/2026-12-03-performance-log.md has what it bought).
     """
     return jnp.dot(x, kernel)
 

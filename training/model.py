@@ -41,9 +41,9 @@ def rope_tables(positions: jax.Array, head_dim: int, base: float, scale: float =
     """cos and sin of RoPE's angles for `rope`, each [B,T,1,hd] (both halves alike: rotate-half).
 
     A model call computes them once and shares them among the layers with the same base and scale.
-    XLA:CPU evaluates sin and cos with scalar calls (~15 ns an element, 30x an exp); given tables
-    of their own, each layer's q and k fused them in and recomputed them for every head, forward
-    and backward: ~170 of 910 ms in a profiled tiny training step. Shared, they are computed once.
+    XLA:CPU evaluates sin and cos with scalar calls, far slower than an exp; given tables of their
+    own, each layer's q and k fused them in and recomputed them for every head, forward and
+    backward. Shared, they are computed once (docs/results/2026-12-03-performance-log.md).
     """
     inv_freq = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
     angles = (positions.astype(jnp.float32) / scale)[..., None] * inv_freq  # [B,T,hd/2]
@@ -138,8 +138,8 @@ class Attention(nnx.Module):
         # A KV head's G query heads as (query, group) rows, [B, K, T·G, hd]; values [B, K, S, hd]; keys
         # [B, K, hd, S] as the cache holds them. Each (row, KV head) is then one plain 4-D matmul, the
         # fastest layout on CPU (a [B, T, K, hd] layout makes XLA transpose per product), and a decode
-        # step's few rows meet the cached keys in a [rows, hd] @ [hd, S] product, 3-4x faster than
-        # against [S, hd] keys.
+        # step's few rows meet the cached keys in a plain [rows, hd] @ [hd, S] product, which XLA:CPU
+        # need not repack on every call as it does against [S, hd] keys.
         groups = self.heads // self.kv_heads
         q = (q * self.scale).reshape(b, t, self.kv_heads, groups, self.head_dim).transpose(0, 2, 1, 3, 4)
         q = q.reshape(b, self.kv_heads, t * groups, self.head_dim)

@@ -69,10 +69,10 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> tupl
 def split_host_cpu(devices: int = 2) -> None:
     """Expose the CPU as `devices` XLA devices for the sampler to decode that many shares of a batch at once.
 
-    One program keeps about one core of two busy when decoding (the same tokens/s pinned to one core),
-    and two halves of a batch in two loops ran about 1.5x faster (README "Benchmarks"). Call it before
-    JAX starts its backend, as the stages do; a device count already set in XLA_FLAGS is kept, and a
-    mesh of one device (training's default) runs as before.
+    A decode step's ops are too small for XLA:CPU to spread over cores, so one program keeps about
+    one core busy; two halves of a batch in two loops use both (docs/results/2026-12-03-performance-log.md).
+    Call it before JAX starts its backend, as the stages do; a device count already set in XLA_FLAGS is
+    kept, and a mesh of one device (training's default) runs as before.
     """
     if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
         jax.config.update("jax_num_cpu_devices", devices)
