@@ -23,7 +23,6 @@ from stages.evidence import LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, is_telemetry,
 
 PACKAGE_STAGE = "package"
 REQUIRED = ("params.yaml", "dvc.yaml", paths.TRAIN_MANIFEST.as_posix(), paths.DECONTAMINATION.as_posix())
-OPTIONAL = ("README.md",)
 GLOBS = ("evalsets/*.jsonl", "notebooks/*.ipynb", "stages/*.py", "reasoning/**/*.py", "training/*.py", "schemas/*.json")
 README_NAME = "SUBMISSION_README.md"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
@@ -97,7 +96,7 @@ def lock_without_package(root: Path) -> bytes:
 def collect_files(root: Path, run_version: str) -> dict[str, bytes]:
     """zip entry name -> bytes for everything the submission holds, except the generated README."""
     root = root.resolve()
-    names = list(REQUIRED) + [n for n in OPTIONAL if (root / n).exists()]
+    names = list(REQUIRED)  # no README.md or docs/: a docs edit must not change the zip
     for pattern in (f"{paths.SUBMISSION_RUNS}/{run_version}/*", *GLOBS):
         names += [p.relative_to(root).as_posix() for p in root.glob(pattern) if p.is_file() or p.is_symlink()]
     files: dict[str, bytes] = {}

@@ -106,7 +106,8 @@ def root(tmp_path, params):
     write(root / "schemas/eval_item.schema.json", "{}\n")
     write(root / "schemas/credentials.json", '{"key": "secret"}\n')
     write(root / "notebooks/tunix_rt.ipynb", '{"cells": []}\n')
-    write(root / "README.md", "# tunix-rt\n")
+    write(root / "README.md", "# tunix-rt\n")  # the docs are not packaged: editing them leaves the zip as it was
+    write(root / "docs/index.md", "# tunix-rt\n")
     write(root / ".env", "KAGGLE_KEY=secret\n")
     return root
 
@@ -232,7 +233,7 @@ def test_package_contents(root, params):
     assert [p.name for p in path.parent.iterdir()] == [path.name]
     entries = zip_entries(data)
     assert sorted(entries) == [
-        "README.md", "SUBMISSION_README.md", "data/decontamination.json", "data/train_manifest.json", "dvc.lock",
+        "SUBMISSION_README.md", "data/decontamination.json", "data/train_manifest.json", "dvc.lock",
         "dvc.yaml", "evalsets/gsm8k_test.jsonl", "evalsets/tunix_eval_v1.jsonl", "notebooks/tunix_rt.ipynb", "params.yaml",
         "schemas/eval_item.schema.json", "stages/__init__.py", "stages/evaluate.py", "stages/seed.py",
         "stages/tokenizer.py", f"submission_runs/{rv}/eval_summary.json", f"submission_runs/{rv}/run_log.txt",
