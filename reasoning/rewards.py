@@ -5,7 +5,11 @@ record it answers; `RewardSet` weights the parts (params `grpo.rewards`) and
 adds user rewards named as `module:function` (params `grpo.user_rewards`).
 Correctness and partial credit call `reasoning.scoring.score_answer`, the very
 function `evaluate` scores with, so a reward earned in training is a point
-earned in evaluation.
+earned in evaluation. The `working` part credits the arithmetic of the reasoning
+itself (`reasoning.working`): the share of its claims that hold (`share`) or the
+share before the first false one (`prefix`), params `grpo.working_credit`; zero
+when the reasoning states nothing checkable, so writing no arithmetic earns
+nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from typing import Any
 
 from reasoning.answers import parse_completion
 from reasoning.scoring import parse_bool, parse_number, score_answer
+from reasoning.working import check
 
-BUILTIN = ("format", "correctness", "partial", "overlength")
+BUILTIN = ("format", "correctness", "partial", "overlength", "working")
+WORKING_CREDITS = ("share", "prefix")
 
 
 class RewardError(ValueError):
@@ -85,6 +91,15 @@ def overlength_penalty(r: Rollout, buffer: int) -> float:
     return -min(1.0, (r.n_tokens - start) / buffer)
 
 
+def working_reward(r: Rollout, rel_tolerance: float, credit: str = "share") -> float:
+    """In [0, 1]: the share of the reasoning's arithmetic claims that hold (`share`), or of those before the
+    first false one (`prefix`); 0 when there is no reasoning block or nothing in it is checkable."""
+    working = check(parse_completion(r.completion)["reasoning"], rel_tolerance)
+    if credit not in WORKING_CREDITS:
+        raise RewardError(f"grpo.working_credit: {credit!r} (expected one of {', '.join(WORKING_CREDITS)})")
+    return working.share if credit == "share" else working.prefix
+
+
 def load_user_reward(spec: str, search_path: Sequence[Path] = ()) -> Callable[..., float]:
     """The function a `module:function` spec names; modules are looked up in `search_path` first."""
     module_name, sep, func_name = spec.partition(":")
@@ -126,11 +141,15 @@ class RewardSet:
     partial_within: float
     overlength_buffer: int = 0
     search_path: Sequence[Path] = ()
+    working_credit: str = "share"  # share | prefix (working_reward)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.weights) - set(BUILTIN))
         if unknown:
             raise RewardError(f"unknown reward {unknown[0]!r} (built-ins: {', '.join(BUILTIN)})")
+        if self.working_credit not in WORKING_CREDITS:
+            raise RewardError(f"grpo.working_credit: {self.working_credit!r} "
+                              f"(expected one of {', '.join(WORKING_CREDITS)})")
         self._user_fns = {spec: load_user_reward(spec, self.search_path) for spec in self.user}
 
     @property
@@ -146,6 +165,8 @@ class RewardSet:
             return partial_reward(r, self.rel_tolerance, self.partial_within)
         if name == "overlength":
             return overlength_penalty(r, self.overlength_buffer)
+        if name == "working":
+            return working_reward(r, self.rel_tolerance, self.working_credit)
         return call_user_reward(name, self._user_fns[name], r)
 
     def score(self, r: Rollout) -> tuple[float, dict[str, float]]:

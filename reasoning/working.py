@@ -275,10 +275,10 @@ class _Expr:
 
     def unary(self) -> tuple[Fraction, bool]:
         t = self.peek()
-        if t and t.kind == "op" and t.text == "-":
+        if t and t.kind == "op" and t.text in "-+":  # GSM8K writes notes such as <<+30+46=76>>
             self.i += 1
             value, pct = self.unary()
-            return -value, pct
+            return (-value if t.text == "-" else value), pct
         return self.atom()
 
     def atom(self) -> tuple[Fraction, bool]:

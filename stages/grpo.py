@@ -63,7 +63,7 @@ def reward_set(params: dict, root: Path) -> RewardSet:
         return RewardSet(
             weights=p["rewards"], user=p["user_rewards"], rel_tolerance=params["evaluate"]["rel_tolerance"],
             partial_within=params["evaluate"]["partial_within"], overlength_buffer=p["overlength_buffer"],
-            search_path=[root],
+            search_path=[root], working_credit=p.get("working_credit", "share"),
         )  # fmt: skip
     except RewardError as err:
         raise param_error("grpo", "user_rewards", message=err, root=root) from None
