@@ -3,7 +3,7 @@
     seed:
       size: 24000
       sources:
-        - type: synthetic                  # reasoning/tasks.py, families weighted by seed.mix
+        - type: synthetic                  # reasoning/tasks/, families weighted by seed.mix
           weight: 3
         - type: gsm8k                      # a GSM8K-format file (JSONL, or Parquet as on Hugging Face)
           path: trainsets/gsm8k_train.jsonl

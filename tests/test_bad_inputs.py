@@ -487,7 +487,7 @@ CASES = [
          "params.yaml", pline("grpo", "user_rewards"), "grpo.user_rewards", "my_rewards:not_a_number returned nan"),
     Case("grpo-group-of-one", "grpo", set_param("grpo.group_size", 1),
          "params.yaml", pline("grpo", "group_size"), "grpo.group_size", "less than the minimum of 2"),
-    # ---- evaluate: the eval set and data/predictions.jsonl
+    # ---- evaluate: the eval set and data/predictions/<set>.jsonl
     Case("evalset-unknown-section", "evaluate", edit_record(EVAL_SET, 3, lambda r: r.update(section="bonus")),
          EVAL_SET, 3, "section", "'bonus' is not one of"),
     Case("evalset-empty", "evaluate", write_file(EVAL_SET, ""), EVAL_SET, None, None, "file is empty"),
