@@ -6,7 +6,14 @@ Writes reports/sets/<set>/metrics.json (the flat numbers `dvc exp show`
 compares) and reports/sets/<set>/scorecard.json (every item's score plus
 breakdowns by section, category and difficulty, and the eval set's file and
 sha256). The answer is re-parsed from each raw completion, so scores depend
-only on the completions and on reasoning/answers.py + scoring.py.
+only on the completions and on reasoning/answers.py + scoring.py + working.py.
+
+The working is scored too (reasoning/working.py checks every arithmetic claim
+of the reasoning): metrics `working.*` (the share of claims that hold, of items
+with a checkable claim, of number items whose answer is the value the working
+ends with, and the counts of right answers over false working and of wrong
+answers over working that is all true), and each scorecard row quotes its first
+false claim and what it should have said.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ import json
 import statistics
 import sys
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from reasoning.answers import parse_completion
-from reasoning.scoring import score_answer
+from reasoning.scoring import parse_number, score_answer
+from reasoning.working import check
+from reasoning.working import summary as working_summary
 from stages import evalsets, paths
 from stages.common import StageError, dumps_json, load_params, read_jsonl, run_stage, sha256_file, validate, write_json
 
@@ -74,6 +84,7 @@ def score_predictions(
             )
         except ValueError as err:
             raise StageError(f"{_where(eval_path, item['id'])}: expected_answer: {err}") from None
+        working = check(parsed["reasoning"], params["rel_tolerance"])
         rows.append(
             {
                 "id": item["id"],
@@ -88,9 +99,22 @@ def score_predictions(
                 "format_ok": parsed["format_ok"],
                 "n_tokens": pred["n_tokens"],
                 "truncated": pred["truncated"],
+                "working": {**working_summary(working),
+                            "consistent": _consistent(working.ends_with, parsed["answer"], item["answer_type"],
+                                                      params["rel_tolerance"])},
             }
         )
     return rows
+
+
+def _consistent(ends_with: Fraction | None, answer: str | None, answer_type: str, rel_tolerance: float) -> bool | None:
+    """The answer is the number the working ends on; None when that cannot be asked (not a number item,
+    or working that ends on no number). A fraction item's working ends on its numerator or denominator
+    (`9 + 4 = 13`, then `13/10`), so only number items are asked."""
+    if answer_type != "number" or ends_with is None:
+        return None
+    value = parse_number(answer) if answer else None
+    return value is not None and abs(value - ends_with) <= Fraction(rel_tolerance) * max(1, abs(ends_with))
 
 
 def _group_stats(rows: list[dict], any_scored: bool) -> dict:
@@ -103,6 +127,23 @@ def _group_stats(rows: list[dict], any_scored: bool) -> dict:
         "accuracy": _rate(sum(r["correct"] for r in rows), n) if any_scored else None,
         "format_accuracy": _rate(sum(r["format_ok"] for r in rows), n),
         "partial_accuracy": _rate(sum(r["partial"] for r in rows), n) if any_scored else None,
+    }
+
+
+def working_metrics(rows: list[dict]) -> dict:
+    """The working's scores over scorecard rows (each with its `working` summary)."""
+    n_claims = sum(r["working"]["n_claims"] for r in rows)
+    n_false = sum(r["working"]["n_false"] for r in rows)
+    asked = [r["working"]["consistent"] for r in rows if r["working"]["consistent"] is not None]
+    checked = [r for r in rows if r["working"]["n_claims"]]
+    return {
+        "claim_accuracy": _rate(n_claims - n_false, n_claims) if n_claims else None,
+        "checkable_share": _rate(len(checked), len(rows)),
+        "consistency": _rate(sum(asked), len(asked)) if asked else None,
+        "right_over_false": sum(r["correct"] and r["working"]["n_false"] > 0 for r in checked),
+        "wrong_over_true": sum(not r["correct"] and r["working"]["n_false"] == 0 for r in checked),
+        "n_claims": n_claims,
+        "n_false_claims": n_false,
     }
 
 
@@ -136,6 +177,7 @@ def summarize(rows: list[dict], eval_set: dict) -> tuple[dict, dict]:
             "max": max(tokens),
         },
         "section": {s: breakdowns["section"].get(s, {}).get("accuracy") for s in SECTIONS},
+        "working": working_metrics(rows),
     }
     scorecard = {"eval_set": eval_set, "items": rows, "breakdowns": breakdowns}
     validate(metrics, "metrics", str(paths.set_metrics(eval_set["name"])))

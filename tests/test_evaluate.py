@@ -76,6 +76,8 @@ def test_metrics_and_scorecard(tmp_path):
         "truncated_rate": 0.2,
         "trace_tokens": {"mean": 30.0, "median": 30.0, "max": 50},
         "section": {"core": 1.0, "trace_sensitive": 0.0, "edge_case": 0.5},
+        "working": {"claim_accuracy": 1.0, "checkable_share": 0.2, "consistency": 1.0, "right_over_false": 0,
+                    "wrong_over_true": 0, "n_claims": 1, "n_false_claims": 0},
     }
     card = json.loads((tmp_path / SCORECARD).read_text())
     assert card["eval_set"] == {"name": "tunix", "path": "evalsets/tunix_eval_v1.jsonl", "format": "items",
@@ -202,6 +204,9 @@ def test_gsm8k_format_eval_set(tmp_path):
     make_root(tmp_path)
     metrics = evaluate.run(params, "gsm8k_test", tmp_path)
     assert metrics["primary_score"] == 0.5 and metrics["n_items"] == 2 and metrics["section"]["core"] == 0.5
+    # 1000 / 4 = 200: the answer follows the working, and the working is false
+    assert metrics["working"] == {"claim_accuracy": 0.5, "checkable_share": 1.0, "consistency": 1.0,
+                                  "right_over_false": 0, "wrong_over_true": 0, "n_claims": 2, "n_false_claims": 1}
     card = json.loads((tmp_path / paths.set_scorecard("gsm8k_test")).read_text())
     assert card["eval_set"]["format"] == "gsm8k" and [r["expected"] for r in card["items"]] == ["12", "250"]
     write_jsonl(tmp_path / paths.predictions("gsm8k_test"), [pred("core-001", "x")])
@@ -209,3 +214,32 @@ def test_gsm8k_format_eval_set(tmp_path):
         evaluate.run(params, "gsm8k_test", tmp_path)
     assert str(err.value).endswith("id: no prediction for eval item 'core-002' "
                                    f"({tmp_path / 'evalsets/gsm8k_test.jsonl'})")
+
+
+def test_working_metrics_on_hand_made_predictions(tmp_path):
+    """Right over false working, wrong over true working, consistency, and the first false claim quoted."""
+    items = [item("core-101", "623", "number"), item("core-102", "48", "number"), item("core-103", "15", "number"),
+             item("core-104", "yes", "bool", category="comparison"), item("core-105", "7", "number")]
+    preds = [
+        # right answer, false working (the column fact drops its carry)
+        pred("core-101", "<reasoning>345 + 278: 5+8=13, 4+7=11, 3+2+1=6, so 623</reasoning><answer>623</answer>"),
+        # wrong answer over working that is all true: the plan was wrong (12 × 3 instead of 12 × 4)
+        pred("core-102", "<reasoning>12 × 3 = 36</reasoning><answer>36</answer>"),
+        # the answer is not the value the working ends with (and wrong over true working too)
+        pred("core-103", "<reasoning>10 + 5 = 15</reasoning><answer>16</answer>"),
+        # checkable, but a yes/no item is not asked for consistency
+        pred("core-104", "<reasoning>8 < 42</reasoning><answer>yes</answer>"),
+        # nothing checkable
+        pred("core-105", "<reasoning>seven it is</reasoning><answer>7</answer>"),
+    ]
+    metrics = evaluate.run(PARAMS, "tunix", make_root(tmp_path, items, preds))
+    assert metrics["working"] == {
+        "claim_accuracy": round(6 / 7, 6), "checkable_share": 0.8, "consistency": round(2 / 3, 6),
+        "right_over_false": 1, "wrong_over_true": 2, "n_claims": 7, "n_false_claims": 1,  # w-2 and w-3
+    }
+    rows = {r["id"]: r["working"] for r in json.loads((tmp_path / SCORECARD).read_text())["items"]}
+    assert rows["core-101"] == {"n_claims": 4, "n_false": 1, "ends_with": "623", "consistent": True, "first_false": {
+        "text": "4+7=11", "should": "4+7+1=12", "stated": "11", "expected": "12"}}
+    assert rows["core-103"]["consistent"] is False and rows["core-103"]["first_false"] is None
+    assert rows["core-104"]["consistent"] is None and rows["core-104"]["n_claims"] == 1
+    assert rows["core-105"] == {"n_claims": 0, "n_false": 0, "first_false": None, "ends_with": None, "consistent": None}
