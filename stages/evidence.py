@@ -262,6 +262,17 @@ def _fmt(x: Any, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def working_line(metrics: dict) -> str:
+    """One line of a set's working scores (reasoning/working.py), as evaluate wrote them."""
+    w = metrics.get("working")
+    if w is None:
+        return "working: not scored"
+    return (f"working: {w['n_claims'] - w['n_false_claims']} of {w['n_claims']} claims hold "
+            f"(claim_accuracy {_fmt(w['claim_accuracy'])}), checkable_share {_fmt(w['checkable_share'])}, "
+            f"consistency {_fmt(w['consistency'])}, right answer over false working {w['right_over_false']}, "
+            f"wrong answer over true working {w['wrong_over_true']}")
+
+
 def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
     """A human-readable account of the run; deterministic (no clocks, no wall times)."""
     m, d, t = manifest["model"], manifest["dataset"], manifest["training"]
@@ -295,6 +306,7 @@ def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
         score = _fmt(summary["sets"][name]["primary_score"])
         out.append(f"{name}{' (primary)' if e['primary'] else ''}: {e['path']} ({e['format']}), {e['n_items']} items, "
                    f"sha256 {e['sha256']}, primary_score {score}")
+        out.append(f"  {working_line(summary['sets'][name])}")
     out += [
         "",
         "== training",
@@ -317,6 +329,7 @@ def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
         f"items: {metrics['n_items']} (answer found in {metrics['n_scored']})",
         f"truncated_rate: {_fmt(metrics['truncated_rate'])}",
         "trace tokens: mean {mean:.1f}, median {median:.1f}, max {max}".format(**metrics["trace_tokens"]),
+        working_line(metrics),
     ]
     for group, rows in sorted(summary["breakdowns"].items()):
         out += ["", f"by {group}", f"  {'name':<24} {'n':>5} {'accuracy':>9} {'format':>9} {'partial':>9}"]
