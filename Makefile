@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lock clean tunix-env
+.PHONY: setup repro test lock clean tunix-env docs
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ test: setup tunix-env
 	# Two workers, a test file each at a time: most tests wait on process start-up, compilation and
 	# dvc rather than on both cores.
 	pytest -q -n 2 --dist loadfile --durations=25
+
+# The docs site (mkdocs-material, the optional `docs` extra, outside requirements.lock) into site/;
+# --strict: a broken link, a missing anchor or a page missing from the navigation fails the build.
+docs: setup $(VENV)/.docs-installed
+	mkdocs build --strict
+
+$(VENV)/.docs-installed: pyproject.toml | $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[docs]"
+	touch $@
 
 # google-tunix's own environment for tests/test_tunix_interop.py (it pins safetensors < 0.8,
 # and older transformers/tokenizers than requirements.lock, so it cannot share .venv).
