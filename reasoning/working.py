@@ -384,15 +384,15 @@ def _check_chain(seg: list[_Tok], toks: list[_Tok], text: str, rel_tolerance: fl
             value = expr.parse()
         except (_Unreadable, ZeroDivisionError, ValueError):
             return []
-        if expr.additive_percent:
-            return []
         bare = len(side) == 1 and side[0].kind == "num" or (
             len(side) == 2 and side[0].text == "-" and side[1].kind == "num")
         parsed.append((side, value, expr, bare))
     if parsed[0][3]:  # a bare number first: "1 hour = 60", "Step 5 = 12": a statement, not a computation
         return []
-    all_percent = all(n.percent for _, _, e, _ in parsed for n in e.nums)
+    all_percent = all(n.percent for _, _, e, _ in parsed for n in e.nums)  # 20% + 30% = 50%: one base throughout
     if not all_percent:
+        if any(e.additive_percent for _, _, e, _ in parsed):
+            return []
         for side, _, expr, bare in parsed:
             if bare and expr.nums[0].percent:
                 return []  # 20% = $30: a percent of a base the text does not state
