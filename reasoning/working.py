@@ -550,8 +550,8 @@ def _fact_claims(facts: str, start: int, reference: list[str] | None, rel_tolera
             want = reference[i] if i < len(reference) else ""
             ok = fact == want
             stated, expected = fact.rsplit("=", 1)[-1] if "=" in fact else fact, want.rsplit("=", 1)[-1] if want else ""
-            if _DIVISION.fullmatch(fact) or _DIVISION.fullmatch(want):
-                stated, expected = fact, want
+            if _DIVISION.fullmatch(fact) or _DIVISION.fullmatch(want) or not re.search(r"[-+×]", fact + want):
+                stated, expected = fact, want  # a division or a digit comparison is read whole
             claims.append(Claim("column", fact, pos, pos + len(fact), stated, expected or "(no such column)", ok,
                                 fact if ok else (want or "(no such column)")))
         pos += len(fact) + 2
