@@ -207,6 +207,7 @@ def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, s
         "model": {
             "preset": params["model"]["preset"],
             "checkpoint": params["model"]["checkpoint"],
+            "base": read_json(root / paths.BASE_INFO),
             "id": model_id(root / paths.MODEL),
             "n_params": info["n_params"],
             "config": read_json(root / paths.MODEL / "config.json"),

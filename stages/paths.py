@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+MODELS = Path("models")  # base weights a user brings (files or links): base tracks the folder
+BASE = Path("data/base")  # base: the checkpoint as a Hugging Face directory (only base.json for tiny)
+BASE_INFO = BASE / "base.json"  # base: where the weights came from and their sha256
 TRAIN = Path("data/train.jsonl")  # seed -> tokenizer, train, evidence
 TRAIN_MANIFEST = Path("data/train_manifest.json")  # seed: counts, decontamination, the sha256 of TRAIN
 TOKENIZER = Path("data/tokenizer")  # tokenizer -> train

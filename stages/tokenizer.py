@@ -1,7 +1,7 @@
 """Stage `tokenizer`: the tokenizer the model trains and predicts with, in data/tokenizer/.
 
 The tiny preset trains a byte-level BPE on the rendered training set; a Gemma
-preset takes the tokenizer files of its checkpoint directory unchanged.
+preset takes the tokenizer files of its base (data/base/, the base stage's) unchanged.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ def run(params: dict, root: Path = Path(".")) -> None:
             bpe.save_hf(tok, out)
             print(f"tokenizer: BPE with {tok.get_vocab_size()} tokens -> {paths.TOKENIZER}")
         else:
-            source = Path(model["checkpoint"] or "")
+            source = root / paths.BASE
             if not (source / "tokenizer.json").is_file():
-                raise StageError(f"{source / 'tokenizer.json'}: missing (model.checkpoint must hold the tokenizer)")
+                raise StageError(f"{paths.BASE / 'tokenizer.json'}: missing (run the base stage)")
             out.mkdir()
             for name in bpe.TOKENIZER_FILES:
                 if (source / name).is_file():
                     shutil.copyfile(source / name, out / name)
-            print(f"tokenizer: copied from {source} -> {paths.TOKENIZER}")
+            print(f"tokenizer: copied from {paths.BASE} -> {paths.TOKENIZER}")
 
 
 def main() -> None:

@@ -66,7 +66,9 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     rows = pack(examples, cfg.seq_len, pad_id=tokenizers_io.token_id(tok, "<pad>"))
     stream = BatchStream(rows, cfg.batch_size, cfg.seed)
     try:
-        model = build_model(params["model"], tok.get_vocab_size(), cfg.seed, remat=params["train"]["remat"])
+        model = build_model(
+            params["model"], tok.get_vocab_size(), cfg.seed, remat=params["train"]["remat"], checkpoint=root / paths.BASE
+        )
     except CheckpointError as err:
         raise StageError(str(err)) from None
     except ShapeError as err:

@@ -18,6 +18,8 @@ SMALL_PARAMS = {
     "tokenizer": {"vocab_size": 400},
     "train": {"steps": 12, "batch_size": 4, "seq_len": 256, "warmup_steps": 2, "log_every": 4, "save_every": 4},
     "predict": {"batch_size": 64, "max_new_tokens": 24},
+    # The synthetic set only: GSM8K's 250 problems would add a predict and evaluate to every repro.
+    "evaluate": {"sets": {"tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "primary": True}}},
 }
 
 

@@ -7,7 +7,8 @@ so it imports nothing of this project:
     .venv-tunix/bin/python tests/tunix_logits.py request.json out.npy
 
 request.json: {"dir", "family" (2 | 3), "config" (the tunix ModelConfig fields, attention
-types as "local"/"global"), "tokens" [[int]]}. Rows are unpadded; positions 0..T-1.
+types as "local"/"global") or "preset" (a ModelConfig constructor such as "gemma3_270m"),
+"tokens" [[int]]}. Rows are unpadded; positions 0..T-1.
 """
 
 import json
@@ -20,7 +21,7 @@ import numpy as np
 
 def main(request_path: str, out_path: str) -> None:
     request = json.loads(open(request_path).read())
-    fields = dict(request["config"])
+    fields = dict(request.get("config") or {})
     if request["family"] == 3:
         from tunix.models.gemma3 import model as model_lib
         from tunix.models.gemma3 import params_safetensors
@@ -32,7 +33,10 @@ def main(request_path: str, out_path: str) -> None:
         fields["attention_types"] = tuple(kinds[k] for k in fields["attention_types"])
     if request["family"] == 3:
         fields["param_dtype"] = jnp.float32
-    config = model_lib.ModelConfig(**fields)
+    if "preset" in request:  # Tunix's own config of a published shape
+        config = getattr(model_lib.ModelConfig, request["preset"])()
+    else:
+        config = model_lib.ModelConfig(**fields)
     model = params_safetensors.create_model_from_safe_tensors(request["dir"], config, dtype=jnp.float32)
     tokens = jnp.asarray(request["tokens"], jnp.int32)
     b, t = tokens.shape

@@ -267,6 +267,27 @@ def tiny(
     )
 
 
+def gemma3_270m() -> GemmaConfig:
+    """The published Gemma 3 270M shape: most of its parameters are the 262k-token embedding."""
+    return GemmaConfig(
+        family=3,
+        vocab_size=262_144,
+        hidden_size=640,
+        intermediate_size=2048,
+        num_hidden_layers=18,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=256,
+        layer_types=gemma3_layer_types(18),
+        query_pre_attn_scalar=256,
+        sliding_window=512,
+        rope_theta=1_000_000.0,
+        rope_local_base_freq=10_000.0,
+        max_position_embeddings=32_768,
+        eos_token_id=(1, 106),
+    )
+
+
 def gemma3_1b() -> GemmaConfig:
     """The published Gemma 3 1B shape (for random-init checkpoints and benchmarks)."""
     return GemmaConfig(
@@ -309,4 +330,23 @@ def gemma2_2b() -> GemmaConfig:
     )
 
 
-PRESET_SHAPES = {"gemma3-1b": gemma3_1b, "gemma2-2b": gemma2_2b}
+PRESET_SHAPES = {"gemma3-270m": gemma3_270m, "gemma3-1b": gemma3_1b, "gemma2-2b": gemma2_2b}
+# What makes a checkpoint the preset's model: its architecture and shape (not ids, dtypes or context length).
+SHAPE_FIELDS = (
+    "family", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "layer_types", "sliding_window",
+)  # fmt: skip
+
+
+def shape_mismatch(cfg: GemmaConfig, preset: str) -> str | None:
+    """Why `cfg` is not preset `preset`'s model ("num_hidden_layers 26, gemma3-270m has 18"), or None."""
+    expected = PRESET_SHAPES[preset]()
+    if cfg.architecture != expected.architecture:
+        return f"architecture {cfg.architecture}, preset {preset} expects {expected.architecture}"
+    for field in SHAPE_FIELDS:
+        got, want = getattr(cfg, field), getattr(expected, field)
+        if got != want:
+            if field == "layer_types":
+                got, want = got.count(FULL), f"{want.count(FULL)} (full-attention layers)"
+            return f"{field} {got}, preset {preset} has {want}"
+    return None

@@ -1,5 +1,5 @@
 """Build the model a params.yaml `model` section asks for: the tiny preset from scratch, or a
-Gemma checkpoint from a local Hugging Face directory."""
+Gemma preset's weights from a local Hugging Face directory (the base stage's data/base/)."""
 
 from __future__ import annotations
 
@@ -17,18 +17,24 @@ class ShapeError(ValueError):
     """`model.tiny` asks for a shape the architecture cannot have; the message names the field."""
 
 
-def build_model(model_params: dict, vocab_size: int, seed: int, remat: bool = False) -> Gemma:
+def build_model(
+    model_params: dict, vocab_size: int, seed: int, remat: bool = False, checkpoint: Path | None = None
+) -> Gemma:
     """The model, with fresh LoRA adapters when `model.lora.rank` > 0 (a LoRAError names a bad field).
+
+    A Gemma preset loads `checkpoint` (default: `model.checkpoint`), which must be the preset's shape.
 
     With LoRA the frozen base is held in `compute_dtype` (no float32 master copy); adapters are float32.
     """
     spec = LoRASpec.from_params(model_params.get("lora"))
-    model = _build_base(model_params, vocab_size, seed, remat, spec)
+    model = _build_base(model_params, vocab_size, seed, remat, spec, checkpoint)
     add_adapters(model, spec, seed)
     return model
 
 
-def _build_base(model_params: dict, vocab_size: int, seed: int, remat: bool, spec: LoRASpec) -> Gemma:
+def _build_base(
+    model_params: dict, vocab_size: int, seed: int, remat: bool, spec: LoRASpec, checkpoint: Path | None
+) -> Gemma:
     """The base model; `spec` is checked against its shape before any weight is made or read."""
     preset = model_params["preset"]
     param_dtype = model_params["compute_dtype"] if spec.rank else model_params["param_dtype"]
@@ -40,13 +46,13 @@ def _build_base(model_params: dict, vocab_size: int, seed: int, remat: bool, spe
             raise ShapeError(f"model.tiny: {err}") from None
         validate(spec, cfg)
         return Gemma(cfg, rngs=nnx.Rngs(params=seed), remat=remat, **dtypes)
-    checkpoint = model_params.get("checkpoint")
+    checkpoint = checkpoint or model_params.get("checkpoint")
     if not checkpoint:
         raise CheckpointError(f"model.checkpoint: preset {preset} needs a local Hugging Face model directory")
     cfg = read_config(Path(checkpoint))
-    expected = configs.PRESET_SHAPES[preset]().architecture
-    if cfg.architecture != expected:
-        raise CheckpointError(f"{checkpoint}/config.json: architecture {cfg.architecture}, preset {preset} expects {expected}")
+    mismatch = configs.shape_mismatch(cfg, preset)
+    if mismatch:
+        raise CheckpointError(f"{checkpoint}/config.json: {mismatch}")
     if cfg.vocab_size < vocab_size:
         raise CheckpointError(
             f"{checkpoint}: tokenizer has {vocab_size} tokens but the model's vocab_size is {cfg.vocab_size}"

@@ -1,0 +1,107 @@
+"""Stage `base`: the weights fine-tuning starts from, as a tracked input, in data/base/.
+
+The tiny preset starts from nothing: data/base/ holds only base.json. A Gemma
+preset reads `model.checkpoint`, a local Hugging Face directory or a GGUF file
+of a Gemma 1/2/3 model, checks that it is the preset's model (architecture and
+shape), and writes it as a Hugging Face directory (GGUF dequantised to float32)
+with base.json recording the source files' sha256. Tokenizer and train read
+data/base/, so a different base re-runs what follows it, and the evidence
+records which base it was.
+
+DVC tracks `models/`, so the checkpoint lives there: a file, or a link to one
+(`ln -s /kaggle/input/…/model.gguf models/`); a Hugging Face directory as a
+folder of files or links (DVC does not follow a link to a folder).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from stages import paths
+from stages.common import StageError, atomic_path, load_params, run_stage, sha256_file, write_json
+from training.config import shape_mismatch
+from training.hf_io import WEIGHT_FILES, CheckpointError, read_config
+from training.tokenizer import TOKENIZER_FILES
+
+BASE_FILE = "base.json"
+
+
+def checkpoint_path(model: dict, root: Path) -> Path:
+    """The checkpoint `model.checkpoint` names, which must lie inside models/ (one line otherwise)."""
+    named = model.get("checkpoint")
+    if not named:
+        raise StageError(f"model.checkpoint: preset {model['preset']} needs a Hugging Face directory or a GGUF file")
+    path = Path(named) if Path(named).is_absolute() else root / named
+    models = (root / paths.MODELS).absolute()
+    if models not in path.absolute().parents and path.absolute() != models:
+        raise StageError(
+            f"model.checkpoint: {named} is outside {paths.MODELS}/, the folder DVC tracks for base weights "
+            f"(link it there: ln -s {named} {paths.MODELS}/)"
+        )
+    if not path.exists():
+        raise StageError(f"{named}: not found (model.checkpoint: a Hugging Face directory or a .gguf file)")
+    return path
+
+
+def source_files(path: Path) -> list[Path]:
+    """The files of a checkpoint that make the model: the GGUF file, or config, weights and tokenizer."""
+    if path.is_file():
+        return [path]
+    names = ["config.json", *WEIGHT_FILES, *TOKENIZER_FILES]
+    return sorted([path / n for n in names if (path / n).is_file()] + list(path.glob("model-*-of-*.safetensors")))
+
+
+def write_base(model: dict, source: Path, out: Path) -> str:
+    """Write `source` into `out` as a Hugging Face directory; return its format."""
+    from training import gguf_io  # the gemma extra: imported only for a GGUF base
+
+    if source.is_file():
+        if source.suffix != gguf_io.SUFFIX:
+            raise StageError(f"{model['checkpoint']}: expected a Hugging Face directory or a {gguf_io.SUFFIX} file")
+        _check_shape(gguf_io.gguf_config(source), model, source)
+        gguf_io.convert(source, out)
+        return "gguf"
+    _check_shape(read_config(source), model, source / "config.json")
+    if not (source / "tokenizer.json").is_file():
+        raise StageError(f"{source / 'tokenizer.json'}: missing (model.checkpoint must hold the tokenizer)")
+    out.mkdir()
+    for file in source_files(source):
+        shutil.copyfile(file, out / file.name)
+    return "huggingface"
+
+
+def _check_shape(cfg, model: dict, where: Path) -> None:
+    mismatch = shape_mismatch(cfg, model["preset"])
+    if mismatch:
+        raise StageError(f"{where}: {mismatch} (model.preset {model['preset']})")
+
+
+def run(params: dict, root: Path = Path(".")) -> dict:
+    model = params["model"]
+    info: dict = {"preset": model["preset"], "checkpoint": model.get("checkpoint")}
+    with atomic_path(root / paths.BASE) as out:
+        if model["preset"] == "tiny":
+            out.mkdir()
+            info["checkpoint"] = None
+        else:
+            source = checkpoint_path(model, root)
+            files = source_files(source)
+            try:
+                info["format"] = write_base(model, source, out)
+            except CheckpointError as err:
+                raise StageError(str(err)) from None
+            info["files"] = {f.relative_to(source).as_posix() if source.is_dir() else f.name: sha256_file(f) for f in files}
+            info["num_parameters"] = read_config(out).num_params()
+        write_json(out / BASE_FILE, info)
+    what = "none (trained from scratch)" if info["checkpoint"] is None else f"{info['checkpoint']} ({info['format']})"
+    print(f"base: {what} -> {paths.BASE}")
+    return info
+
+
+def main() -> None:
+    run(load_params())
+
+
+if __name__ == "__main__":
+    run_stage(main)
