@@ -40,7 +40,7 @@ from training.host_memory import reuse_freed_memory
 from training.lora import LoRAError, LoRASpec
 from training.model import Gemma
 from training.sampler import split_host_cpu
-from training.trainer import MeshError, NonFiniteLoss, check_devices
+from training.loop import MeshError, NonFiniteLoss, check_devices
 
 INFO_FILE = "grpo_info.json"
 LEARNER_KEYS = set(GRPOConfig.__dataclass_fields__) - {"seed", "mesh_data", "mesh_fsdp"}
@@ -131,7 +131,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
         pass_through(root)
         return None
     try:
-        check_devices(cfg.train_config())
+        check_devices(cfg)
     except MeshError as err:
         if err.key == "mesh":
             raise param_error("train", "mesh", message=err, root=root) from None

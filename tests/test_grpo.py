@@ -3,6 +3,7 @@ determinism, resumption (in process and after kill -9), dynamic sampling, and th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -18,8 +19,12 @@ from flax import nnx
 
 from training import config as configs
 from training.grpo import (
+    ADVANTAGES,
     AGGREGATIONS,
+    IMPORTANCE,
+    KL_ESTIMATORS,
     GRPOConfig,
+    Objective,
     Prompt,
     RolloutBatch,
     aggregate,
@@ -35,7 +40,7 @@ from training.grpo import (
 from training import lora
 from training.model import Gemma
 from training.sampler import Sampler
-from training.trainer import make_optimizer
+from training.loop import learning_rate_schedule, make_optimizer
 
 # ---------------------------------------------------------------- the objective against NumPy
 
@@ -120,6 +125,81 @@ def test_dr_grpo_divides_by_the_budget_not_the_length():
         aggregate(per_token, mask, "mean", 8)
 
 
+def test_rloo_is_each_reward_less_the_mean_of_the_others():
+    """Worked by hand: group (1, 0, 0.5, 1.5): the others' means are 2/3, 1, 5/6, 1/2."""
+    rewards = jnp.asarray([[1.0, 0.0, 0.5, 1.5], [2.0, 2.0, 2.0, 2.0], [3.0, 1.0, 0.0, 0.0]])
+    got = np.asarray(group_advantages(rewards, "rloo"))
+    expected = [[1 - 2 / 3, 0 - 1, 0.5 - 5 / 6, 1.5 - 0.5], [0, 0, 0, 0], [3 - 1 / 3, 1 - 1, 0 - 4 / 3, 0 - 4 / 3]]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    # G / (G - 1) times the group-mean advantage: the same direction, a larger step
+    np.testing.assert_allclose(got, 4 / 3 * np.asarray(group_advantages(rewards, "group_mean")), rtol=1e-6, atol=1e-7)
+    assert set(ADVANTAGES) == {"group_std", "group_mean", "rloo"}
+    with pytest.raises(ValueError, match="unknown advantage"):
+        group_advantages(rewards, "ppo")
+
+
+def test_gspo_clips_one_sequence_ratio_by_hand():
+    """GSPO, worked by hand: a completion of 2 active tokens with log-ratios (0.4, 0.2) has s = exp(0.3)
+    for both tokens; with A = 1, s above 1 + epsilon_high clips to 1.28 (no gradient), and with A = -1
+    the unclipped -A·s = s is the larger and stays. A completion of 1 token, log-ratio -0.1, A = 0.5:
+    s = exp(-0.1) = 0.905 inside the clip, loss -0.5·0.905 on its one token."""
+    cfg = Objective(epsilon=0.2, epsilon_high=0.28, beta=0.0, kl="k3", importance="sequence",
+                    aggregation="token-mean", max_new_tokens=3)  # fmt: skip
+    old = jnp.zeros((3, 3))
+    logp = jnp.asarray([[0.4, 0.2, 9.0], [0.4, 0.2, 9.0], [-0.1, 5.0, 5.0]])  # masked tokens must not count
+    mask = jnp.asarray([[1, 1, 0], [1, 1, 0], [1, 0, 0]], jnp.float32)
+    adv = jnp.asarray([1.0, -1.0, 0.5])
+    loss, metrics = policy_loss(logp, old, None, adv, mask, cfg)
+    s0, s2 = np.exp(0.3), np.exp(-0.1)
+    per_token = [-1.28, -1.28, s0, s0, -0.5 * s2]  # the 5 active tokens
+    np.testing.assert_allclose(float(loss), sum(per_token) / 5, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["clip_fraction"]), 2 / 5, rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["ratio_mean"]), (4 * s0 + s2) / 5, rtol=1e-6)
+    # the gradient: the clipped sequence has none; in the kept one each of its |y| = 2 tokens' losses
+    # is s, and d(s)/d(logp_t) = s / |y|: 2 × s / 2 / 5 on each token; masked tokens get nothing
+    grad = np.asarray(jax.grad(lambda x: policy_loss(x, old, None, adv, mask, cfg)[0])(logp))
+    np.testing.assert_allclose(grad[0], 0.0, atol=1e-7)
+    np.testing.assert_allclose(grad[1], [s0 / 5, s0 / 5, 0.0], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grad[2], [-0.5 * s2 / 5, 0, 0], rtol=1e-5, atol=1e-7)
+    # token-level importance on the same numbers clips each token on its own: exp(0.4) > 1.28 > exp(0.2)
+    token = dataclasses.replace(cfg, importance="token")
+    t_loss, _ = policy_loss(logp, old, None, adv, mask, token)
+    by_token = [-1.28, -np.exp(0.2), np.exp(0.4), np.exp(0.2), -0.5 * s2]
+    np.testing.assert_allclose(float(t_loss), sum(by_token) / 5, rtol=1e-6)
+    assert set(IMPORTANCE) == {"token", "sequence"}
+
+
+def test_kl_estimators_by_hand():
+    logp, ref = jnp.asarray([-1.0]), jnp.asarray([-1.5])  # ref - logp = -0.5
+    np.testing.assert_allclose(float(KL_ESTIMATORS["k1"](logp, ref)[0]), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(float(KL_ESTIMATORS["k2"](logp, ref)[0]), 0.125, rtol=1e-6)
+    np.testing.assert_allclose(float(KL_ESTIMATORS["k3"](logp, ref)[0]), np.exp(-0.5) + 0.5 - 1, rtol=1e-6)
+
+
+def test_the_schedule_counts_optimizer_updates_mu_per_step():
+    """The RL config owns its schedule: warmup_steps and steps are loop steps, each `mu` updates."""
+    cfg = GRPOConfig(steps=4, prompts_per_step=1, group_size=2, max_new_tokens=1, mu=2, warmup_steps=1,
+                     learning_rate=1.0, schedule="linear", end_lr_fraction=0.0)  # fmt: skip
+    lr = learning_rate_schedule(cfg)
+    assert [float(lr(i)) for i in (0, 1)] == [0.5, 1.0]  # two updates of warmup
+    assert float(lr(7)) == pytest.approx(1 / 6) and cfg.updates_per_step == 2 and cfg.batch_split() == (2, 1)
+
+
+def test_the_update_cache_is_keyed_by_what_the_update_reads():
+    from training.grpo import compiled_update
+
+    graphdef, params, _ = lora.split_trainable(tiny_model())
+    cfg = bandit_config()
+    shardings = (jax.tree.map(lambda x: None, params), None)
+    one = compiled_update(graphdef, cfg, 16, shardings)
+    assert compiled_update(graphdef, dataclasses.replace(cfg, seed=3, temperature=0.5, top_k=4, dynamic_sampling=True,
+                                                         prompts_per_step=2, log_every=5), 16, shardings) is one
+    for change in (dict(epsilon=0.1), dict(importance="sequence"), dict(learning_rate=1e-4), dict(mu=2),
+                   dict(kl="k1"), dict(steps=4), dict(vocab_tile=8)):
+        assert compiled_update(graphdef, dataclasses.replace(cfg, **change), 16, shardings) is not one, change
+    assert compiled_update(graphdef, cfg, 32, shardings) is not one
+
+
 # ---------------------------------------------------------------- a tiny model on a bandit task
 
 VOCAB, EOS, PAD, TARGET = 32, 1, 0, 7
@@ -186,7 +266,7 @@ def test_the_first_update_has_zero_kl_and_unit_ratios():
     logprobs = make_logprob_fn(graphdef, 16, 256)
     rollout_logp = logprobs(params, frozen, batch)  # the rollout policy's log-probs, in a forward of their own
     ref_logp = logprobs(jax.tree.map(jnp.copy, params), frozen, batch)
-    tx = make_optimizer(cfg.train_config())
+    tx = make_optimizer(cfg)
     update = make_update(graphdef, tx, cfg, 16)
     _, _, metrics, logp = update(params, tx.init(params), frozen, batch, None, ref_logp, first=True)
     assert float(metrics["ratio_mean"]) == 1.0 and float(metrics["clip_fraction"]) == 0.0
@@ -264,7 +344,7 @@ def test_dynamic_sampling_counts_zero_variance_groups():
 
 
 def test_a_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
-    from training.trainer import NonFiniteLoss
+    from training.loop import NonFiniteLoss
 
     cfg = bandit_config(steps=4, save_every=1)
     calls = []

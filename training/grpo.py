@@ -1,25 +1,28 @@
-"""GRPO: reinforcement learning with group-relative advantages, resumable and sharded like SFT.
+"""GRPO: reinforcement learning with group-relative advantages, on the loop SFT shares (training/loop.py).
 
-Each step samples G completions for each of P prompts with the KV-cache
-sampler, scores them (`reward_fn`), turns the rewards into group-relative
-advantages and runs `mu` jitted updates of the clipped-ratio objective (with
-DAPO's separate upper clip and, when beta > 0, a k3 KL penalty to the frozen
-reference). The first update's own log-probs, taken before any change, are the
-old (rollout-policy) log-probs of the later ones, so a rollout batch costs one
-forward pass per update and the ratio starts at exactly one.
+One step of the learner, in the parts a reader finds here in order and a user can swap:
 
-Trainable and frozen weights are split by `lora.split_trainable`: with LoRA
-adapters only they are trained, and the reference is the base they sit on
-(computed under `lora.adapters_off()`, no second copy of the weights);
-without, every parameter is trained and the reference is a copy of the start.
+1. sample groups: G completions for each of P prompts with the KV-cache sampler (`sample_groups`),
+   refilled with groups whose rewards differ when `dynamic_sampling` is on (DAPO; `sample_step`);
+2. score: `reward_fn(prompt, tokens, n, truncated) -> (total, parts)` per completion (`score_groups`):
+   any parts, by any names, are logged as `reward/<name>`;
+3. advantages: per group, by an estimator registered by name (`ADVANTAGES`: group_std, group_mean, rloo);
+4. the loss: the clipped importance ratio, per token or per sequence (`IMPORTANCE`: token as GRPO,
+   sequence as GSPO), a KL estimate to the reference by name (`KL_ESTIMATORS`, weight `beta`), reduced by
+   an aggregation by name (`AGGREGATIONS`) (`policy_loss`);
+5. update: `mu` jitted updates of one rollout batch (`make_update`, `optimise`). The first update's own
+   log-probs, taken before any change, are the old (rollout-policy) log-probs of the later ones, so a
+   rollout batch costs one forward pass per update and the ratio starts at exactly one.
+
+Trainable and frozen weights are split by `lora.split_trainable`: with LoRA adapters only they are
+trained, and the reference is the base they sit on (computed with the adapters off, no second copy of
+the weights); without, every parameter is trained and the reference is a copy of the start.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,101 +32,153 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
 
-from training import lora
+from training import loop, lora
 from training.lm_head import token_cross_entropy
+from training.loop import LoopConfig, NonFiniteLoss, make_optimizer
 from training.model import Gemma
 from training.sampler import Sampler, SamplingConfig, bucket_length, left_pad
-from training.trainer import (
-    NonFiniteLoss,
-    TrainConfig,
-    abstract_like,
-    batch_sharding,
-    checkpoint_manager,
-    close_run,
-    make_mesh,
-    make_optimizer,
-    param_sharding,
-    stopped_with,
-)
 
-AGGREGATIONS = ("sequence-mean-token-mean", "token-mean", "dr_grpo")
-ADVANTAGES = ("group_std", "group_mean")  # (r - mean) / (std + eps) as GRPO, or r - mean as Dr. GRPO
+__all__ = ["ADVANTAGES", "AGGREGATIONS", "GRPOConfig", "GRPOResult", "IMPORTANCE", "KL_ESTIMATORS", "NonFiniteLoss",
+           "Objective", "Prompt", "PromptStream", "RolloutBatch", "grpo", "policy_loss", "sample_groups"]  # fmt: skip
+
 LOG_RATIO_CLIP = 20.0  # log-ratios beyond ±20 are clipped: exp() stays finite and one stale token cannot dominate
 
 
-@dataclasses.dataclass(frozen=True)
-class GRPOConfig:
-    steps: int
-    prompts_per_step: int  # P: groups per rollout batch
-    group_size: int  # G: completions per prompt
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GRPOConfig(LoopConfig):
+    """RL: `LoopConfig`'s fields (steps, optimizer, schedule, logging, checkpoints, mesh, seed) with RL's
+    defaults, and the fields of the rollouts and of the objective.
+
+    `steps` counts rollout batches; each is `mu` optimizer updates, and the schedule (`warmup_steps`
+    included) is counted in those updates (`updates_per_step`)."""
+
+    # P: prompts (groups) per rollout batch
+    prompts_per_step: int
+    # G: completions sampled per prompt (at least 2: advantages are relative to the group)
+    group_size: int
+    # the completion budget in tokens; a longer completion is cut there (and `truncated`)
     max_new_tokens: int
+    # sampling temperature of the rollouts
     temperature: float = 1.0
+    # sample among the k likeliest tokens only (0: off)
     top_k: int = 0
+    # sample from the smallest set of tokens whose probability reaches p (1: off)
     top_p: float = 1.0
+    # (LoopConfig's, with RL's defaults: a small constant rate, no decay, no weight decay, a row every step)
     learning_rate: float = 1e-5
-    warmup_steps: int = 0
     schedule: str = "constant"
     end_lr_fraction: float = 1.0
     weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    optimizer: str = "adamw"
-    beta: float = 0.0  # KL weight; 0 loads no reference
-    epsilon: float = 0.2
-    epsilon_high: float = 0.28
-    mu: int = 1  # optimisation iterations per rollout batch
-    advantage: str = "group_std"
-    aggregation: str = "sequence-mean-token-mean"
-    dynamic_sampling: bool = False  # refill the batch with groups whose rewards differ (DAPO)
-    max_refills: int = 2  # extra rollout rounds per step when dynamic sampling
     log_every: int = 1
-    save_every: int = 0
-    vocab_tile: int = 16384
-    seed: int = 0
-    mesh_data: int = 1
-    mesh_fsdp: int = 1
+    # weight of the KL term to the reference (the starting policy); 0 loads no reference at all
+    beta: float = 0.0
+    # the KL estimator by name (`KL_ESTIMATORS`): k3 (Schulman's, >= 0, as Tunix and TRL) | k1 | k2
+    kl: str = "k3"
+    # the ratio is clipped below at 1 - epsilon
+    epsilon: float = 0.2
+    # and above at 1 + epsilon_high (DAPO's clip-higher: rare good tokens can grow further)
+    epsilon_high: float = 0.28
+    # optimisation iterations (updates) per rollout batch
+    mu: int = 1
+    # the advantage estimator by name (`ADVANTAGES`): group_std | group_mean | rloo
+    advantage: str = "group_std"
+    # the importance ratio by name (`IMPORTANCE`): token (GRPO) | sequence (GSPO: one ratio per completion)
+    importance: str = "token"
+    # how per-token losses reduce to one (`AGGREGATIONS`): sequence-mean-token-mean | token-mean | dr_grpo
+    aggregation: str = "sequence-mean-token-mean"
+    # refill the batch with groups whose rewards differ (DAPO's dynamic sampling)
+    dynamic_sampling: bool = False
+    # extra rollout rounds a step may spend refilling, when dynamic sampling
+    max_refills: int = 2
 
-    def train_config(self) -> TrainConfig:
-        """The SFT config the shared mesh and optimizer helpers read: one optimizer step per update."""
-        return TrainConfig(
-            steps=self.steps * self.mu, batch_size=self.prompts_per_step * self.group_size, seq_len=0,
-            learning_rate=self.learning_rate, warmup_steps=self.warmup_steps * self.mu, schedule=self.schedule,
-            end_lr_fraction=self.end_lr_fraction, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
-            optimizer=self.optimizer, seed=self.seed, mesh_data=self.mesh_data, mesh_fsdp=self.mesh_fsdp,
-        )  # fmt: skip
+    @property
+    def updates_per_step(self) -> int:
+        return self.mu
+
+    def batch_split(self) -> tuple[int, int]:
+        return self.prompts_per_step * self.group_size, 1  # every group in one update, no accumulation
 
 
-# ---------------------------------------------------------------- the objective (pure)
+# ---------------------------------------------------------------- advantages (pure, by name)
+
+AdvantageFn = Callable[[jax.Array, float], jax.Array]  # (rewards [P, G], eps) -> advantages [P, G]
+ADVANTAGES: dict[str, AdvantageFn] = {}
 
 
-def group_advantages(rewards: jax.Array, kind: str = "group_std", eps: float = 1e-6) -> jax.Array:
-    """Advantages [P, G] from rewards [P, G]: r - group mean, divided by (group std + eps) for `group_std`.
+def advantage_estimator(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Register an advantage estimator under `name` (params `grpo.advantage`)."""
 
-    The std is the sample std (ddof 1), as Tunix computes it.
-    """
+    def register(fn: AdvantageFn) -> AdvantageFn:
+        ADVANTAGES[name] = fn
+        return fn
+
+    return register
+
+
+@advantage_estimator("group_std")
+def group_std_advantages(rewards: jax.Array, eps: float) -> jax.Array:
+    """(r - group mean) / (group std + eps), the std the sample std (ddof 1) as Tunix computes it (GRPO)."""
     centred = rewards - rewards.mean(axis=1, keepdims=True)
-    if kind == "group_mean":
-        return centred
     return centred / (rewards.std(axis=1, ddof=1, keepdims=True) + eps)
 
 
-def aggregate(per_token: jax.Array, mask: jax.Array, how: str, max_len: int) -> jax.Array:
-    """Reduce per-token values [B, T] over the active tokens `mask`.
+@advantage_estimator("group_mean")
+def group_mean_advantages(rewards: jax.Array, eps: float) -> jax.Array:
+    """r - group mean, unscaled (Dr. GRPO: the std's division favours groups that barely differ)."""
+    return rewards - rewards.mean(axis=1, keepdims=True)
 
-    sequence-mean-token-mean: mean over each sequence's tokens, then over sequences (GRPO);
-    token-mean: mean over every active token of the batch (DAPO);
-    dr_grpo: sum over tokens / (batch × max_len), a constant denominator (Dr. GRPO).
-    """
-    per_token = per_token * mask
-    if how == "sequence-mean-token-mean":
-        return jnp.mean(per_token.sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0))
-    if how == "token-mean":
-        return per_token.sum() / jnp.maximum(mask.sum(), 1.0)
-    if how == "dr_grpo":
-        return per_token.sum() / (per_token.shape[0] * max_len)
-    raise ValueError(f"unknown aggregation {how!r} (expected one of {', '.join(AGGREGATIONS)})")
+
+@advantage_estimator("rloo")
+def rloo_advantages(rewards: jax.Array, eps: float) -> jax.Array:
+    """REINFORCE leave-one-out: r_i - the mean of the group's other G - 1 rewards (a baseline that
+    does not hold the completion's own reward); equals G / (G - 1) × (r_i - group mean)."""
+    g = rewards.shape[1]
+    others = (rewards.sum(axis=1, keepdims=True) - rewards) / (g - 1)
+    return rewards - others
+
+
+def group_advantages(rewards: jax.Array, kind: str = "group_std", eps: float = 1e-6) -> jax.Array:
+    """Advantages [P, G] from rewards [P, G] by the estimator registered as `kind`."""
+    if kind not in ADVANTAGES:
+        raise ValueError(f"unknown advantage {kind!r} (expected one of {', '.join(ADVANTAGES)})")
+    return ADVANTAGES[kind](rewards, eps)
+
+
+# ---------------------------------------------------------------- the loss (pure, parts by name)
+
+# (per-token values [B, T], active-token mask [B, T], the completion budget) -> a scalar
+AggregationFn = Callable[[jax.Array, jax.Array, int], jax.Array]
+
+
+def _sequence_mean_token_mean(per_token: jax.Array, mask: jax.Array, max_len: int) -> jax.Array:
+    """Mean over each sequence's tokens, then over sequences (GRPO; a long completion's tokens weigh less)."""
+    return jnp.mean(per_token.sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0))
+
+
+def _token_mean(per_token: jax.Array, mask: jax.Array, max_len: int) -> jax.Array:
+    """Mean over every active token of the batch (DAPO)."""
+    return per_token.sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def _dr_grpo(per_token: jax.Array, mask: jax.Array, max_len: int) -> jax.Array:
+    """Sum over tokens / (batch × max_len): a constant denominator (Dr. GRPO)."""
+    return per_token.sum() / (per_token.shape[0] * max_len)
+
+
+AGGREGATIONS: dict[str, AggregationFn] = {
+    "sequence-mean-token-mean": _sequence_mean_token_mean,
+    "token-mean": _token_mean,
+    "dr_grpo": _dr_grpo,
+}
+
+
+def aggregate(per_token: jax.Array, mask: jax.Array, how: str, max_len: int) -> jax.Array:
+    """Reduce per-token values [B, T] over the active tokens `mask` by the aggregation named `how`."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {how!r} (expected one of {', '.join(AGGREGATIONS)})")
+    return AGGREGATIONS[how](per_token * mask, mask, max_len)
 
 
 def k3_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
@@ -132,17 +187,65 @@ def k3_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
     return jnp.exp(d) - d - 1.0
 
 
+def k1_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
+    """Per-token k1 estimate: logp - ref (unbiased, of either sign)."""
+    return logp - ref_logp
+
+
+def k2_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
+    """Per-token k2 estimate: (logp - ref)² / 2 (>= 0, biased)."""
+    return 0.5 * jnp.square(logp - ref_logp)
+
+
+KL_ESTIMATORS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {"k3": k3_kl, "k1": k1_kl, "k2": k2_kl}
+
+
+def token_log_ratio(logp: jax.Array, old_logp: jax.Array, mask: jax.Array) -> jax.Array:
+    """log π/π_old per token [B, T] (GRPO): each token clipped on its own."""
+    return jnp.clip(logp - old_logp, -LOG_RATIO_CLIP, LOG_RATIO_CLIP)
+
+
+def sequence_log_ratio(logp: jax.Array, old_logp: jax.Array, mask: jax.Array) -> jax.Array:
+    """log s_i [B, 1] (GSPO): the mean over a completion's active tokens of log π/π_old, so
+    s_i = (π(y_i) / π_old(y_i)) ** (1 / |y_i|), one ratio (and one clip) for all its tokens."""
+    mean = jnp.sum((logp - old_logp) * mask, axis=1, keepdims=True) / jnp.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+    return jnp.clip(mean, -LOG_RATIO_CLIP, LOG_RATIO_CLIP)
+
+
+IMPORTANCE: dict[str, Callable[[jax.Array, jax.Array, jax.Array], jax.Array]] = {
+    "token": token_log_ratio,
+    "sequence": sequence_log_ratio,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What the loss reads of a `GRPOConfig` (and so what a compiled update depends on)."""
+
+    epsilon: float
+    epsilon_high: float
+    beta: float
+    kl: str
+    importance: str
+    aggregation: str
+    max_new_tokens: int  # dr_grpo's denominator
+
+    @classmethod
+    def of(cls, cfg: GRPOConfig) -> Objective:
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+
+
 def policy_loss(
     logp: jax.Array,
     old_logp: jax.Array,
     ref_logp: jax.Array | None,
     advantages: jax.Array,
     mask: jax.Array,
-    cfg: GRPOConfig,
+    cfg: Objective | GRPOConfig,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The clipped-ratio GRPO loss over completion tokens [B, T] with advantages [B], and its diagnostics."""
-    log_ratio = jnp.clip(logp - old_logp, -LOG_RATIO_CLIP, LOG_RATIO_CLIP)
-    ratio = jnp.exp(log_ratio)
+    """The clipped-ratio loss over completion tokens [B, T] with advantages [B], and its diagnostics:
+    max(-A·ratio, -A·clip(ratio, 1 - epsilon, 1 + epsilon_high)) per token, + beta × KL, aggregated."""
+    ratio = jnp.exp(IMPORTANCE[cfg.importance](logp, old_logp, mask))
     a = advantages[:, None]
     unclipped = -a * ratio
     clipped = -a * jnp.clip(ratio, 1.0 - cfg.epsilon, 1.0 + cfg.epsilon_high)
@@ -150,7 +253,7 @@ def policy_loss(
     n = jnp.maximum(mask.sum(), 1.0)
     metrics = {"clip_fraction": jnp.sum((clipped > unclipped) * mask) / n}
     if ref_logp is not None and cfg.beta:
-        kl = k3_kl(logp, ref_logp)
+        kl = KL_ESTIMATORS[cfg.kl](logp, ref_logp)
         per_token = per_token + cfg.beta * kl
         metrics["kl"] = jnp.sum(kl * mask) / n
     metrics["ratio_mean"] = jnp.sum(ratio * mask) / n
@@ -168,41 +271,54 @@ def completion_logprobs(model: Gemma, batch: dict[str, jax.Array], prompt_len: i
     return -token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, vocab_tile)
 
 
-@functools.lru_cache(maxsize=16)
-def make_logprob_fn(graphdef: nnx.GraphDef, prompt_len: int, vocab_tile: int, base: bool = False) -> Callable:
-    """Jitted log-probs of a frozen model (the reference): no gradient. With `base`, adapters are skipped."""
-
-    def fn(params, frozen, batch):
-        with lora.adapters_off() if base else contextlib.nullcontext():
-            return completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, vocab_tile)
-
-    return jax.jit(fn)
+# Compiled functions of this module, each keyed by everything it depends on (the model's graph, the
+# static config it reads, the shapes it is built for), so a run that differs in nothing it reads (a
+# resumed run, another seed or temperature) reuses it and one that differs in any of it compiles anew.
+_COMPILED: dict[tuple, Any] = {}
 
 
-_COMPILED: dict[Any, tuple[optax.GradientTransformation, Callable]] = {}
-
-
-def compiled_update(graphdef: nnx.GraphDef, cfg: GRPOConfig, prompt_len: int, shardings: Any) -> tuple:
-    """(optimizer, jitted update), shared by every run whose update is the same function (a resumed run,
-    another seed), so it compiles once per process."""
-    same = dataclasses.replace(cfg, seed=0, log_every=1, save_every=0, dynamic_sampling=False, max_refills=0,
-                               temperature=1.0, top_k=0, top_p=1.0, prompts_per_step=1)
-    key = (graphdef, same, prompt_len, jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)))
+def compiled(key: tuple, build: Callable[[], Any]) -> Any:
+    """`build()` the first time `key` is asked for, the same object every time after."""
     if key not in _COMPILED:
-        tx = make_optimizer(cfg.train_config())
-        _COMPILED[key] = tx, make_update(graphdef, tx, cfg, prompt_len, out_shardings=shardings)
+        _COMPILED[key] = build()
     return _COMPILED[key]
+
+
+def make_logprob_fn(graphdef: nnx.GraphDef, prompt_len: int, vocab_tile: int, base: bool = False) -> Callable:
+    """Jitted log-probs of a frozen model (the reference): no gradient. With `base`, adapters are skipped.
+
+    `base` is an argument, and part of the cache key, because `lora.adapters_off()` acts when JAX
+    traces: a function traced once inside it computes the base ever after, whatever context calls it."""
+
+    def build() -> Callable:
+        def fn(params, frozen, batch):
+            with lora.adapters_off() if base else contextlib.nullcontext():
+                return completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, vocab_tile)
+
+        return jax.jit(fn)
+
+    return compiled(("logprobs", graphdef, prompt_len, vocab_tile, base), build)
+
+
+def compiled_update(graphdef: nnx.GraphDef, cfg: GRPOConfig, prompt_len: int, shardings: Any) -> Callable:
+    """The jitted update of `make_update`, shared by every run whose update reads the same: the model
+    graph, the optimizer's fields (`loop.optimizer_key`), the objective (`Objective`), the LM head's tile,
+    the prompt width and the state's shardings."""
+    key = ("update", graphdef, loop.optimizer_key(cfg), Objective.of(cfg), cfg.vocab_tile, prompt_len,
+           jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)))  # fmt: skip
+    return compiled(key, lambda: make_update(graphdef, make_optimizer(cfg), cfg, prompt_len, out_shardings=shardings))
 
 
 def make_update(
     graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: GRPOConfig, prompt_len: int, out_shardings=None
 ) -> Callable:
     """One jitted, buffer-donating update. With `first`, the log-probs it computes are also the old ones."""
+    objective, vocab_tile = Objective.of(cfg), cfg.vocab_tile
 
     def loss_fn(params, frozen, batch, old_logp, ref_logp, first):
-        logp = completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, cfg.vocab_tile)
+        logp = completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, vocab_tile)
         old = jax.lax.stop_gradient(logp) if first else old_logp
-        loss, metrics = policy_loss(logp, old, ref_logp, batch["advantages"], batch["mask"], cfg)
+        loss, metrics = policy_loss(logp, old, ref_logp, batch["advantages"], batch["mask"], objective)
         return loss, (metrics, jax.lax.stop_gradient(logp))
 
     def update(params, opt_state, frozen, batch, old_logp, ref_logp, first):
@@ -225,7 +341,17 @@ def make_update(
     )  # fmt: skip
 
 
-# ---------------------------------------------------------------- rollouts
+def optimise(update: Callable, params, opt_state, frozen, batch, ref_logp, mu: int) -> tuple:
+    """`mu` updates on one rollout batch: the first one's log-probs are the old ones of the rest."""
+    old_logp = None
+    for it in range(mu):
+        params, opt_state, metrics, logp = update(params, opt_state, frozen, batch, old_logp, ref_logp, first=it == 0)
+        if it == 0:
+            old_logp = logp
+    return params, opt_state, metrics
+
+
+# ---------------------------------------------------------------- sample groups and score them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,18 +383,26 @@ def sample_groups(
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
     rows = [p.tokens for p in prompts for _ in range(cfg.group_size)]
     gen = sampler(rows, sampling, key)
-    g = cfg.group_size
+    rewards, parts = score_groups(prompts, gen.tokens, gen.lengths, gen.truncated, reward_fn)
+    return RolloutBatch(list(prompts), gen.tokens, gen.lengths, gen.truncated, rewards, parts)
+
+
+def score_groups(
+    prompts: Sequence[Prompt], tokens: np.ndarray, lengths: np.ndarray, truncated: np.ndarray, reward_fn: RewardFn
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Rewards [P, G] of the rows (prompt-major) and each part `reward_fn` reports, by its own name."""
+    g = len(lengths) // len(prompts)
     rewards = np.zeros((len(prompts), g), np.float64)
     parts: dict[str, np.ndarray] = {}
     for i, prompt in enumerate(prompts):
         for j in range(g):
             row = i * g + j
-            n = int(gen.lengths[row])
-            total, values = reward_fn(prompt, gen.tokens[row, :n], n, bool(gen.truncated[row]))
+            n = int(lengths[row])
+            total, values = reward_fn(prompt, tokens[row, :n], n, bool(truncated[row]))
             rewards[i, j] = total
             for name, v in values.items():
                 parts.setdefault(name, np.zeros((len(prompts), g)))[i, j] = v
-    return RolloutBatch(list(prompts), gen.tokens, gen.lengths, gen.truncated, rewards, parts)
+    return rewards, parts
 
 
 def has_signal(rewards: np.ndarray) -> np.ndarray:
@@ -322,7 +456,7 @@ def update_batch(rollout: RolloutBatch, cfg: GRPOConfig, prompt_len: int, pad_id
     }  # fmt: skip
 
 
-# ---------------------------------------------------------------- the loop
+# ---------------------------------------------------------------- the step and the loop
 
 
 class PromptStream:
@@ -345,9 +479,61 @@ class PromptStream:
 
 
 @dataclasses.dataclass
+class Sampled:
+    """What one step's rollouts give the update and the log."""
+
+    rollout: RolloutBatch  # the P groups the update trains on
+    sampled_tokens: int  # completion tokens generated, refills included
+    zero_variance_share: float  # of the first, unfiltered round: groups whose rewards all tie
+    seconds: float
+
+
+def sample_step(
+    sampler: Sampler, stream: PromptStream, position: int, key: jax.Array, cfg: GRPOConfig, reward_fn: RewardFn
+) -> tuple[Sampled, int, jax.Array]:
+    """The step's P groups, sampled and scored from prompt `position` on: with dynamic sampling, up to
+    `max_refills` more rounds until P groups have signal, those first. Returns (sampled, the next
+    position, the next key): both are the run's state, so a resumed run draws what this one would."""
+    t0 = time.perf_counter()
+    rounds: list[RolloutBatch] = []
+    for _ in range(1 + (cfg.max_refills if cfg.dynamic_sampling else 0)):
+        key, sample_key = jax.random.split(key)
+        rounds.append(sample_groups(sampler, stream.take(position, cfg.prompts_per_step), cfg, sample_key, reward_fn))
+        position += cfg.prompts_per_step
+        if not cfg.dynamic_sampling or sum(has_signal(r.rewards).sum() for r in rounds) >= cfg.prompts_per_step:
+            break
+    seconds = time.perf_counter() - t0
+    rollout = select_groups(rounds, cfg.prompts_per_step) if cfg.dynamic_sampling else rounds[0]
+    sampled = sum(int(r.lengths.sum()) for r in rounds)
+    zero_share = 1.0 - float(has_signal(rounds[0].rewards).mean())
+    return Sampled(rollout, sampled, zero_share, seconds), position, key
+
+
+def step_row(done: int, sampled: Sampled, metrics: dict[str, float], update_tokens: float, update_s: float) -> dict:
+    """The history row (and dvclive's) of one step."""
+    rollout = sampled.rollout
+    return {
+        "step": float(done),
+        "reward_mean": float(rollout.rewards.mean()),
+        "reward_std": float(rollout.rewards.std()),
+        **{f"reward/{n}": float(v.mean()) for n, v in rollout.parts.items()},
+        "loss": metrics["loss"],
+        **({"kl": metrics["kl"]} if "kl" in metrics else {}),
+        "clip_fraction": metrics["clip_fraction"],
+        "entropy": metrics["entropy"],
+        "grad_norm": metrics["grad_norm"],
+        "completion_length": float(rollout.lengths.mean()),
+        "truncated_share": float(rollout.truncated.mean()),
+        "zero_variance_share": sampled.zero_variance_share,
+        "rollout_tokens_per_second": sampled.sampled_tokens / sampled.seconds,
+        "update_tokens_per_second": update_tokens / update_s,
+    }
+
+
+@dataclasses.dataclass
 class GRPOResult:
     params: dict
-    history: list[dict[str, float]]  # one row of metrics per step
+    history: list[dict[str, float]]  # one row of metrics per log step
     resumed_from: int
 
 
@@ -363,107 +549,51 @@ def grpo(
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     progress: Callable[[int], Any] | None = None,
 ) -> GRPOResult:
-    """Run `cfg.steps` GRPO steps on `model` in place, resuming from `checkpoint_dir` when it holds a checkpoint."""
+    """Run `cfg.steps` GRPO steps on `model` in place, resuming from `checkpoint_dir` when it holds a checkpoint.
+
+    The loop around the step is `training.loop.run`; the checkpointed state is the params, the optimizer
+    state, the sampling key and the prompt position."""
     if cfg.group_size < 2:
         raise ValueError("group_size must be at least 2: a group of one has no relative advantage")
-    tcfg = cfg.train_config()
-    mesh = make_mesh(tcfg)
-    graphdef, params, frozen = lora.split_trainable(model)
+    for name, value, known in (("advantage", cfg.advantage, ADVANTAGES), ("importance", cfg.importance, IMPORTANCE),
+                               ("kl", cfg.kl, KL_ESTIMATORS), ("aggregation", cfg.aggregation, AGGREGATIONS)):
+        if value not in known:
+            raise ValueError(f"unknown {name} {value!r} (expected one of {', '.join(known)})")
+    placed = loop.place(model, cfg)
     adapters = lora.has_adapters(model)
-    shard = lambda tree: jax.device_put(tree, jax.tree.map(lambda x: param_sharding(mesh, x), tree))
-    params = shard(params)
-    tx = make_optimizer(tcfg)
-    opt_state = shard(tx.init(params))
-    shardings = (jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, opt_state))
     # The reference is the starting policy: with adapters the base (nothing to copy); with beta = 0, none at all.
-    ref_params = jax.tree.map(jnp.copy, params) if cfg.beta and not adapters else None
+    ref_params = jax.tree.map(jnp.copy, placed.params) if cfg.beta and not adapters else None
     # One prompt width for every update (the longest prompt's bucket): fewer compilations
     prompt_len = bucket_length(max(len(p.tokens) for p in prompts))
-    _, update = compiled_update(graphdef, cfg, prompt_len, shardings)
-    on_mesh = batch_sharding(mesh)
+    update = compiled_update(placed.graphdef, cfg, prompt_len, placed.shardings)
+    reference = make_logprob_fn(placed.graphdef, prompt_len, cfg.vocab_tile, base=adapters) if cfg.beta else None
     stream = PromptStream(prompts, cfg.seed)
 
-    key = jax.random.key(cfg.seed)
-    start, position, history = 0, 0, []
-    manager = None
-    if checkpoint_dir is not None:
-        manager = checkpoint_manager(checkpoint_dir)
-        latest = manager.latest_step()
-        if latest is not None:
-            state = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(key),
-                     "position": np.zeros((), np.int64)}
-            restored = manager.restore(latest, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_like(state)), history=ocp.args.JsonRestore()))
-            state = restored["state"]
-            params, opt_state, start = state["params"], state["opt_state"], latest
-            key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
-            position = int(state["position"])
-            history = list(restored["history"])
-
-    bar = progress(start) if progress else None
-    for step in range(start, cfg.steps):
-        nnx.update(model, params)  # the rollout policy
+    def step(index: int, state: dict) -> tuple[dict, dict]:
+        nnx.update(model, state["params"])  # the rollout policy
         sampler = Sampler(model, eos_ids=eos_ids, pad_id=pad_id)
-        t0 = time.perf_counter()
-        rounds: list[RolloutBatch] = []
-        for attempt in range(1 + (cfg.max_refills if cfg.dynamic_sampling else 0)):
-            key, sample_key = jax.random.split(key)
-            rounds.append(sample_groups(sampler, stream.take(position, cfg.prompts_per_step), cfg, sample_key, reward_fn))
-            position += cfg.prompts_per_step
-            if not cfg.dynamic_sampling or sum(has_signal(r.rewards).sum() for r in rounds) >= cfg.prompts_per_step:
-                break
-        rollout_s = time.perf_counter() - t0
-        sampled = sum(int(r.lengths.sum()) for r in rounds)
-        zero_share = 1.0 - float(has_signal(rounds[0].rewards).mean())  # of the first, unfiltered round
-        rollout = select_groups(rounds, cfg.prompts_per_step) if cfg.dynamic_sampling else rounds[0]
+        key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
+        sampled, position, key = sample_step(sampler, stream, int(state["position"]), key, cfg, reward_fn)
 
         t1 = time.perf_counter()
-        batch = jax.device_put(update_batch(rollout, cfg, prompt_len, pad_id), on_mesh)
+        batch = jax.device_put(update_batch(sampled.rollout, cfg, prompt_len, pad_id), placed.batches)
         ref_logp = None
-        if cfg.beta:
-            reference = make_logprob_fn(graphdef, prompt_len, cfg.vocab_tile, base=adapters)
-            ref_logp = reference(params if adapters else ref_params, frozen, batch)
-        old_logp = None
-        for it in range(cfg.mu):
-            params, opt_state, metrics, logp = update(params, opt_state, frozen, batch, old_logp, ref_logp, first=it == 0)
-            if it == 0:
-                old_logp = logp
+        if reference is not None:
+            ref_logp = reference(state["params"] if adapters else ref_params, placed.frozen, batch)
+        params, opt_state, metrics = optimise(update, state["params"], state["opt_state"], placed.frozen, batch,
+                                              ref_logp, cfg.mu)  # fmt: skip
         metrics = {k: float(v) for k, v in metrics.items()}
-        update_s = time.perf_counter() - t1
-        done = step + 1
-        if not all(math.isfinite(v) for v in (metrics["loss"], metrics["grad_norm"])):
-            raise stopped_with(bar, manager, NonFiniteLoss(
-                f"loss is {metrics['loss']} (gradient norm {metrics['grad_norm']}) at step {done}; "
-                + (f"the last good checkpoint is kept in {checkpoint_dir}" if checkpoint_dir else "nothing was saved")
-            ))  # fmt: skip
-        row = {
-            "step": float(done),
-            "reward_mean": float(rollout.rewards.mean()),
-            "reward_std": float(rollout.rewards.std()),
-            **{f"reward/{n}": float(v.mean()) for n, v in rollout.parts.items()},
-            "loss": metrics["loss"],
-            **({"kl": metrics["kl"]} if "kl" in metrics else {}),
-            "clip_fraction": metrics["clip_fraction"],
-            "entropy": metrics["entropy"],
-            "grad_norm": metrics["grad_norm"],
-            "completion_length": float(rollout.lengths.mean()),
-            "truncated_share": float(rollout.truncated.mean()),
-            "zero_variance_share": zero_share,
-            "rollout_tokens_per_second": sampled / rollout_s,
-            "update_tokens_per_second": cfg.mu * float(batch["mask"].sum()) / update_s,
-        }
-        history.append(row)
-        if on_log and (done % cfg.log_every == 0 or done == cfg.steps):
-            on_log(done, row)
-        if manager is not None and cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
-            manager.save(done, args=ocp.args.Composite(
-                state=ocp.args.StandardSave({"params": params, "opt_state": opt_state, "key": jax.random.key_data(key),
-                                             "position": np.asarray(position, np.int64)}),
-                history=ocp.args.JsonSave(history),
-            ))  # fmt: skip
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", refresh=False)
-    close_run(bar, manager)
+        row = step_row(index + 1, sampled, metrics, cfg.mu * float(batch["mask"].sum()), time.perf_counter() - t1)
+        state = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(key),
+                 "position": np.asarray(position, np.int64)}  # fmt: skip
+        return state, row
+
+    start = {"params": placed.params, "opt_state": placed.opt_state,
+             "key": jax.random.key_data(jax.random.key(cfg.seed)), "position": np.zeros((), np.int64)}  # fmt: skip
+    result = loop.run(
+        cfg, start, step, lambda done, row: row, checkpoint_dir=checkpoint_dir, on_log=on_log, progress=progress,
+        postfix=lambda row: {"reward": f"{row['reward_mean']:.3f}"},
+    )  # fmt: skip
+    params = result.state["params"]
     nnx.update(model, params)
-    return GRPOResult(params=params, history=history, resumed_from=start)
+    return GRPOResult(params=params, history=result.history, resumed_from=result.resumed_from)

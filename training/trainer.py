@@ -13,7 +13,6 @@ frozen base rides along as a separate, undonated input (`lora.split_trainable`).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,136 +22,49 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from training import lora
+from training import loop, lora
 from training.data import BatchStream
 from training.lm_head import token_cross_entropy
+from training.loop import (  # the shared loop's names, importable from here as before
+    LoopConfig,
+    MeshError,
+    NonFiniteLoss,
+    batch_sharding,
+    check_devices,
+    clip_by_global_norm,
+    fixed_order_sum,
+    global_norm,
+    learning_rate_schedule,
+    make_mesh,
+    make_optimizer,
+    param_sharding,
+)
 from training.model import Gemma
 
+__all__ = [
+    "LoopConfig", "MeshError", "NonFiniteLoss", "TrainConfig", "TrainResult", "batch_sharding", "check_devices",
+    "clip_by_global_norm", "fixed_order_sum", "global_norm", "learning_rate_schedule", "make_mesh",
+    "make_optimizer", "make_train_step", "param_sharding", "sft_loss_sum", "train",
+]  # fmt: skip
 
-class NonFiniteLoss(RuntimeError):
-    pass
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(LoopConfig):
+    """SFT: `LoopConfig`'s fields (steps, optimizer, schedule, logging, checkpoints, mesh, seed) and its batches."""
 
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    steps: int
+    # rows per optimizer step (packed sequences of seq_len tokens); a multiple of grad_accum × mesh devices
     batch_size: int
+    # tokens per packed row
     seq_len: int
-    learning_rate: float
+    # the learning rate's warmup, in steps (required here: SFT from scratch wants one)
     warmup_steps: int
-    schedule: str = "cosine"
-    end_lr_fraction: float = 0.05
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    log_every: int = 10
-    save_every: int = 0  # 0: no intermediate checkpoints
-    vocab_tile: int = 16384  # vocabulary tile of the cross-entropy: [tokens, tile] logits at a time (lm_head.py)
-    seed: int = 0
-    optimizer: str = "adamw"  # adamw | adafactor
-    grad_accum: int = 1  # microbatches per step, accumulated in a lax.scan
-    mesh_data: int = 1  # devices along the data-parallel axis
-    mesh_fsdp: int = 1  # devices along the fully-sharded axis (params and optimizer state split)
+    # microbatches per step, accumulated in a lax.scan (same update as one batch, less activation memory)
+    grad_accum: int = 1
 
-
-def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
-    """Linear warmup, then constant, linear or cosine decay to `end_lr_fraction`."""
-    peak, end = cfg.learning_rate, cfg.learning_rate * cfg.end_lr_fraction
-    warmup = min(cfg.warmup_steps, cfg.steps)
-    decay_steps = max(cfg.steps - warmup, 1)
-    after = {
-        "constant": optax.constant_schedule(peak),
-        "linear": optax.linear_schedule(peak, end, decay_steps),
-        "cosine": optax.cosine_decay_schedule(peak, decay_steps, alpha=cfg.end_lr_fraction),
-    }[cfg.schedule]
-    if warmup == 0:
-        return after
-    return optax.join_schedules([optax.linear_schedule(peak / warmup, peak, warmup - 1), after], [warmup])
-
-
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)  # no decay on norms
-    lr = learning_rate_schedule(cfg)
-    if cfg.optimizer == "adafactor":  # factored second moments: optimizer memory ~ O(rows + cols)
-        opt = optax.adafactor(lr, weight_decay_rate=cfg.weight_decay or None, weight_decay_mask=decay_mask)
-    else:
-        opt = optax.adamw(lr, b1=0.9, b2=0.98, weight_decay=cfg.weight_decay, mask=decay_mask)
-    return optax.chain(clip_by_global_norm(cfg.grad_clip), opt)
-
-
-def fixed_order_sum(x: jax.Array) -> jax.Array:
-    """The sum of every element of `x`, added as a pairwise tree written out here.
-
-    XLA's CPU reduction of a whole array groups its partial sums by the host's vector width,
-    so an AVX-512 machine rounds a sum differently from an AVX2 one; this order is the same
-    on every CPU (zeros pad the array to a power of two: adding them is exact)."""
-    flat = x.reshape(-1)
-    flat = jnp.pad(flat, (0, (1 << max(flat.size - 1, 0).bit_length()) - flat.size))
-    while flat.size > 1:
-        pairs = flat.reshape(-1, 2)
-        flat = pairs[:, 0] + pairs[:, 1]
-    return flat[0]
-
-
-def global_norm(tree: Any) -> jax.Array:
-    """The L2 norm of every leaf together, summed in a fixed order (leaf by leaf, each a fixed tree)."""
-    return jnp.sqrt(sum(fixed_order_sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
-def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
-    """optax.clip_by_global_norm with the norm of `global_norm`: the same bytes under AVX-512 and AVX2."""
-
-    def clip(updates: Any, params: Any = None) -> Any:
-        norm = global_norm(updates)
-        return jax.tree.map(lambda t: jnp.where(norm < max_norm, t, (t / norm.astype(t.dtype)) * max_norm), updates)
-
-    return optax.stateless(clip)
-
-
-class MeshError(ValueError):
-    """The mesh or the batch does not fit the devices; `key` names the `train` param at fault
-    (the message names no param: a stage says which of its own sets the batch)."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(message)
-        self.key = key
-
-
-def check_devices(cfg: TrainConfig) -> None:
-    """Raise a MeshError unless the mesh fits the visible devices and the batch splits evenly over it."""
-    n = cfg.mesh_data * cfg.mesh_fsdp
-    if n > jax.device_count():
-        raise MeshError("mesh", f"{n} devices asked for, {jax.device_count()} visible")
-    if cfg.batch_size % (cfg.grad_accum * n):
-        raise MeshError("batch_size", f"a batch of {cfg.batch_size} is not a multiple of "
-                                      f"grad_accum × mesh devices ({cfg.grad_accum * n})")
-
-
-def make_mesh(cfg: TrainConfig) -> Mesh:
-    """A (data, fsdp) device mesh over the first data × fsdp devices."""
-    check_devices(cfg)
-    n = cfg.mesh_data * cfg.mesh_fsdp
-    return Mesh(np.asarray(jax.devices()[:n]).reshape(cfg.mesh_data, cfg.mesh_fsdp), ("data", "fsdp"))
-
-
-def param_sharding(mesh: Mesh, x: jax.Array) -> NamedSharding:
-    """FSDP: split a tensor's largest axis that the fsdp axis divides; replicate the rest."""
-    fsdp = mesh.shape["fsdp"]
-    spec = [None] * x.ndim
-    for axis in sorted(range(x.ndim), key=lambda a: -x.shape[a]):
-        if fsdp > 1 and x.shape[axis] % fsdp == 0:
-            spec[axis] = "fsdp"
-            break
-    return NamedSharding(mesh, P(*spec))
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Batches split along their first axis over every device of the mesh."""
-    return NamedSharding(mesh, P(("data", "fsdp")))
+    def batch_split(self) -> tuple[int, int]:
+        return self.batch_size, self.grad_accum
 
 
 def sft_loss_sum(model: Gemma, batch: dict[str, jax.Array], vocab_tile: int) -> tuple[jax.Array, jax.Array]:
@@ -231,102 +143,41 @@ def train(
 ) -> TrainResult:
     """Train `model` in place for `cfg.steps`, resuming from `checkpoint_dir` when it holds a checkpoint.
 
-    A model with LoRA adapters trains (and checkpoints) only them; the base stays as it is.
+    A model with LoRA adapters trains (and checkpoints) only them; the base stays as it is. The loop
+    around the step is `training.loop.run`; the checkpointed state is the params and optimizer state
+    (the step is the data position).
     """
-    graphdef, params, frozen = lora.split_trainable(model)
-    mesh = make_mesh(cfg)
-    shard = lambda tree: jax.device_put(tree, jax.tree.map(lambda x: param_sharding(mesh, x), tree))
-    params, frozen = shard(params), shard(frozen)
-    tx = make_optimizer(cfg)
-    opt_state = shard(tx.init(params))  # moments split like their parameters, scalars replicated
-    shardings = (jax.tree.map(lambda x: x.sharding, params), jax.tree.map(lambda x: x.sharding, opt_state), None)
+    placed = loop.place(model, cfg)
     schedule = learning_rate_schedule(cfg)
     dropout = any(a.dropout > 0 for a in lora.adapters(model).values())
-    step_fn = make_train_step(graphdef, tx, cfg, out_shardings=shardings, lora_dropout=dropout)
-    on_mesh = batch_sharding(mesh)
+    step_fn = make_train_step(placed.graphdef, placed.tx, cfg, out_shardings=(*placed.shardings, None),
+                              lora_dropout=dropout)  # fmt: skip
+    window = {"tokens": 0, "start": time.perf_counter()}  # tokens/s since the last log step
 
-    manager = None
-    start = 0
-    history: list[tuple[int, float]] = []
-    if checkpoint_dir is not None:
-        manager = checkpoint_manager(checkpoint_dir)
-        latest = manager.latest_step()
-        if latest is not None:
-            target = {"params": params, "opt_state": opt_state, "history": np.zeros((0, 2), np.float64)}
-            restored = manager.restore(latest, args=ocp.args.StandardRestore(abstract_like(target)))
-            params, opt_state, start = restored["params"], restored["opt_state"], latest
-            history = [(int(s), float(v)) for s, v in np.asarray(restored["history"]) if s >= 0]
+    def step(index: int, state: dict) -> tuple[dict, dict]:
+        batch = jax.device_put(stream.batch(index), placed.batches)
+        params, opt_state, metrics = step_fn(state["params"], state["opt_state"], placed.frozen, batch, np.int32(index))
+        window["tokens"] += batch["inputs"].size
+        return {"params": params, "opt_state": opt_state}, metrics
 
-    bar = progress(start) if progress else None
-    window_tokens, window_start, loss = 0, time.perf_counter(), math.nan
-    for step in range(start, cfg.steps):
-        batch = jax.device_put(stream.batch(step), on_mesh)
-        params, opt_state, metrics = step_fn(params, opt_state, frozen, batch, np.int32(step))
-        window_tokens += batch["inputs"].size
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
-                raise stopped_with(bar, manager, NonFiniteLoss(
-                    f"loss is {loss} at step {done}; the last good checkpoint is kept"
-                    + (f" in {checkpoint_dir}" if checkpoint_dir else "")
-                ))
-            elapsed = time.perf_counter() - window_start
-            history.append((done, loss))
-            if on_log:
-                on_log(
-                    done,
-                    {
-                        "loss": loss,
-                        "learning_rate": float(schedule(step)),
-                        "grad_norm": float(metrics["grad_norm"]),
-                        "tokens_per_second": window_tokens / elapsed,
-                    },
-                )
-            window_tokens, window_start = 0, time.perf_counter()
-        if manager is not None and cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps:
-            # Never checkpoint a diverged state, even between log steps: the last good one must survive.
-            step_loss, grad_norm = float(metrics["loss"]), float(metrics["grad_norm"])
-            if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
-                raise stopped_with(bar, manager, NonFiniteLoss(
-                    f"loss is {step_loss} (gradient norm {grad_norm}) at step {done}; "
-                    f"the last good checkpoint is kept in {checkpoint_dir}"
-                ))
-            # A leading (-1, 0) row: a save before the first log step would be a zero-size array, which orbax refuses.
-            hist = np.asarray([(-1, 0.0), *history], np.float64).reshape(-1, 2)
-            manager.save(done, args=ocp.args.StandardSave({"params": params, "opt_state": opt_state, "history": hist}))
-        if bar is not None:
-            bar.update(1)
-            if math.isfinite(loss):  # nothing logged yet in this run: no "loss=nan" on the bar
-                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-    close_run(bar, manager)
+    def row(done: int, metrics: dict) -> dict[str, float]:
+        out = {
+            "step": done,
+            "loss": float(metrics["loss"]),
+            "learning_rate": float(schedule(done - 1)),
+            "grad_norm": float(metrics["grad_norm"]),
+            "tokens_per_second": window["tokens"] / (time.perf_counter() - window["start"]),
+        }
+        window.update(tokens=0, start=time.perf_counter())
+        return out
+
+    result = loop.run(
+        cfg, {"params": placed.params, "opt_state": placed.opt_state}, step, row,
+        checkpoint_dir=checkpoint_dir, on_log=on_log, progress=progress,
+        postfix=lambda r: {"loss": f"{r['loss']:.4f}"},
+    )  # fmt: skip
+    params = result.state["params"]
     nnx.update(model, params)
-    return TrainResult(params=params, loss_history=history, final_loss=loss, resumed_from=start)
-
-
-def checkpoint_manager(directory: Path) -> ocp.CheckpointManager:
-    """Orbax checkpoints in `directory`: the last two kept, each written before the step after it starts."""
-    return ocp.CheckpointManager(
-        Path(directory).absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True, enable_async_checkpointing=False),
-    )
-
-
-def close_run(bar: Any, manager: ocp.CheckpointManager | None) -> None:
-    """Close the progress bar and the checkpoint manager (its last save finished)."""
-    if bar is not None:
-        bar.close()
-    if manager is not None:
-        manager.wait_until_finished()
-        manager.close()
-
-
-def stopped_with(bar: Any, manager: ocp.CheckpointManager | None, err: Exception) -> Exception:
-    """`err`, once the progress bar and the checkpoint manager are closed (the run stops with it)."""
-    close_run(bar, manager)
-    return err
-
-
-def abstract_like(tree: Any) -> Any:
-    """Shapes and dtypes of `tree` (what orbax restores into)."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    history = [(int(r["step"]), float(r["loss"])) for r in result.history]
+    final = history[-1][1] if history else float("nan")
+    return TrainResult(params=params, loss_history=history, final_loss=final, resumed_from=result.resumed_from)
