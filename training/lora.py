@@ -123,7 +123,12 @@ _DROPOUT: contextvars.ContextVar[jax.Array | None] = contextvars.ContextVar("lor
 
 @contextlib.contextmanager
 def adapters_off() -> Iterator[None]:
-    """Inside (at trace time), every model computes as its base: the adapters are skipped, not copied."""
+    """Inside (at trace time), every model computes as its base: the adapters are skipped, not copied.
+
+    The hazard: it acts while JAX traces, not when a compiled function runs. A jitted function traced
+    inside it computes the base on every later call, from any context, and one traced outside never
+    skips them; a cache of compiled functions must hold the flag in its key (as training/grpo.py's
+    `make_logprob_fn(..., base=...)` does), or it hands the base to a caller that wants the adapters."""
     token = _OFF.set(True)
     try:
         yield
