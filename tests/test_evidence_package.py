@@ -43,9 +43,10 @@ def lock_entry(name: str, md5: str) -> dict:
 
 @pytest.fixture
 def params():
-    """The project's params with a second eval set, GSM8K-format."""
+    """The project's params with its synthetic set and a small GSM8K-format set of the test's own."""
     p = yaml.safe_load((REPO / "params.yaml").read_text())
-    p["evaluate"]["sets"]["gsm8k_test"] = {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k"}
+    p["evaluate"]["sets"] = {"tunix": p["evaluate"]["sets"]["tunix"],
+                             "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k"}}
     return p
 
 
@@ -69,6 +70,7 @@ def root(tmp_path, params):
     write(root / "data/decontamination.json", json.dumps({"policy": "drop", "ngram": 13, "sets": {
         name: {"path": f"evalsets/{name}.jsonl", "format": "items", "sha256": "0" * 64, "prompts": 2, "redrawn": 1,
                "dropped_exact": 0, "dropped_ngram": 0, "synthetic_ngram_shared": 0} for name in ("tunix", "gsm8k_test")}}))
+    write(root / "data/base/base.json", json.dumps({"preset": "tiny", "checkpoint": None}))
     write(root / "data/model/config.json", json.dumps({"hidden_size": 64, "num_hidden_layers": 2}))
     write(root / "data/model/model.safetensors", b"\x00weights")
     write(root / "data/model/training_info.json", json.dumps({

@@ -11,6 +11,7 @@ types as "local"/"global") or "preset" (a ModelConfig constructor such as "gemma
 "tokens" [[int]]}. Rows are unpadded; positions 0..T-1.
 """
 
+import dataclasses
 import json
 import sys
 
@@ -35,6 +36,8 @@ def main(request_path: str, out_path: str) -> None:
         fields["param_dtype"] = jnp.float32
     if "preset" in request:  # Tunix's own config of a published shape
         config = getattr(model_lib.ModelConfig, request["preset"])()
+        if request["family"] == 3:
+            config = dataclasses.replace(config, param_dtype=jnp.float32)
     else:
         config = model_lib.ModelConfig(**fields)
     model = params_safetensors.create_model_from_safe_tensors(request["dir"], config, dtype=jnp.float32)
