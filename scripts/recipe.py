@@ -27,8 +27,19 @@ def set_params(params: dict, prefix: str = "") -> list[str]:
         if isinstance(value, dict) and value:
             out += set_params(value, f"{name}.")
         else:
-            out.append(f"{name}={json.dumps(value)}")  # JSON is YAML: dvc reads lists and nulls back
+            out.append(f"{name}={override(value)}")
     return out
+
+
+def override(value) -> str:
+    """`value` in the override grammar `dvc exp run -S` reads (Hydra's): quoted strings, bare keys."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{override(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(override(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return json.dumps(value)  # numbers, true/false, null
 
 
 def command(recipe: Path) -> list[str]:

@@ -102,6 +102,17 @@ def shorten(message: str, limit: int = 160) -> str:
 # ---------------------------------------------------------------- params
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML 1.2's numbers: `dvc exp run -S lr=5e-5` writes `5e-05`, which YAML 1.1 reads as a string."""
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     """params.yaml validated against schemas/params.schema.json (unknown keys are errors).
 
@@ -110,7 +121,7 @@ def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> d
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-        params = yaml.safe_load(text)
+        params = yaml.load(text, Loader=ParamsLoader)
     except FileNotFoundError:
         raise StageError(f"{path}: file not found") from None
     except UnicodeDecodeError as err:

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from stages.common import shorten, field_path, schema_error, yaml_line
+from stages.common import ParamsLoader, field_path, schema_error, shorten, yaml_line
 
 KINDS = ("choice", "grid", "uniform", "loguniform")
 ALGORITHMS = ("random", "grid")
@@ -147,7 +147,7 @@ def load_space(space_path: str | Path, params_path: str | Path = "params.yaml") 
         where = f"{space_path}:{mark.line + 1}" if mark is not None else str(space_path)
         raise SweepError(f"{where}: not valid YAML: {getattr(err, 'problem', None) or err}") from None
     try:
-        params = yaml.safe_load(params_path.read_text(encoding="utf-8"))
+        params = yaml.load(params_path.read_text(encoding="utf-8"), Loader=ParamsLoader)
     except FileNotFoundError:
         raise SweepError(f"{params_path}: file not found (run the sweep from the repo root)") from None
 

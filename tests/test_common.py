@@ -100,3 +100,15 @@ def test_atomic_path_replaces_directories_whole(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
     assert json.loads((out / "b").read_text()) == 2
+
+
+def test_params_read_numbers_as_dvc_writes_them(tmp_path):
+    """`dvc exp run -S grpo.learning_rate=5e-5` writes `5e-05` (no dot): still a number, not a string."""
+    from pathlib import Path
+
+    from stages.common import load_params
+
+    text = (Path(__file__).resolve().parent.parent / "params.yaml").read_text()
+    text = text.replace("learning_rate: 0.002", "learning_rate: 2e-03", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params("train", tmp_path / "params.yaml")["learning_rate"] == 0.002
