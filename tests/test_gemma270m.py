@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import yaml
@@ -139,7 +140,9 @@ def test_greedy_decoding_equals_transformers_generate(ours, reference, tok):
     ]
     n, pad = 24, tokenizers_io.token_id(tok, "<pad>")
     stops = tokenizers_io.stop_ids(tok)
-    gen = Sampler(ours, eos_ids=stops, pad_id=pad)(prompts, SamplingConfig(max_new_tokens=n))
+    # Two devices, as predict splits the rows on a CPU host (the tests' eight would copy the weights eight times).
+    sampler = Sampler(ours, eos_ids=stops, pad_id=pad, devices=jax.local_devices()[:2])
+    gen = sampler(prompts, SamplingConfig(max_new_tokens=n))
     length = max(map(len, prompts))
     ids = np.full((len(prompts), length), pad)
     mask = np.zeros_like(ids)
