@@ -248,20 +248,24 @@ def history_bytes(history: list[dict]) -> np.ndarray:
     return np.frombuffer(json.dumps(history).encode(), np.uint8)
 
 
-def restore_latest(manager: ocp.CheckpointManager, state: Any) -> tuple[int, Any, list[dict]] | None:
+def restore_latest(manager: ocp.CheckpointManager, state: dict) -> tuple[int, dict, list[dict]] | None:
     """(step, state, history) of the latest checkpoint, `state` restored into the shapes of the one
     given; None when there is none."""
     latest = manager.latest_step()
     if latest is None:
         return None
-    target = abstract_like({"state": state, "history": history_bytes([])})  # numpy leaves take the saved shape
-    restored = manager.restore(latest, args=ocp.args.StandardRestore(target))
-    return latest, restored["state"], json.loads(bytes(np.asarray(restored["history"])))
+    target = abstract_like({**state, "history": history_bytes([])})  # numpy leaves take the saved shape
+    restored = dict(manager.restore(latest, args=ocp.args.StandardRestore(target)))
+    history = json.loads(bytes(np.asarray(restored.pop("history"))))
+    return latest, restored, history
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, history: list[dict]) -> None:
-    """Checkpoint `state` and `history` as step `step`: one standard pytree, readable by a plain `restore`."""
-    manager.save(step, args=ocp.args.StandardSave({"state": state, "history": history_bytes(history)}))
+def save(manager: ocp.CheckpointManager, step: int, state: dict, history: list[dict]) -> None:
+    """Checkpoint `state` (a dict: its entries at the top, as `params`, `opt_state`) and `history` as
+    step `step`: one standard pytree, readable by a plain `restore`."""
+    if "history" in state:
+        raise ValueError("a checkpointed state cannot hold an entry named 'history'")
+    manager.save(step, args=ocp.args.StandardSave({**state, "history": history_bytes(history)}))
 
 
 def close_run(bar: Any, manager: ocp.CheckpointManager | None) -> None:
