@@ -5,6 +5,15 @@
     python scripts/bench.py train --preset gemma2-2b --lora-rank 16 --batch 8 --seq 512 --remat --dtype bfloat16
                                        # full fine-tuning (float32 master weights, AdamW) beside LoRA
                                        # (base frozen in --dtype): memory and tokens/s
+    python scripts/bench.py lora --checkpoint data/base --lora-rank 16 --batch 4 --seq 256
+                                       # our LoRA step beside transformers + peft (same rank, targets, batch)
+    python scripts/bench.py generate --checkpoint data/base --batches 1,16,64 --new-tokens 64
+                                       # our sampler beside `generate` at each batch
+
+With `--checkpoint DIR` (a Hugging Face directory: config.json, model.safetensors) both sides load its
+weights; without one, `--preset` gives the shape and the weights are random. `lora` and `generate
+--batches` also measure the machine in the same run (the best GEMM of JAX and PyTorch at the model's
+shapes, and the memory bandwidth of a large reduction) and print each side's share of both bounds.
 
 Each side runs in its own subprocess so peak memory (max RSS) is its own;
 timings are medians over repeated steps after a warm-up (compilation excluded).
@@ -61,6 +70,10 @@ def jax_peak_device_mib() -> float | None:
 def model_config(args):
     from training import config as configs
 
+    if getattr(args, "checkpoint", None):
+        from training.hf_io import read_config
+
+        return read_config(Path(args.checkpoint))
     if args.preset == "tiny":
         return configs.tiny(args.vocab)
     return configs.PRESET_SHAPES[args.preset]()
@@ -208,6 +221,9 @@ def torch_model(args):
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
+    if args.checkpoint:
+        model = Gemma3ForCausalLM.from_pretrained(args.checkpoint, dtype=torch.float32, attn_implementation="sdpa")
+        return model, torch
     hf = model_config(args).to_hf()
     hf.pop("architectures"), hf.pop("model_type")
     config = Gemma3TextConfig(**hf)
@@ -264,8 +280,14 @@ def jax_generate(args) -> dict:
     from training.sampler import Sampler, SamplingConfig
 
     cfg = model_config(args)
-    model = Gemma(cfg, rngs=nnx.Rngs(0), dtype=args.dtype, param_dtype=args.dtype)
-    sampler = Sampler(model, eos_ids=[cfg.vocab_size], pad_id=0)  # an id never sampled: full length
+    if args.checkpoint:
+        from training.hf_io import load_pretrained
+
+        model = load_pretrained(Path(args.checkpoint), dtype=args.dtype, param_dtype=args.dtype)
+    else:
+        model = Gemma(cfg, rngs=nnx.Rngs(0), dtype=args.dtype, param_dtype=args.dtype)
+    extra = {"head_dtype": args.head_dtype} if args.head_dtype else {}
+    sampler = Sampler(model, eos_ids=[cfg.vocab_size], pad_id=0, **extra)  # an id never sampled: full length
     prompts = np.random.default_rng(0).integers(1, cfg.vocab_size, (args.batch, args.prompt)).tolist()
     sc = SamplingConfig(max_new_tokens=args.new_tokens)
     t = median_seconds(lambda: sampler(prompts, sc), args.repeats, warmup=1)
@@ -293,7 +315,175 @@ def torch_generate(args) -> dict:
     return {"new_tokens_per_s": args.batch * args.new_tokens / t, "peak_rss_mib": peak_rss_mib(), "device": device_name}
 
 
+# ---------------------------------------------------------------- the real shape: LoRA beside peft, the sampler by batch
+
+
+def lora_flops_per_token(cfg, seq_len: int, rank: int, targets: tuple[str, ...]) -> float:
+    """A LoRA step's FLOPs per token: the forward pass (2N + attention), the backward pass to the
+    activations only (2N + attention twice: the frozen base and table get no weight gradient), and the
+    adapters' own 6 · r · (in + out) each."""
+    from training.lora import projection_shapes
+
+    full = train_flops_per_token(cfg, seq_len)
+    attention = (full["6N + attention"] - full["6N"]) / 3
+    matmul_params = full["6N"] / 6
+    shapes = projection_shapes(cfg)
+    adapters = cfg.num_hidden_layers * sum(rank * sum(shapes[t]) for t in targets)
+    return 4 * matmul_params + 3 * attention + 6 * adapters
+
+
+def decode_flops_per_token(cfg, args) -> float:
+    """One new token's FLOPs: 2N (every matmul weight once, the tied LM head included) and attention
+    over the keys so far at the run's mean length (sliding layers at most their window)."""
+    matmul_params = cfg.num_params() - cfg.num_hidden_layers * 6 * cfg.hidden_size
+    mean_length = args.prompt + args.new_tokens / 2
+    spans = [min(mean_length, cfg.sliding_window or mean_length) if kind == "sliding_attention" else mean_length
+             for kind in cfg.layer_types]  # fmt: skip
+    return 2 * matmul_params + 4 * cfg.num_attention_heads * cfg.head_dim * sum(spans)
+
+
+def machine_roof(args) -> dict:
+    """The machine measured in this run: the best GEMM rate (JAX's and PyTorch's, float32 and bfloat16,
+    at the model's shapes) and the memory bandwidth of a 1 GiB float32 reduction on every thread."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cfg = model_config(args)
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    shapes = ((1024, d, f), (1024, f, d), (64, d, min(cfg.vocab_size, 65536)))
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        best = 0.0
+        for m, k, n in shapes:
+            a, b = jnp.ones((m, k), dtype), jnp.ones((k, n), dtype)
+            mm = jax.jit(lambda x, y: x @ y)
+            best = max(best, 2 * m * k * n / median_seconds(lambda: mm(a, b).block_until_ready(), 5) / 1e9)
+            ta, tb = torch.ones((m, k), dtype=getattr(torch, dtype)), torch.ones((k, n), dtype=getattr(torch, dtype))
+            best = max(best, 2 * m * k * n / median_seconds(lambda: ta @ tb, 5) / 1e9)
+        out[f"roof_gflops_{dtype}"] = best
+    big = torch.ones(2**28, dtype=torch.float32)  # 1 GiB, far past the caches
+    out["bandwidth_gbps"] = big.numel() * 4 / median_seconds(lambda: big.sum(), 5) / 1e9
+    del big
+    return out
+
+
+def jax_lora(args) -> dict:
+    import jax
+    from flax import nnx
+
+    from training import lora
+    from training.hf_io import load_pretrained
+    from training.model import Gemma
+    from training.trainer import TrainConfig, make_optimizer, make_train_step
+
+    cfg = model_config(args)
+    base_dtype = args.base_dtype or args.dtype
+    if args.checkpoint:
+        model = load_pretrained(Path(args.checkpoint), dtype=args.dtype, param_dtype=base_dtype, remat=args.remat)
+    else:
+        model = nnx.eval_shape(lambda: Gemma(cfg, rngs=nnx.Rngs(0), dtype=args.dtype, param_dtype=base_dtype,
+                                             remat=args.remat))  # fmt: skip
+        fill_random(model)
+    lora.add_adapters(model, lora.LoRASpec(rank=args.lora_rank, alpha=float(2 * args.lora_rank)), seed=0)
+    graphdef, params, frozen = lora.split_trainable(model)
+    del model
+    tc = TrainConfig(steps=100, batch_size=args.batch, seq_len=args.seq, learning_rate=1e-4, warmup_steps=10)
+    tx = make_optimizer(tc)
+    opt_state = tx.init(params)
+    batch = random_batch(args, cfg.vocab_size)
+    compiled = make_train_step(graphdef, tx, tc).lower(params, opt_state, frozen, batch, np.int32(0)).compile()
+    holder = {"p": params, "o": opt_state}
+
+    def one():
+        holder["p"], holder["o"], m = compiled(holder["p"], holder["o"], frozen, batch, np.int32(0))
+        jax.block_until_ready(m["loss"])
+
+    t = median_seconds(one, args.repeats, warmup=1)
+    return {"tokens_per_s": args.batch * args.seq / t, "peak_rss_mib": peak_rss_mib(), "device": jax_device_name(),
+            "xla_peak_mib": xla_memory_mib(compiled)["xla_peak_mib"]}  # fmt: skip
+
+
+def torch_lora(args) -> dict:
+    from peft import LoraConfig, get_peft_model
+
+    from training.lora import TARGETS
+
+    model, torch = torch_model(args)
+    device, device_name, sync = torch_device(torch, args)
+    spec = LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0, target_modules=list(TARGETS),
+                      bias="none", task_type="CAUSAL_LM")  # fmt: skip
+    model = get_peft_model(model.to(device), spec)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=1e-4, betas=(0.9, 0.98))
+    batch = random_batch(args, model.config.vocab_size)
+    inputs = torch.from_numpy(batch["inputs"]).long().to(device)
+    labels = torch.from_numpy(batch["targets"]).long().to(device)
+    autocast = torch.autocast(device, torch.bfloat16, enabled=args.dtype == "bfloat16")
+
+    def one():
+        with autocast:
+            out = model(input_ids=inputs)
+        loss = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+
+    t = median_seconds(one, args.repeats, warmup=1)
+    return {"tokens_per_s": args.batch * args.seq / t, "peak_rss_mib": peak_rss_mib(), "device": device_name}
+
+
+def print_lora_vs_peft(args, roof: dict, ours: dict, ref: dict | None) -> None:
+    from training.lora import TARGETS
+
+    cfg = model_config(args)
+    flops = lora_flops_per_token(cfg, args.seq, args.lora_rank, TARGETS)
+    roof_gflops = max(roof["roof_gflops_float32"], roof["roof_gflops_bfloat16"] if args.dtype == "bfloat16" else 0)
+    name = args.checkpoint or f"{args.preset}, random weights"
+    print(f"LoRA benchmark ({name}; rank {args.lora_rank}, alpha {2 * args.lora_rank}, every projection; batch "
+          f"{args.batch} x {args.seq}; compute {args.dtype}, frozen base {args.base_dtype or args.dtype})\n")  # fmt: skip
+    rows = [("", "tokens/s", "GFLOP/s", "share of the matmul roof", "peak RSS (MiB)", "device")]
+    for label, side in (("tunix-rt (JAX)", ours), ("transformers + peft (PyTorch)", ref)):
+        if side:
+            g = flops * side["tokens_per_s"] / 1e9
+            rows.append((label, f"{side['tokens_per_s']:.1f}", f"{g:.1f}", f"{g / roof_gflops:.1%}",
+                         f"{side['peak_rss_mib']:.0f}", side["device"]))  # fmt: skip
+    print(table(rows))
+    print(f"\nmatmul roof ({args.dtype}, best of JAX and PyTorch in this run): {roof_gflops:.1f} GFLOP/s; "
+          f"{flops / 1e9:.2f} GFLOP a token (4N + 3 x attention + 6 x adapters)")  # fmt: skip
+    if ref:
+        print(f"speed-up over transformers + peft: {ours['tokens_per_s'] / ref['tokens_per_s']:.2f}x")
+
+
+def print_generate_by_batch(args, roof: dict, results: list[tuple[int, dict, dict | None]]) -> None:
+    cfg = model_config(args)
+    roof_gflops = max(roof["roof_gflops_float32"], roof["roof_gflops_bfloat16"] if args.dtype == "bfloat16" else 0)
+    name = args.checkpoint or f"{args.preset}, random weights"
+    print(f"generate benchmark ({name}; greedy, prompt {args.prompt}, {args.new_tokens} new tokens, {args.dtype}"
+          f"{', LM head ' + args.head_dtype if args.head_dtype else ''})\n")  # fmt: skip
+    rows = [("batch", "tunix-rt new tokens/s", "transformers new tokens/s", "ratio", "share of compute roof",
+             "share of bandwidth", "tunix-rt peak RSS (MiB)", "transformers peak RSS (MiB)")]  # fmt: skip
+    for batch, ours, ref in results:
+        args.batch = batch
+        flop_share = decode_flops_per_token(cfg, args) * ours["new_tokens_per_s"] / 1e9 / roof_gflops
+        byte_share = decode_bytes_per_step(cfg, args) * ours["new_tokens_per_s"] / batch / 1e9 / roof["bandwidth_gbps"]
+        rows.append((str(batch), f"{ours['new_tokens_per_s']:.1f}", f"{ref['new_tokens_per_s']:.1f}" if ref else "",
+                     f"{ours['new_tokens_per_s'] / ref['new_tokens_per_s']:.2f}x" if ref else "", f"{flop_share:.1%}",
+                     f"{byte_share:.1%}", f"{ours['peak_rss_mib']:.0f}", f"{ref['peak_rss_mib']:.0f}" if ref else ""))  # fmt: skip
+    print(table(rows))
+    print(f"\nmachine in this run: matmul roof {roof_gflops:.1f} GFLOP/s ({args.dtype}, best of JAX and PyTorch), "
+          f"memory bandwidth {roof['bandwidth_gbps']:.1f} GB/s; compute share: 2N + attention FLOPs a new token; "
+          f"bandwidth share: every weight and the keys and values read once a decode step")  # fmt: skip
+
+
 SIDES = {
+    ("roof", "jax"): machine_roof,
+    ("lora", "jax"): jax_lora,
+    ("lora", "torch"): torch_lora,
     ("train", "jax"): jax_train,
     ("train", "jax-lora"): jax_train,
     ("train", "torch"): torch_train,
@@ -312,6 +502,12 @@ def run_side(argv: list[str], side: str) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"bench: the {side} side failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def as_roof(argv: list[str], what: str) -> list[str]:
+    """The same command line with its benchmark replaced by `roof` (the machine's measurement)."""
+    i = argv.index(what)
+    return [*argv[:i], "roof", *argv[i + 1 :]]
 
 
 def table(rows: list[tuple[str, ...]]) -> str:
@@ -369,8 +565,15 @@ def print_train_table(args, ours: dict, ref: dict | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python scripts/bench.py", description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["train", "generate"])
-    parser.add_argument("--preset", default="tiny", choices=["tiny", "gemma3-1b", "gemma2-2b"])
+    parser.add_argument("what", choices=["train", "generate", "lora", "roof"])
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "gemma3-270m", "gemma3-1b", "gemma2-2b"])
+    parser.add_argument("--checkpoint", help="a Hugging Face model directory: both sides load its weights (its "
+                        "config.json gives the shape, --preset is then unused)")
+    parser.add_argument("--batches", help="generate: comma-separated batch sizes, each side at each (e.g. 1,16,64)")
+    parser.add_argument("--base-dtype", choices=["float32", "bfloat16"],
+                        help="lora: the frozen base's dtype on our side (default: --dtype)")
+    parser.add_argument("--head-dtype", choices=["float32", "bfloat16"],
+                        help="generate: our sampler's LM head dtype (default: the model's)")
     parser.add_argument("--vocab", type=int, default=1024, help="tiny preset vocabulary")
     parser.add_argument("--batch", type=int)
     parser.add_argument("--seq", type=int, default=256)
@@ -383,7 +586,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peak-tflops", type=float, help="the device's datasheet peak, for MFU (H100/H200 bf16 dense: 989)")
     parser.add_argument("--peak-gbps", type=float, help="generate: the device's memory bandwidth, for the streaming bound (H200: 4800)")
     parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch side (e.g. on a GPU host)")
-    parser.add_argument("--lora-rank", type=int, default=0, help="train: full fine-tuning beside LoRA of this rank")
+    parser.add_argument("--lora-rank", type=int, default=0,
+                        help="train: full fine-tuning beside LoRA of this rank; lora: the rank (default 16)")
     parser.add_argument("--compile-only", action="store_true",
                         help="--lora-rank: compile each side and report XLA's memory analysis, run nothing")
     parser.add_argument("--full-compile-only", action="store_true",
@@ -395,7 +599,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--side", choices=["jax", "jax-lora", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.batch is None:
-        args.batch = 16 if args.what == "train" else 32
+        args.batch = {"train": 16, "lora": 4}.get(args.what, 32)
+    if args.what == "lora" and not args.lora_rank:
+        args.lora_rank = 16
     if args.side:
         if args.side.startswith("jax") and not args.default_malloc:
             from training.host_memory import reuse_freed_memory
@@ -409,6 +615,21 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     raw = sys.argv[1:] if argv is None else argv
+    if args.what == "lora":
+        roof = run_side(as_roof(raw, args.what), "jax")
+        ours = run_side(raw, "jax")
+        ref = None if args.no_reference else run_side(raw, "torch")
+        print_lora_vs_peft(args, roof, ours, ref)
+        return
+    if args.what == "generate" and args.batches:
+        roof = run_side(as_roof(raw, args.what), "jax")
+        results = []
+        for batch in (int(b) for b in args.batches.split(",")):
+            one = [*raw, "--batch", str(batch)]
+            ref = None if args.no_reference else run_side(one, "torch")
+            results.append((batch, run_side(one, "jax"), ref))
+        print_generate_by_batch(args, roof, results)
+        return
     if args.lora_rank:
         if args.what != "train":
             raise SystemExit("bench: --lora-rank goes with train")
