@@ -48,6 +48,24 @@ def checkpoint_path(model: dict, root: Path) -> Path:
     return path
 
 
+def link_into_models(source: Path, root: Path = Path(".")) -> Path:
+    """Link a checkpoint from elsewhere (a Kaggle input) into models/; return the path to name in
+    `model.checkpoint`. A GGUF file is linked as it is, a Hugging Face directory file by file."""
+    source = Path(source).expanduser().absolute()
+    target = root / paths.MODELS / source.name
+    files = [source] if source.is_file() else source_files(source)
+    if not files:
+        raise StageError(f"{source}: not a Hugging Face directory or a .gguf file")
+    if source.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        link = target if source.is_file() else target / file.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(file)
+    return paths.MODELS / source.name
+
+
 def source_files(path: Path) -> list[Path]:
     """The files of a checkpoint that make the model: the GGUF file, or config, weights and tokenizer."""
     if path.is_file():

@@ -39,3 +39,20 @@ def test_a_checkpoint_cut_from_the_preset_is_not_the_preset(tmp_path):
         "error: models/gemma-3-1b-cut/config.json: vocab_size 2048, preset gemma3-1b has 262144 (model.preset gemma3-1b)"
     )
     assert not (repo / "data/base").exists() and not (repo / "data/tokenizer").exists()
+
+
+def test_a_checkpoint_from_elsewhere_is_linked_into_models_file_by_file(tmp_path):
+    from stages.base import link_into_models
+
+    source = tmp_path / "kaggle/input/gemma-3-1b-it"
+    source.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md"):
+        (source / name).write_text(name)
+    root = tmp_path / "repo"
+    assert link_into_models(source, root).as_posix() == "models/gemma-3-1b-it"
+    linked = root / "models/gemma-3-1b-it"
+    assert sorted(p.name for p in linked.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert all(p.is_symlink() and p.resolve() == (source / p.name).resolve() for p in linked.iterdir())
+    gguf = tmp_path / "gemma-3-270m-q4_k_m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert (root / link_into_models(gguf, root)).read_bytes() == b"GGUF"
