@@ -26,7 +26,17 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from training.attention import softcap
 from training.model import Gemma, grow_cache, init_cache
+
+# At this vocabulary or above the tied LM head is most of a decode step's work, and XLA:CPU runs the
+# product of a few rows against the table faster as table @ rowsᵀ (the vocabulary as the long side of
+# the GEMM, which its kernels split over threads) than as rows @ tableᵀ. Smaller vocabularies (the tiny
+# default) keep the model's own head, bit for bit.
+WIDE_VOCAB = 32_768
+# A bfloat16 head (`head_dtype`) is used only from this many rows a device: XLA:CPU's bfloat16 product
+# of one or two rows against the table runs far slower than the float32 one.
+MIN_BF16_HEAD_ROWS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,12 +113,16 @@ class Sampler:
     Sampler over the same model, or other end tokens, costs no recompilation.
     `devices`: those to split the rows over (weights copied to each); by default
     every CPU device when JAX runs on the CPU, else none (the model's own placement).
+    `head_dtype`: opt-in dtype of the LM head's table in decoding (e.g. "bfloat16": half the bytes a
+    step reads, and AVX512_BF16 products; the logits change by the table's rounding, so greedy picks
+    may differ from the model's own head). None: the model's dtype.
     """
 
     def __init__(
         self, model: Gemma, eos_ids: Sequence[int], pad_id: int, cache_dtype: str | None = None,
-        devices: Sequence[jax.Device] | None = None,
+        devices: Sequence[jax.Device] | None = None, head_dtype: str | None = None,
     ):  # fmt: skip
+        self.head_dtype = None if head_dtype is None else str(jnp.dtype(head_dtype))
         self.graphdef, self.state = nnx.split(model)
         self.config = model.config
         self.eos_ids = jnp.asarray(sorted(set(eos_ids)), jnp.int32)
@@ -132,10 +146,11 @@ class Sampler:
         if self.replicated is not None:  # a key made on (committed to) one device goes to every device
             key = jax.device_put(key, self.replicated)
         args = (tokens, positions, segments, np.arange(rows, dtype=np.int32), key, self.eos_ids, jnp.int32(self.pad_id))
+        static = dict(cfg=cfg, cache_dtype=self.cache_dtype, head_dtype=self.head_dtype)
         if self.mesh is None:
-            out = _generate(self.graphdef, self.state, *args, cfg=cfg, cache_dtype=self.cache_dtype)
+            out = _generate(self.graphdef, self.state, *args, **static)
         else:
-            out = _generate_split(self.graphdef, self.state, *args, cfg=cfg, cache_dtype=self.cache_dtype, mesh=self.mesh)
+            out = _generate_split(self.graphdef, self.state, *args, **static, mesh=self.mesh)
         tokens, lengths, truncated = (np.asarray(x)[: len(prompts)] for x in out)
         return Generation(tokens, lengths, truncated)
 
@@ -154,10 +169,29 @@ def phase_widths(max_new_tokens: int, first: int) -> list[int]:
     return widths
 
 
-def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pad_id, *, cfg: SamplingConfig, cache_dtype):
+def lm_head(model: Gemma, batch: int, head_dtype: str | None):
+    """The decode step's LM head, hidden [B, D] -> float32 logits [B, V]: the model's own (`model.logits`)
+    below `WIDE_VOCAB`; at or above it, table @ hiddenᵀ, the table cast once per call (outside the
+    decode loop) to `head_dtype` when asked and the rows are enough for it (`MIN_BF16_HEAD_ROWS`)."""
+    cfg = model.config
+    if cfg.vocab_size < WIDE_VOCAB and head_dtype is None:
+        return None
+    dtype = head_dtype if head_dtype is not None and batch >= MIN_BF16_HEAD_ROWS else model.dtype
+    table = model.embed_tokens[...].astype(dtype)
+
+    def head(hidden: jax.Array) -> jax.Array:
+        out = jnp.einsum("vd,bd->vb", table, hidden.astype(dtype), preferred_element_type=jnp.float32)
+        return softcap(out.T, cfg.final_logit_softcapping)
+
+    return head
+
+
+def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pad_id, *, cfg: SamplingConfig,
+            cache_dtype, head_dtype=None):  # fmt: skip
     """Tokens [B, max_new_tokens], lengths and truncation flags [B] for left-padded prompts; `rows`: each
     row's index in the whole batch (its sampling key)."""
     model = nnx.merge(graphdef, state)
+    head = lm_head(model, tokens.shape[0], head_dtype)
     row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows)
     pick = jax.vmap(functools.partial(choose, cfg=cfg))  # (logits [B, V], keys [B]) -> tokens [B]
     keys_at = lambda step: jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
@@ -165,7 +199,7 @@ def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pa
     widths = phase_widths(cfg.max_new_tokens, cfg.phase_tokens)
     cache = init_cache(model.config, batch, prompt_len + widths[0], cache_dtype, prompt_len)
     hidden, cache = model.hidden_states(tokens, positions, segments, cache, 0)
-    logits = model.logits(hidden[:, -1])  # the LM head on the last prompt position only
+    logits = (head or model.logits)(hidden[:, -1])  # the LM head on the last prompt position only
     first = pick(logits, keys_at(0))
     out = jnp.full((batch, cfg.max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, eos_ids)
@@ -174,8 +208,13 @@ def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pa
     def body(carry):
         i, last, pos, done, out, cache = carry
         # token i-1 goes into cache slot prompt_len + i - 1 and predicts token i
-        logits, cache = model(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
-        nxt = pick(logits[:, 0], keys_at(i))
+        if head is None:
+            logits, cache = model(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
+            logits = logits[:, 0]
+        else:
+            hidden, cache = model.hidden_states(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
+            logits = head(hidden[:, 0])
+        nxt = pick(logits, keys_at(i))
         nxt = jnp.where(done, pad_id, nxt)  # a finished row only pads
         out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
         return i + 1, nxt, pos + 1, done | jnp.isin(nxt, eos_ids), out, cache
@@ -194,14 +233,14 @@ def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pa
     return out, lengths, ~jnp.any(is_eos, axis=1)
 
 
-_generate = jax.jit(_decode, static_argnames=("graphdef", "cfg", "cache_dtype"))
+_generate = jax.jit(_decode, static_argnames=("graphdef", "cfg", "cache_dtype", "head_dtype"))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "cache_dtype", "mesh"))
-def _generate_split(graphdef, state, *batch_and_keys, cfg: SamplingConfig, cache_dtype, mesh: Mesh):
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "cache_dtype", "head_dtype", "mesh"))
+def _generate_split(graphdef, state, *batch_and_keys, cfg: SamplingConfig, cache_dtype, head_dtype, mesh: Mesh):
     """`_decode` with the rows split over the mesh: each device decodes its share until its own rows end."""
     rows, shared = PartitionSpec("rows"), PartitionSpec()
-    decode = functools.partial(_decode, graphdef, cfg=cfg, cache_dtype=cache_dtype)
+    decode = functools.partial(_decode, graphdef, cfg=cfg, cache_dtype=cache_dtype, head_dtype=head_dtype)
     return jax.shard_map(
         decode, mesh=mesh, in_specs=(shared, rows, rows, rows, rows, shared, shared, shared), out_specs=rows,
         check_vma=False,
