@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -27,7 +24,7 @@ from stages import paths
 from stages.common import StageError
 from tests.pipeline_utils import ROOT, make_repo, run
 from tests.test_parity import our_logits
-from tests.test_tunix_interop import TUNIX_PYTHON
+from tests.test_tunix_interop import TUNIX_PYTHON, tunix_logits
 from training import chat
 from training import tokenizer as tokenizers_io
 from training.config import SLIDING, gemma3_270m, shape_mismatch
@@ -250,13 +247,6 @@ def test_tunix_loads_the_merged_export_with_our_logits(repo, tok, tmp_path):
     ids = long_text_ids(tok, 64)
     want = our_logits(load_pretrained(repo / paths.POLICY), ids, np.arange(ids.shape[1])[None], np.ones_like(ids))
     request = {"dir": str(repo / paths.POLICY), "family": 3, "preset": "gemma3_270m", "tokens": ids.tolist()}
-    (tmp_path / "request.json").write_text(json.dumps(request))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")} | {"JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [str(TUNIX_PYTHON), str(ROOT / "tests/tunix_logits.py"), str(tmp_path / "request.json"), str(tmp_path / "out.npy")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = np.load(tmp_path / "out.npy")
+    got = tunix_logits(request, tmp_path)
     assert got.shape == want.shape
     assert float(np.abs(got - want).max()) <= 5e-3

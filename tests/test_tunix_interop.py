@@ -80,13 +80,18 @@ def test_merged_lora_export_loads_in_tunix_with_our_logits(family, tmp_path):
     lora.merge_adapters(ours)
     save_pretrained(ours, tmp_path / "model")
     request = {"dir": str(tmp_path / "model"), "family": family, "config": tunix_config(cfg), "tokens": tokens.tolist()}
-    (tmp_path / "request.json").write_text(json.dumps(request))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")} | {"JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run(
-        [str(TUNIX_PYTHON), str(ROOT / "tests/tunix_logits.py"), str(tmp_path / "request.json"), str(tmp_path / "out.npy")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = np.load(tmp_path / "out.npy")
+    got = tunix_logits(request, tmp_path)
     assert got.shape == want.shape
     assert float(np.abs(got - want).max()) <= ATOL
+
+
+def tunix_logits(request: dict, workdir: Path) -> np.ndarray:
+    """The logits tests/tunix_logits.py computes for `request` in the Tunix environment."""
+    (workdir / "request.json").write_text(json.dumps(request))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")} | {"JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [str(TUNIX_PYTHON), str(ROOT / "tests/tunix_logits.py"), str(workdir / "request.json"), str(workdir / "out.npy")],
+        capture_output=True, text=True, env=env, cwd=workdir, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.load(workdir / "out.npy")

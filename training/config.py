@@ -267,18 +267,19 @@ def tiny(
     )
 
 
-def gemma3_270m() -> GemmaConfig:
-    """The published Gemma 3 270M shape: most of its parameters are the 262k-token embedding."""
+def _published_gemma3(hidden_size: int, intermediate_size: int, num_hidden_layers: int) -> GemmaConfig:
+    """The small published Gemma 3 text models: 262k vocabulary, 4 query heads and one KV head of 256,
+    five sliding-window (512) layers to one global."""
     return GemmaConfig(
         family=3,
         vocab_size=262_144,
-        hidden_size=640,
-        intermediate_size=2048,
-        num_hidden_layers=18,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=4,
         num_key_value_heads=1,
         head_dim=256,
-        layer_types=gemma3_layer_types(18),
+        layer_types=gemma3_layer_types(num_hidden_layers),
         query_pre_attn_scalar=256,
         sliding_window=512,
         rope_theta=1_000_000.0,
@@ -286,27 +287,16 @@ def gemma3_270m() -> GemmaConfig:
         max_position_embeddings=32_768,
         eos_token_id=(1, 106),
     )
+
+
+def gemma3_270m() -> GemmaConfig:
+    """The published Gemma 3 270M shape: most of its parameters are the embedding."""
+    return _published_gemma3(hidden_size=640, intermediate_size=2048, num_hidden_layers=18)
 
 
 def gemma3_1b() -> GemmaConfig:
     """The published Gemma 3 1B shape (for random-init checkpoints and benchmarks)."""
-    return GemmaConfig(
-        family=3,
-        vocab_size=262_144,
-        hidden_size=1152,
-        intermediate_size=6912,
-        num_hidden_layers=26,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=256,
-        layer_types=gemma3_layer_types(26),
-        query_pre_attn_scalar=256,
-        sliding_window=512,
-        rope_theta=1_000_000.0,
-        rope_local_base_freq=10_000.0,
-        max_position_embeddings=32_768,
-        eos_token_id=(1, 106),
-    )
+    return _published_gemma3(hidden_size=1152, intermediate_size=6912, num_hidden_layers=26)
 
 
 def gemma2_2b() -> GemmaConfig:
