@@ -10,6 +10,14 @@ instead) and turns them straight into the tile's gradients, `softmax - onehot`,
 against the hidden states and the embedding rows. Peak memory holds one
 `[tokens, tile]` block; the result equals the untiled cross-entropy up to
 float rounding.
+
+A frozen table (LoRA: the base's embedding gets no gradient) needs no second
+pass: the forward pass also accumulates the gradient against the hidden states,
+Σ softmax · row, in the same online way (rescaled whenever the running max
+grows, as attention accumulates its values), so each tile's logits are computed
+once, not twice. Whether the table is differentiated is known when the forward
+rule is traced (`symbolic_zeros`); a trained table keeps the two-pass rule
+above, bit for bit.
 """
 
 from __future__ import annotations
@@ -64,6 +72,45 @@ def _cross_entropy(hidden, table, targets, cap, tile):
     return _forward(hidden, table, targets, cap, tile)[0]
 
 
+def _forward_rule(hidden, table, targets, cap, tile):
+    """`symbolic_zeros` hands each input with whether it is differentiated: a frozen table takes the
+    one-pass rule, a trained one the two-pass rule."""
+    if table.perturbed:
+        return _forward(hidden.value, table.value, targets.value, cap, tile)
+    return _forward_frozen_table(hidden.value, table.value, targets.value, cap, tile)
+
+
+def _forward_frozen_table(hidden, table, targets, cap, tile):
+    """The loss and, for a unit cotangent, its gradient against `hidden` in one walk over the tiles:
+    d loss / d hidden = Σ_v softmax_v · c_v · row_v − c_target · row_target (c: the soft-cap's slope)."""
+    tiles, vocab = _tiles(table, tile)
+    n_tokens = hidden.shape[0]
+    slope = (lambda logits: 1.0 - jnp.square(logits / cap)) if cap is not None else jnp.ones_like
+
+    def step(carry, xs):
+        run_max, run_sum, target_logit, acc = carry
+        index, rows = xs
+        columns, real = _columns(index, rows.shape[0], vocab)
+        raw = _tile_logits(hidden, rows, cap)
+        logits = jnp.where(real, raw, -jnp.inf)
+        new_max = jnp.maximum(run_max, jnp.max(logits, axis=-1))
+        rescale = jnp.exp(run_max - new_max)
+        e = jnp.exp(logits - new_max[:, None])
+        run_sum = run_sum * rescale + jnp.sum(e, axis=-1)
+        target_logit += jnp.sum(jnp.where(columns == targets[:, None], logits, 0.0), axis=-1)
+        weights = jnp.where(real, e * slope(raw), 0.0).astype(hidden.dtype)
+        acc = acc * rescale[:, None] + jnp.einsum("nv,vd->nd", weights, rows, preferred_element_type=jnp.float32)
+        return (new_max, run_sum, target_logit, acc), None
+
+    start = (jnp.full((n_tokens,), -jnp.inf), jnp.zeros((n_tokens,)), jnp.zeros((n_tokens,)),
+             jnp.zeros(hidden.shape, jnp.float32))  # fmt: skip
+    (run_max, run_sum, target_logit, acc), _ = _scan(step, start, tiles)
+    log_normalizer = run_max + jnp.log(run_sum)
+    target_rows = jnp.take(table, targets, axis=0).astype(jnp.float32)
+    grad_unit = acc / run_sum[:, None] - slope(target_logit)[..., None] * target_rows
+    return log_normalizer - target_logit, (grad_unit, jnp.zeros((0,), hidden.dtype))  # the second: hidden's dtype
+
+
 def _forward(hidden, table, targets, cap, tile):
     tiles, vocab = _tiles(table, tile)
     n_tokens = hidden.shape[0]
@@ -87,6 +134,11 @@ def _forward(hidden, table, targets, cap, tile):
 
 
 def _backward(cap, tile, residuals, grad):
+    if len(residuals) == 2:  # a frozen table: the forward pass computed the gradient for a unit cotangent
+        grad_unit, like = residuals
+        if isinstance(grad, jax.custom_derivatives.SymbolicZero):
+            grad = jnp.zeros(grad_unit.shape[:1], jnp.float32)
+        return (grad[:, None] * grad_unit).astype(like.dtype), None, None
     hidden, table, targets, log_normalizer, kept = residuals
     tiles, vocab = _tiles(table, tile)
 
@@ -109,4 +161,4 @@ def _backward(cap, tile, residuals, grad):
     return grad_hidden.astype(hidden.dtype), grad_table, None
 
 
-_cross_entropy.defvjp(_forward, _backward)
+_cross_entropy.defvjp(_forward_rule, _backward, symbolic_zeros=True)
