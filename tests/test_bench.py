@@ -41,3 +41,18 @@ def test_train_bench_puts_lora_beside_full_fine_tuning():
     lora = re.search(r"\| LoRA r=4 +\| 0\.05M +\| \d+ +\| \d+ +\| (\d+) +\| \d+ +\| \d+\.\d", out)
     assert full and lora, out
     assert int(lora.group(1)) < int(full.group(1))  # no optimizer state or gradients for the base
+
+
+def test_lora_bench_puts_peft_beside_ours_with_the_share_of_the_roof():
+    out = run_bench("lora", "--lora-rank", "4", "--batch", "2", "--seq", "32")
+    assert re.search(r"\| tunix-rt \(JAX\) +\| \d+\.\d +\| \d+\.\d +\| \d+\.\d% +\| \d+", out), out
+    assert re.search(r"\| transformers \+ peft \(PyTorch\) +\| \d+\.\d +\| \d+\.\d +\| \d+\.\d% +\| \d+", out), out
+    assert re.search(r"matmul roof \(float32, best of JAX and PyTorch in this run\): \d+\.\d GFLOP/s", out)
+    assert re.search(r"speed-up over transformers \+ peft: \d+\.\d\dx", out)
+
+
+def test_generate_bench_by_batch_prints_each_ratio_and_both_shares():
+    out = run_bench("generate", "--batches", "1,2", "--prompt", "8", "--new-tokens", "4")
+    for batch in (1, 2):
+        assert re.search(rf"\| {batch} +\| \d+\.\d +\| \d+\.\d +\| \d+\.\d\dx +\| \d+\.\d% +\| \d+\.\d% +\| \d+ +\| \d+ +\|", out), out
+    assert re.search(r"memory bandwidth \d+\.\d GB/s", out)
