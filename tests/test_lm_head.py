@@ -51,3 +51,22 @@ def test_whole_logits_never_exist_forward_or_backward():
     temporaries = step.lower(hidden, table, targets).compile().memory_analysis().temp_size_in_bytes
     whole_logits = tokens * vocab * 4
     assert temporaries < whole_logits / 4, f"{temporaries / 2**20:.0f} MiB of temporaries"
+
+
+@pytest.mark.parametrize(("vocab", "tile", "cap"), [(1000, 256, None), (777, 128, 5.0)], ids=["4 tiles", "softcap"])
+def test_a_frozen_table_takes_the_one_pass_rule_with_the_same_gradient(vocab, tile, cap):
+    """LoRA: the table is not differentiated, and the hidden states' gradient is accumulated in the
+    forward walk over the tiles; it equals the untiled cross-entropy's."""
+    rng = np.random.default_rng(1)
+    hidden = jnp.asarray(rng.normal(size=(3, 5, 16)), jnp.float32)
+    table = jnp.asarray(rng.normal(size=(vocab, 16)), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, vocab, (3, 5)))
+    weights = jnp.asarray(rng.normal(size=(3, 5)), jnp.float32)
+
+    def weighted(fn):
+        return jax.value_and_grad(lambda h: jnp.sum(fn(h) * weights))(hidden)
+
+    ours, d_hidden = weighted(lambda h: token_cross_entropy(h, table, targets, cap, tile))
+    theirs, want = weighted(lambda h: untiled(h, table, targets, cap))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    np.testing.assert_allclose(d_hidden, want, atol=1e-5)
