@@ -87,6 +87,9 @@ def write_base(model: dict, source: Path, out: Path) -> str:
     _check_shape(read_config(source), model, source / "config.json")
     if not (source / "tokenizer.json").is_file():
         raise StageError(f"{source / 'tokenizer.json'}: missing (model.checkpoint must hold the tokenizer)")
+    if not any((source / name).is_file() for name in WEIGHT_FILES):
+        # Weights come only from safetensors: a pytorch_model.bin is a pickle, never loaded.
+        raise StageError(f"{source}: no {' or '.join(WEIGHT_FILES)} (weights are read from safetensors only)")
     out.mkdir()
     for file in source_files(source):
         shutil.copyfile(file, out / file.name)

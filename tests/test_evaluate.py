@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -183,11 +184,11 @@ def test_cli_error_is_one_line_and_exit_1(tmp_path):
         )
         assert proc.returncode == 1
         assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
-    (tmp_path / "evalsets").mkdir()
-    (tmp_path / paths.EVALSET).write_text(json.dumps(ITEMS[0]) + "\n")
+    shutil.copytree(REPO / paths.EVALSETS, tmp_path / paths.EVALSETS)
     proc = subprocess.run([sys.executable, "-m", "stages.evaluate", "nope"], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
-    assert proc.stderr.startswith("error: params.yaml:") and "evaluate.sets: no set named 'nope' (configured: tunix)" in proc.stderr
+    assert proc.stderr.startswith("error: params.yaml:")
+    assert "evaluate.sets: no set named 'nope' (configured: tunix, gsm8k)" in proc.stderr
 
 
 def test_gsm8k_format_eval_set(tmp_path):

@@ -183,8 +183,8 @@ def test_a_home_relative_checkpoint_is_not_expanded(repo, home, tmp_path):
     set_param("model.checkpoint", "~/gemma")(repo)
     before = snapshot(repo)
     report = tmp_path / "audit.txt"
-    proc = audited(repo, "tokenizer", home, report)
-    assert_one_line_error(proc, "~/gemma/tokenizer.json", None, None, "missing")
+    proc = audited(repo, "base", home, report)
+    assert_one_line_error(proc, "params.yaml", None, "model.checkpoint", "~/gemma is outside models/")
     assert not report.exists() or report.read_text() == "", report.read_text()
     assert snapshot(repo) == before
 
@@ -221,17 +221,20 @@ def test_a_pytorch_bin_model_is_refused(repo, tmp_path, stage, model_dir):
     assert snapshot(repo) == before
 
 
-def test_train_refuses_a_pytorch_bin_checkpoint(repo, tmp_path):
+def test_the_base_stage_refuses_a_pytorch_bin_checkpoint(repo, tmp_path):
+    from training.config import gemma3_1b
+
     marker = tmp_path / "unpickled"
-    ckpt = repo / "checkpoints/gemma-3-1b"
+    ckpt = repo / "models/gemma-3-1b"
     ckpt.mkdir(parents=True)
-    shutil.copyfile(repo / MODEL / "config.json", ckpt / "config.json")  # a Gemma 3 config, vocab as the tokenizer
+    (ckpt / "config.json").write_text(json.dumps(gemma3_1b().to_hf()))  # the preset's own shape
+    shutil.copyfile(repo / MODEL / "tokenizer.json", ckpt / "tokenizer.json")
     plant_pickle(ckpt, marker)
     set_param("model.preset", "gemma3-1b")(repo)
-    set_param("model.checkpoint", "checkpoints/gemma-3-1b")(repo)
+    set_param("model.checkpoint", "models/gemma-3-1b")(repo)
     before = snapshot(repo)
-    proc = run_stage(repo, "train")
-    assert_one_line_error(proc, "checkpoints/gemma-3-1b", None, None, "model.safetensors")
+    proc = run_stage(repo, "base")
+    assert_one_line_error(proc, "models/gemma-3-1b", None, None, "model.safetensors")
     assert not marker.exists(), "a pickle was unpickled"
     assert snapshot(repo) == before
 

@@ -125,9 +125,8 @@ def n_ops(rec_or_task) -> int:
 
 
 def make_root(tmp_path: Path) -> Path:
-    """A working directory holding the eval set, as the stage sees the repo."""
-    (tmp_path / "evalsets").mkdir(parents=True, exist_ok=True)
-    shutil.copy(EVAL_SET, tmp_path / "evalsets" / EVAL_SET.name)
+    """A working directory holding the eval sets, as the stage sees the repo."""
+    shutil.copytree(EVAL_SET.parent, tmp_path / "evalsets", dirs_exist_ok=True)
     return tmp_path
 
 

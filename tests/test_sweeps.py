@@ -175,13 +175,13 @@ def test_ray_sweep_trials_become_dvc_experiments(tmp_path):
     assert bad["status"] == "stopped early" and bad["step"] < 16, out  # ASHA, on the streamed train loss
     for preset_trial in (trials[(0.01, "gemma3-1b")], trials[(0.5, "gemma3-1b")]):
         assert preset_trial["status"] == "failed"
-        assert preset_trial["error"].startswith("error: tokenizer.json: missing")
+        assert preset_trial["error"].startswith("error: params.yaml:") and "model.checkpoint" in preset_trial["error"]
     assert summary["best"] == good["name"]
 
     # the final table and the failures, as the user sees them
     assert re.search(rf"\| {good['name']} +\| completed \(best\) +\| 0\.01 +\| tiny", out), out
     assert re.search(rf"\| {bad['name']} +\| stopped early", out)
-    assert "failed trials:" in out and "tokenizer.json: missing" in out
+    assert "failed trials:" in out and "needs a Hugging Face directory or a GGUF file" in out
     assert f"dvc exp apply {good['name']}" in out
 
     # completed trials, and only those, are experiments of the repo, with their params and metrics

@@ -23,8 +23,7 @@ from stages.common import load_params  # noqa: E402
 
 def test_default_params_write_the_traces_dvc_lock_records(tmp_path):
     """Registration order is draw order: moving or re-weighting a generator would change these bytes."""
-    (tmp_path / paths.EVALSET).parent.mkdir(parents=True)
-    shutil.copy(ROOT / paths.EVALSET, tmp_path / paths.EVALSET)
+    shutil.copytree(ROOT / paths.EVALSETS, tmp_path / paths.EVALSETS)  # every configured set (decontamination)
     seed.run(load_params(path=ROOT / "params.yaml"), tmp_path)
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
     recorded = {o["path"]: o["md5"] for o in lock["stages"]["seed"]["outs"]}
