@@ -246,11 +246,16 @@ def torch_train(args) -> dict:
     model, torch = torch_model(args)
     device, device_name, sync = torch_device(torch, args)
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    return torch_step_rate(args, torch, model, list(model.parameters()), torch.optim.AdamW(model.parameters(), lr=1e-3),
+                           device, device_name, sync)  # fmt: skip
+
+
+def torch_step_rate(args, torch, model, trainable, opt, device, device_name, sync, warmup: int | None = None) -> dict:
+    """Median tokens/s of a PyTorch training step (forward, cross-entropy, backward, clip, AdamW) on a random
+    batch; float32 master weights, bfloat16 compute under autocast when asked, as our side does."""
     batch = random_batch(args, model.config.vocab_size)
     inputs = torch.from_numpy(batch["inputs"]).long().to(device)
     labels = torch.from_numpy(batch["targets"]).long().to(device)
-    # float32 master weights, bfloat16 compute when asked: what our side does
     autocast = torch.autocast(device, torch.bfloat16, enabled=args.dtype == "bfloat16")
 
     def one():
@@ -258,12 +263,12 @@ def torch_train(args) -> dict:
             out = model(input_ids=inputs)
         loss = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten())
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync()
 
-    t = median_seconds(one, args.repeats)
+    t = median_seconds(one, args.repeats) if warmup is None else median_seconds(one, args.repeats, warmup=warmup)
     return {
         "tokens_per_s": args.batch * args.seq / t,
         "peak_rss_mib": peak_rss_mib(),
@@ -419,23 +424,7 @@ def torch_lora(args) -> dict:
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-4, betas=(0.9, 0.98))
-    batch = random_batch(args, model.config.vocab_size)
-    inputs = torch.from_numpy(batch["inputs"]).long().to(device)
-    labels = torch.from_numpy(batch["targets"]).long().to(device)
-    autocast = torch.autocast(device, torch.bfloat16, enabled=args.dtype == "bfloat16")
-
-    def one():
-        with autocast:
-            out = model(input_ids=inputs)
-        loss = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1).float(), labels.flatten())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync()
-
-    t = median_seconds(one, args.repeats, warmup=1)
-    return {"tokens_per_s": args.batch * args.seq / t, "peak_rss_mib": peak_rss_mib(), "device": device_name}
+    return torch_step_rate(args, torch, model, trainable, opt, device, device_name, sync, warmup=1)
 
 
 def print_lora_vs_peft(args, roof: dict, ours: dict, ref: dict | None) -> None:
