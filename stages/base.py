@@ -81,8 +81,9 @@ def write_base(model: dict, source: Path, out: Path) -> str:
     if source.is_file():
         if source.suffix != gguf_io.SUFFIX:
             raise StageError(f"{model['checkpoint']}: expected a Hugging Face directory or a {gguf_io.SUFFIX} file")
-        _check_shape(gguf_io.gguf_config(source), model, source)
-        gguf_io.convert(source, out)
+        cfg = gguf_io.gguf_config(source)
+        _check_shape(cfg, model, source)
+        gguf_io.convert(source, out, cfg)
         return "gguf"
     _check_shape(read_config(source), model, source / "config.json")
     if not (source / "tokenizer.json").is_file():

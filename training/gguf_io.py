@@ -47,13 +47,14 @@ def gguf_config(path: Path) -> GemmaConfig:
         raise CheckpointError(f"{path}: {err}") from None
 
 
-def convert(path: Path, out: Path) -> GemmaConfig:
-    """Write `out` (config.json, model.safetensors, tokenizer files) from the GGUF file `path`."""
+def convert(path: Path, out: Path, cfg: GemmaConfig | None = None) -> GemmaConfig:
+    """Write `out` (config.json, model.safetensors, tokenizer files) from the GGUF file `path`;
+    `cfg`, when the caller has already read it with `gguf_config`, saves parsing the metadata again."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
-    cfg = gguf_config(path)
+    cfg = cfg or gguf_config(path)
     folder, name = str(path.parent), path.name
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     tensors = {
