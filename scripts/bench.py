@@ -9,6 +9,9 @@
                                        # our LoRA step beside transformers + peft (same rank, targets, batch)
     python scripts/bench.py generate --checkpoint data/base --batches 1,16,64 --new-tokens 64
                                        # our sampler beside `generate` at each batch
+    python scripts/bench.py grpo --checkpoint data/base --baseline aceb6cd
+                                       # a LoRA GRPO step on GSM8K prompts beside the same step of
+                                       # another commit's code (rollouts and update, seconds a step)
 
 With `--checkpoint DIR` (a Hugging Face directory: config.json, model.safetensors) both sides load its
 weights; without one, `--preset` gives the shape and the weights are random. `lora` and `generate
@@ -32,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: the project's packages are beside this folder
@@ -470,6 +474,106 @@ def print_generate_by_batch(args, roof: dict, results: list[tuple[int, dict, dic
           f"bandwidth share: every weight and the keys and values read once a decode step")  # fmt: skip
 
 
+
+
+# ---------------------------------------------------------------- a GRPO step, this code beside another commit's
+
+
+def jax_grpo(args) -> dict:
+    """Wall seconds of GRPO steps (LoRA rank 16 on the checkpoint, GSM8K training prompts, the built-in
+    rewards): the first step compiles and is left out, the median of the rest is reported."""
+    import jax
+    from tokenizers import Tokenizer
+
+    from stages.common import load_params
+    from stages.grpo import reward_set
+    from stages.gsm8k import parse_row
+    from training import chat, lora
+    from training import tokenizer as tokenizers_io
+    from training.grpo import GRPOConfig, Prompt, grpo
+    from training.hf_io import load_pretrained
+    from training.lora import LoRASpec
+
+    checkpoint = Path(args.checkpoint)
+    model = load_pretrained(checkpoint, dtype=args.dtype, param_dtype=args.dtype)
+    lora.add_adapters(model, LoRASpec(rank=args.lora_rank, alpha=float(2 * args.lora_rank)), seed=0)
+    tok = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    rows = [json.loads(line) for line in (ROOT / "trainsets/gsm8k/train.jsonl").read_text().splitlines()[:256]]
+    records = [dict(zip(("prompt", "steps", "final_answer"), parse_row(row, "gsm8k"))) for row in rows]
+    encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r in records], add_special_tokens=False)
+    prompts = [Prompt(e.ids, r["prompt"], r) for e, r in zip(encoded, records)]
+    params = load_params(path=ROOT / "params.yaml")
+    rewards = reward_set(params, ROOT)
+    from reasoning.rewards import Rollout
+
+    def reward_fn(prompt, tokens, n, truncated):
+        text = tok.decode(tokens.tolist(), skip_special_tokens=False)
+        return rewards.score(Rollout(prompt.text, text, prompt.record, n, truncated, args.new_tokens))
+
+    fields = dict(steps=1 + args.repeats, prompts_per_step=args.prompts, group_size=args.group,
+                  max_new_tokens=args.new_tokens, learning_rate=5e-5, dynamic_sampling=False, **args.grpo_set)  # fmt: skip
+    cfg = GRPOConfig(**fields)
+    stamps, rows_logged = [time.perf_counter()], []
+
+    def on_log(step, row):
+        stamps.append(time.perf_counter())
+        rows_logged.append(row)
+
+    grpo(model, prompts, reward_fn, cfg, eos_ids=tokenizers_io.stop_ids(tok), pad_id=tok.token_to_id("<pad>") or 0,
+         on_log=on_log)  # fmt: skip
+    timed = rows_logged[1:]
+    median = lambda xs: statistics.median(xs)
+    return {
+        "step_s": median([b - a for a, b in zip(stamps[1:], stamps[2:])]),
+        "rollout_tokens_per_s": median([r["rollout_tokens_per_second"] for r in timed]),
+        "update_tokens_per_s": median([r["update_tokens_per_second"] for r in timed]),
+        "completion_length": statistics.mean(r["completion_length"] for r in timed),
+        "first_step_s": stamps[1] - stamps[0], "peak_rss_mib": peak_rss_mib(), "device": jax_device_name(),
+        "code": str(Path(__import__("training").__file__).parent.parent),
+        "config": {k: v for k, v in fields.items() if k != "steps"},
+    }  # fmt: skip
+
+
+def baseline_tree(rev: str) -> Path:
+    """A checkout of `rev` (a git worktree beside the temp files, made once) whose code a side can run."""
+    import tempfile
+
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True,
+                         check=True).stdout.strip()  # fmt: skip
+    tree = Path(tempfile.gettempdir()) / f"tunix-rt-bench-{sha}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), sha], check=True,
+                       capture_output=True)  # fmt: skip
+    return tree
+
+
+def without_grpo_set(argv: list[str]) -> list[str]:
+    """The command line less its `--grpo-set` fields (the levers of this code, which the baseline lacks)."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a.startswith("--grpo-set"):
+            skip = a == "--grpo-set"
+            continue
+        out.append(a)
+    return out
+
+
+def print_grpo(args, sides: list[tuple[str, dict]]) -> None:
+    c = sides[0][1]["config"]
+    print(f"GRPO step benchmark ({args.checkpoint}; LoRA rank {args.lora_rank}; {c['prompts_per_step']} prompts x "
+          f"{c['group_size']} completions, at most {c['max_new_tokens']} new tokens; {args.dtype}; median of "
+          f"{args.repeats} steps after a compiling one)\n")  # fmt: skip
+    rows = [("code", "s a step", "rollout new tokens/s", "update tokens/s", "mean completion", "first step (s)",
+             "peak RSS (MiB)")]  # fmt: skip
+    for label, side in sides:
+        rows.append((label, f"{side['step_s']:.1f}", f"{side['rollout_tokens_per_s']:.1f}",
+                     f"{side['update_tokens_per_s']:.1f}", f"{side['completion_length']:.1f}",
+                     f"{side['first_step_s']:.1f}", f"{side['peak_rss_mib']:.0f}"))  # fmt: skip
+    print(table(rows))
+    if len(sides) == 2:
+        print(f"\nthis code over {sides[1][0]}: {sides[1][1]['step_s'] / sides[0][1]['step_s']:.2f}x a step")
+
+
 SIDES = {
     ("roof", "jax"): machine_roof,
     ("lora", "jax"): jax_lora,
@@ -479,15 +583,18 @@ SIDES = {
     ("train", "torch"): torch_train,
     ("generate", "jax"): jax_generate,
     ("generate", "torch"): torch_generate,
+    ("grpo", "jax"): jax_grpo,
 }
 
 
 # ---------------------------------------------------------------- driver
 
 
-def run_side(argv: list[str], side: str) -> dict:
+def run_side(argv: list[str], side: str, code: Path | None = None) -> dict:
+    """One side in a subprocess; with `code`, that checkout's packages are imported instead of this one's."""
+    extra = ["--code", str(code)] if code else []
     proc = subprocess.run(
-        [sys.executable, __file__, *argv, "--side", side], capture_output=True, text=True, check=False
+        [sys.executable, __file__, *argv, "--side", side, *extra], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         raise SystemExit(f"bench: the {side} side failed:\n{proc.stderr[-3000:]}")
@@ -555,7 +662,7 @@ def print_train_table(args, ours: dict, ref: dict | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python scripts/bench.py", description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=["train", "generate", "lora", "roof"])
+    parser.add_argument("what", choices=["train", "generate", "lora", "roof", "grpo"])
     parser.add_argument("--preset", default="tiny", choices=["tiny", "gemma3-270m", "gemma3-1b", "gemma2-2b"])
     parser.add_argument("--checkpoint", help="a Hugging Face model directory: both sides load its weights (its "
                         "config.json gives the shape, --preset is then unused)")
@@ -571,7 +678,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--remat", action="store_true")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, help="timed repeats (default 10; grpo: 3 steps)")
     parser.add_argument("--threads", type=int, default=len(__import__("os").sched_getaffinity(0)))
     parser.add_argument("--peak-tflops", type=float, help="the device's datasheet peak, for MFU (H100/H200 bf16 dense: 989)")
     parser.add_argument("--peak-gbps", type=float, help="generate: the device's memory bandwidth, for the streaming bound (H200: 4800)")
@@ -586,18 +693,29 @@ def main(argv: list[str] | None = None) -> None:
                         help="our side: leave glibc malloc as it is (training/host_memory.py not applied), for A/B")
     parser.add_argument("--one-device", action="store_true",
                         help="generate: our side decodes the batch in one program (no split_host_cpu), for A/B")
+    parser.add_argument("--prompts", type=int, default=2, help="grpo: prompts (groups) a step")
+    parser.add_argument("--group", type=int, default=8, help="grpo: completions a prompt")
+    parser.add_argument("--baseline", help="grpo: a git revision whose code runs the same steps beside this one")
+    parser.add_argument("--grpo-set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="grpo: a GRPOConfig field for this code's side (e.g. rollout_head_dtype=bfloat16)")
     parser.add_argument("--side", choices=["jax", "jax-lora", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--code", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.grpo_set = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.grpo_set)}
+    if args.repeats is None:
+        args.repeats = 3 if args.what == "grpo" else 10
     if args.batch is None:
         args.batch = {"train": 16, "lora": 4}.get(args.what, 32)
     if args.what == "lora" and not args.lora_rank:
         args.lora_rank = 16
     if args.side:
+        if args.code:  # another checkout's packages, found before this one's (and before the editable install)
+            sys.path.insert(0, args.code)
         if args.side.startswith("jax") and not args.default_malloc:
             from training.host_memory import reuse_freed_memory
 
             reuse_freed_memory()  # as the stages do, before JAX runs anything
-        if args.side == "jax" and args.what == "generate" and not args.one_device:
+        if args.side == "jax" and args.what in ("generate", "grpo") and not args.one_device:
             from training.sampler import split_host_cpu
 
             split_host_cpu()  # as predict and grpo do
@@ -605,6 +723,15 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     raw = sys.argv[1:] if argv is None else argv
+    if args.what == "grpo":
+        if not args.checkpoint:
+            raise SystemExit("bench: grpo needs --checkpoint (a Hugging Face directory with its tokenizer.json)")
+        args.lora_rank = args.lora_rank or 16
+        sides = [("this code", run_side(raw, "jax"))]
+        if args.baseline:
+            sides.append((args.baseline, run_side(without_grpo_set(raw), "jax", code=baseline_tree(args.baseline))))
+        print_grpo(args, sides)
+        return
     if args.what == "lora":
         roof = run_side(as_roof(raw, args.what), "jax")
         ours = run_side(raw, "jax")

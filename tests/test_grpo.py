@@ -28,6 +28,7 @@ from training.grpo import (
     Prompt,
     RolloutBatch,
     aggregate,
+    completion_logprobs,
     grpo,
     group_advantages,
     make_logprob_fn,
@@ -38,6 +39,7 @@ from training.grpo import (
     update_batch,
 )
 from training import lora
+from training.lm_head import token_cross_entropy
 from training.model import Gemma
 from training.sampler import Sampler
 from training.loop import learning_rate_schedule, make_optimizer
@@ -191,13 +193,12 @@ def test_the_update_cache_is_keyed_by_what_the_update_reads():
     graphdef, params, _ = lora.split_trainable(tiny_model())
     cfg = bandit_config()
     shardings = (jax.tree.map(lambda x: None, params), None)
-    one = compiled_update(graphdef, cfg, 16, shardings)
+    one = compiled_update(graphdef, cfg, shardings)
     assert compiled_update(graphdef, dataclasses.replace(cfg, seed=3, temperature=0.5, top_k=4, dynamic_sampling=True,
-                                                         prompts_per_step=2, log_every=5), 16, shardings) is one
+                                                         prompts_per_step=2, log_every=5), shardings) is one
     for change in (dict(epsilon=0.1), dict(importance="sequence"), dict(learning_rate=1e-4), dict(mu=2),
                    dict(kl="k1"), dict(steps=4), dict(vocab_tile=8)):
-        assert compiled_update(graphdef, dataclasses.replace(cfg, **change), 16, shardings) is not one, change
-    assert compiled_update(graphdef, cfg, 32, shardings) is not one
+        assert compiled_update(graphdef, dataclasses.replace(cfg, **change), shardings) is not one, change
 
 
 # ---------------------------------------------------------------- a tiny model on a bandit task
@@ -261,18 +262,60 @@ def test_the_first_update_has_zero_kl_and_unit_ratios():
     cfg = bandit_config(beta=0.1, mu=1)
     graphdef, params, frozen = lora.split_trainable(model)
     rollout = sample_groups(Sampler(model, [EOS], PAD), PROMPTS[:4], cfg, jax.random.key(1), bandit_reward)
-    batch = jax.tree.map(jnp.asarray, update_batch(rollout, cfg, 16, PAD))
+    batch = jax.tree.map(jnp.asarray, update_batch(rollout, cfg, PAD))
     assert float(batch["mask"].sum()) > 0 and float(jnp.abs(batch["advantages"]).sum()) > 0
-    logprobs = make_logprob_fn(graphdef, 16, 256)
+    logprobs = make_logprob_fn(graphdef, 256)
     rollout_logp = logprobs(params, frozen, batch)  # the rollout policy's log-probs, in a forward of their own
     ref_logp = logprobs(jax.tree.map(jnp.copy, params), frozen, batch)
     tx = make_optimizer(cfg)
-    update = make_update(graphdef, tx, cfg, 16)
+    update = make_update(graphdef, tx, cfg)
     _, _, metrics, logp = update(params, tx.init(params), frozen, batch, None, ref_logp, first=True)
     assert float(metrics["ratio_mean"]) == 1.0 and float(metrics["clip_fraction"]) == 0.0
     assert abs(float(metrics["kl"])) < 1e-6
     mask = np.asarray(batch["mask"]) > 0
     np.testing.assert_allclose(np.asarray(logp)[mask], np.asarray(rollout_logp)[mask], atol=1e-5)
+
+
+def written_out_logprobs(model: Gemma, batch: dict, vocab_tile: int) -> jax.Array:
+    """The log-probs of the P·G rows each written out whole (its prompt, then its completion), in one
+    uncached forward pass: what the shared-prefix pass must equal."""
+    group = batch["targets"].shape[0] // batch["prompt_inputs"].shape[0]
+    copy = lambda x: jnp.repeat(x, group, axis=0)
+    rows = {k: jnp.concatenate([copy(batch[f"prompt_{k}"]), batch[k]], axis=1) for k in ("inputs", "positions", "segments")}
+    hidden, _ = model.hidden_states(rows["inputs"], rows["positions"], rows["segments"])
+    hidden = hidden[:, batch["prompt_inputs"].shape[1] - 1 :]
+    table = model.embed_tokens[...]
+    return -token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, vocab_tile)
+
+
+def test_each_prompt_runs_once_for_its_group_with_the_same_logprobs_and_gradient():
+    """The update's shared-prefix pass (each group's prompt once, its keys and values copied to its G
+    completions) gives the log-probs and the adapters' gradient of the rows written out whole, on
+    prompts of different lengths (left padding) and completions that end at different steps."""
+    model = tiny_model()
+    lora.add_adapters(model, lora.LoRASpec(rank=4, alpha=8.0), seed=0)
+    cfg = bandit_config(max_new_tokens=6)
+    prompts = [Prompt([2, 3, 4, 5, 6], "a", {}), Prompt([2, 9], "b", {})]
+    rollout = sample_groups(Sampler(model, [EOS], PAD), prompts, cfg, jax.random.key(2), bandit_reward)
+    lengths = np.array(rollout.lengths)
+    lengths[:3] = [0, 2, 6]  # an immediate end, a short one, a truncated one
+    rollout = dataclasses.replace(rollout, lengths=lengths)
+    batch = jax.tree.map(jnp.asarray, update_batch(rollout, cfg, PAD))
+    assert batch["prompt_inputs"].shape == (2, 16) and batch["inputs"].shape == (16, 5)
+    graphdef, params, frozen = lora.split_trainable(model)
+    mask = batch["mask"]
+
+    def loss(fn, params):
+        logp = fn(nnx.merge(graphdef, params, frozen), batch, 8)
+        return jnp.sum(logp * mask * batch["advantages"][:, None]), logp
+
+    (_, shared), g_shared = jax.value_and_grad(lambda p: loss(completion_logprobs, p), has_aux=True)(params)
+    (_, whole), g_whole = jax.value_and_grad(lambda p: loss(written_out_logprobs, p), has_aux=True)(params)
+    np.testing.assert_allclose(np.asarray(shared)[np.asarray(mask) > 0], np.asarray(whole)[np.asarray(mask) > 0],
+                               atol=2e-5)  # fmt: skip
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5),
+                 g_shared, g_whole)  # fmt: skip
+    assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_shared)) > 1e-4  # a gradient to compare
 
 
 def test_the_same_key_gives_the_same_rollouts_and_weights():

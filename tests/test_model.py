@@ -51,7 +51,11 @@ def test_cached_decoding_matches_full_forward(family, prompt, tiny_config):
         np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=2e-5)
     assert [k.shape[-1] for k in cache["k"]] == ([24, 24] if family == 1 else [max(8, prompt), 24])
     with pytest.raises(ValueError, match="a cached call takes one token"):
-        model(tokens[:, :2], pos[:, :2], seg[:, :2], cache, 20)  # two tokens past the prompt
+        model(tokens[:, :2], pos[:, :2], seg[:, :2], cache, 23)  # two tokens past the end of a cache of 24
+    # The rest as one chunk after the prompt, into a cache that does not wrap (GRPO's shared-prefix update).
+    _, cache = model(tokens[:, :prompt], pos[:, :prompt], seg[:, :prompt], init_cache(cfg, 2, 20), 0)
+    rest, _ = model(tokens[:, prompt:], pos[:, prompt:], seg[:, prompt:], cache, prompt)
+    np.testing.assert_allclose(rest, full[:, prompt:], atol=2e-5)
 
 
 def test_grown_cache_rings_hold_the_window(tiny_config):

@@ -123,6 +123,22 @@ def test_rows_split_over_devices_decode_as_one_program(models):
     assert not np.array_equal(sampled[:3], sampled[3:])  # the same prompt in another row draws its own
 
 
+@pytest.mark.parametrize("devices", [1, 2, 8])
+@pytest.mark.parametrize("repeats", [2, 4])
+def test_a_prompt_prefilled_once_samples_as_its_repeated_rows(models, devices, repeats):
+    """`repeats` rows of each prompt get what the prompts written out that many times get, greedy and
+    sampled, on one device and split over 2 and 8 (shares that hold whole groups, parts of one, and
+    padding): the shared prefill is a copy, and each row still draws with its own key."""
+    sampler = Sampler(models("gemma3")[1], eos_ids=[1], pad_id=PAD, devices=jax.devices()[:devices])
+    written_out = [p for p in PROMPTS for _ in range(repeats)]
+    for cfg in (GREEDY, SamplingConfig(max_new_tokens=N, temperature=1.0)):
+        a = sampler(PROMPTS, cfg, jax.random.key(5), repeats=repeats)
+        b = sampler(written_out, cfg, jax.random.key(5))
+        for field in ("tokens", "lengths", "truncated"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.tokens[0], a.tokens[1])  # a group's rows draw their own completions
+
+
 def test_top_k_1_is_greedy(sampler):
     greedy = sampler(PROMPTS, GREEDY).tokens
     top1 = sampler(PROMPTS, SamplingConfig(max_new_tokens=N, temperature=1.0, top_k=1), jax.random.key(3)).tokens

@@ -33,11 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from training import loop, lora
 from training.lm_head import token_cross_entropy
 from training.loop import LoopConfig, NonFiniteLoss, make_optimizer
-from training.model import Gemma
+from training.model import Gemma, init_cache
 from training.sampler import Sampler, SamplingConfig, bucket_length, left_pad
 
 __all__ = ["ADVANTAGES", "AGGREGATIONS", "GRPOConfig", "GRPOResult", "IMPORTANCE", "KL_ESTIMATORS", "NonFiniteLoss",
@@ -263,12 +264,27 @@ def policy_loss(
 # ---------------------------------------------------------------- log-probs and the update
 
 
-def completion_logprobs(model: Gemma, batch: dict[str, jax.Array], prompt_len: int, vocab_tile: int) -> jax.Array:
-    """log π(token) [B, max_new] of each completion token, the LM head taken `vocab_tile` rows at a time."""
-    hidden, _ = model.hidden_states(batch["inputs"], batch["positions"], batch["segments"])
-    hidden = hidden[:, prompt_len - 1 :]  # the positions that predict completion tokens
+def completion_logprobs(model: Gemma, batch: dict[str, jax.Array], vocab_tile: int) -> jax.Array:
+    """log π(token) [P·G, width] of each completion token, the LM head taken `vocab_tile` rows at a time.
+
+    Each group's prompt runs once ([P, L]) into a cache wide enough for it and a completion (no ring);
+    its keys and values are copied to its G completions, which run after it as one chunk each. The
+    copy's gradient (`jnp.repeat`'s) sums the group's, so this is the forward and backward pass of the
+    P·G prompt-plus-completion rows, with each prompt's share done once instead of G times."""
+    prompts, targets = batch["prompt_inputs"], batch["targets"]
+    n_prompts, prompt_len = prompts.shape
+    group = targets.shape[0] // n_prompts
+    cache = init_cache(model.config, n_prompts, prompt_len + targets.shape[1] - 1, model.dtype)
+    prompt_hidden, cache = model.hidden_states(prompts, batch["prompt_positions"], batch["prompt_segments"], cache)
+    copy = lambda x: jnp.repeat(x, group, axis=0)
+    # the prompt's last position predicts the first completion token, each completion input the next
+    hidden = copy(prompt_hidden[:, -1:])
+    if batch["inputs"].shape[1]:  # (none when the budget is one token)
+        after, _ = model.hidden_states(batch["inputs"], batch["positions"], batch["segments"],
+                                       jax.tree.map(copy, cache), prompt_len)  # fmt: skip
+        hidden = jnp.concatenate([hidden, after], axis=1)
     table = model.embed_tokens[...].astype(hidden.dtype)
-    return -token_cross_entropy(hidden, table, batch["targets"], model.config.final_logit_softcapping, vocab_tile)
+    return -token_cross_entropy(hidden, table, targets, model.config.final_logit_softcapping, vocab_tile)
 
 
 # Compiled functions of this module, each keyed by everything it depends on (the model's graph, the
@@ -284,7 +300,7 @@ def compiled(key: tuple, build: Callable[[], Any]) -> Any:
     return _COMPILED[key]
 
 
-def make_logprob_fn(graphdef: nnx.GraphDef, prompt_len: int, vocab_tile: int, base: bool = False) -> Callable:
+def make_logprob_fn(graphdef: nnx.GraphDef, vocab_tile: int, base: bool = False) -> Callable:
     """Jitted log-probs of a frozen model (the reference): no gradient. With `base`, adapters are skipped.
 
     `base` is an argument, and part of the cache key, because `lora.adapters_off()` acts when JAX
@@ -293,30 +309,28 @@ def make_logprob_fn(graphdef: nnx.GraphDef, prompt_len: int, vocab_tile: int, ba
     def build() -> Callable:
         def fn(params, frozen, batch):
             with lora.adapters_off() if base else contextlib.nullcontext():
-                return completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, vocab_tile)
+                return completion_logprobs(nnx.merge(graphdef, params, frozen), batch, vocab_tile)
 
         return jax.jit(fn)
 
-    return compiled(("logprobs", graphdef, prompt_len, vocab_tile, base), build)
+    return compiled(("logprobs", graphdef, vocab_tile, base), build)
 
 
-def compiled_update(graphdef: nnx.GraphDef, cfg: GRPOConfig, prompt_len: int, shardings: Any) -> Callable:
+def compiled_update(graphdef: nnx.GraphDef, cfg: GRPOConfig, shardings: Any) -> Callable:
     """The jitted update of `make_update`, shared by every run whose update reads the same: the model
-    graph, the optimizer's fields (`loop.optimizer_key`), the objective (`Objective`), the LM head's tile,
-    the prompt width and the state's shardings."""
-    key = ("update", graphdef, loop.optimizer_key(cfg), Objective.of(cfg), cfg.vocab_tile, prompt_len,
+    graph, the optimizer's fields (`loop.optimizer_key`), the objective (`Objective`), the LM head's tile
+    and the state's shardings (the batch's widths are its shapes: jit compiles each once)."""
+    key = ("update", graphdef, loop.optimizer_key(cfg), Objective.of(cfg), cfg.vocab_tile,
            jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)))  # fmt: skip
-    return compiled(key, lambda: make_update(graphdef, make_optimizer(cfg), cfg, prompt_len, out_shardings=shardings))
+    return compiled(key, lambda: make_update(graphdef, make_optimizer(cfg), cfg, out_shardings=shardings))
 
 
-def make_update(
-    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: GRPOConfig, prompt_len: int, out_shardings=None
-) -> Callable:
+def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: GRPOConfig, out_shardings=None) -> Callable:
     """One jitted, buffer-donating update. With `first`, the log-probs it computes are also the old ones."""
     objective, vocab_tile = Objective.of(cfg), cfg.vocab_tile
 
     def loss_fn(params, frozen, batch, old_logp, ref_logp, first):
-        logp = completion_logprobs(nnx.merge(graphdef, params, frozen), batch, prompt_len, vocab_tile)
+        logp = completion_logprobs(nnx.merge(graphdef, params, frozen), batch, vocab_tile)
         old = jax.lax.stop_gradient(logp) if first else old_logp
         loss, metrics = policy_loss(logp, old, ref_logp, batch["advantages"], batch["mask"], objective)
         return loss, (metrics, jax.lax.stop_gradient(logp))
@@ -379,10 +393,9 @@ RewardFn = Callable[[Prompt, np.ndarray, int, bool], tuple[float, dict[str, floa
 def sample_groups(
     sampler: Sampler, prompts: Sequence[Prompt], cfg: GRPOConfig, key: jax.Array, reward_fn: RewardFn
 ) -> RolloutBatch:
-    """G completions of each prompt (rows prompt-major), scored by `reward_fn`."""
+    """G completions of each prompt (rows prompt-major; each prompt prefilled once), scored by `reward_fn`."""
     sampling = SamplingConfig(cfg.max_new_tokens, cfg.temperature, cfg.top_k, cfg.top_p)
-    rows = [p.tokens for p in prompts for _ in range(cfg.group_size)]
-    gen = sampler(rows, sampling, key)
+    gen = sampler([p.tokens for p in prompts], sampling, key, repeats=cfg.group_size)
     rewards, parts = score_groups(prompts, gen.tokens, gen.lengths, gen.truncated, reward_fn)
     return RolloutBatch(list(prompts), gen.tokens, gen.lengths, gen.truncated, rewards, parts)
 
@@ -434,26 +447,33 @@ def completion_width(lengths: np.ndarray, max_new_tokens: int) -> int:
     return min(max_new_tokens, bucket_length(int(lengths.max()) + 1, minimum=32))
 
 
-def update_batch(rollout: RolloutBatch, cfg: GRPOConfig, prompt_len: int, pad_id: int) -> dict[str, np.ndarray]:
-    """Prompt + completion rows [P·G, prompt_len + width - 1] for the forward pass, with advantages and mask."""
+def update_batch(rollout: RolloutBatch, cfg: GRPOConfig, pad_id: int) -> dict[str, np.ndarray]:
+    """The arrays of `completion_logprobs`: each group's prompt [P, L], left-padded to the bucket of the
+    batch's longest (not the data's: a short batch computes no padding it does not need), and its
+    completions [P·G, width]: the inputs (all but the last token), targets, mask and advantages."""
     g = cfg.group_size
     new = completion_width(rollout.lengths, cfg.max_new_tokens)
-    prompts = [p.tokens for p in rollout.prompts for _ in range(g)]
-    p_tok, p_pos, p_seg = left_pad(prompts, prompt_len, pad_id)
-    b = len(prompts)
+    prompt_len = bucket_length(max(len(p.tokens) for p in rollout.prompts))
+    p_tok, p_pos, p_seg = left_pad([p.tokens for p in rollout.prompts], prompt_len, pad_id)
     steps = np.arange(new)[None, :]
     # the end-of-turn token is a completion token too: the policy learns when to stop
     active = steps < np.minimum(rollout.lengths + 1, new)[:, None]
     tokens = rollout.tokens[:, :new].astype(np.int32)
-    full = np.concatenate([p_tok, tokens], axis=1)
-    positions = np.concatenate([p_pos, p_pos[:, -1:] + 1 + steps.repeat(b, 0)], axis=1).astype(np.int32)
-    segments = np.concatenate([p_seg, active.astype(np.int32)], axis=1)
+    positions = (np.repeat(p_pos[:, -1:], g, axis=0) + 1 + steps).astype(np.int32)
     adv = np.asarray(group_advantages(jnp.asarray(rollout.rewards, jnp.float32), cfg.advantage)).reshape(-1)
     return {
-        "inputs": full[:, :-1], "positions": positions[:, :-1], "segments": segments[:, :-1],
-        "targets": tokens, "mask": active.astype(np.float32),
-        "advantages": adv.astype(np.float32),
+        "prompt_inputs": p_tok, "prompt_positions": p_pos, "prompt_segments": p_seg,
+        "inputs": tokens[:, :-1], "positions": positions[:, :-1], "segments": active[:, :-1].astype(np.int32),
+        "targets": tokens, "mask": active.astype(np.float32), "advantages": adv.astype(np.float32),
     }  # fmt: skip
+
+
+def place_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """The batch on the mesh, rows split; the prompts too when their count splits as evenly (else each
+    device holds them all: they are P rows, the completions P·G)."""
+    devices = sharding.mesh.size
+    where = lambda x: sharding if x.shape[0] % devices == 0 else NamedSharding(sharding.mesh, PartitionSpec())
+    return jax.device_put(batch, {k: where(v) for k, v in batch.items()})
 
 
 # ---------------------------------------------------------------- the step and the loop
@@ -563,20 +583,20 @@ def grpo(
     adapters = lora.has_adapters(model)
     # The reference is the starting policy: with adapters the base (nothing to copy); with beta = 0, none at all.
     ref_params = jax.tree.map(jnp.copy, placed.params) if cfg.beta and not adapters else None
-    # One prompt width for every update (the longest prompt's bucket): fewer compilations
-    prompt_len = bucket_length(max(len(p.tokens) for p in prompts))
-    update = compiled_update(placed.graphdef, cfg, prompt_len, placed.shardings)
-    reference = make_logprob_fn(placed.graphdef, prompt_len, cfg.vocab_tile, base=adapters) if cfg.beta else None
+    update = compiled_update(placed.graphdef, cfg, placed.shardings)
+    reference = make_logprob_fn(placed.graphdef, cfg.vocab_tile, base=adapters) if cfg.beta else None
     stream = PromptStream(prompts, cfg.seed)
 
     def step(index: int, state: dict) -> tuple[dict, dict]:
         nnx.update(model, state["params"])  # the rollout policy
-        sampler = Sampler(model, eos_ids=eos_ids, pad_id=pad_id)
         key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
+        # The sampler (its copies of the weights, one a device) lives only while it samples, not in the update.
+        sampler = Sampler(model, eos_ids=eos_ids, pad_id=pad_id)
         sampled, position, key = sample_step(sampler, stream, int(state["position"]), key, cfg, reward_fn)
+        del sampler
 
         t1 = time.perf_counter()
-        batch = jax.device_put(update_batch(sampled.rollout, cfg, prompt_len, pad_id), placed.batches)
+        batch = place_batch(update_batch(sampled.rollout, cfg, pad_id), placed.batches)
         ref_logp = None
         if reference is not None:
             ref_logp = reference(state["params"] if adapters else ref_params, placed.frozen, batch)

@@ -261,15 +261,17 @@ class Gemma(nnx.Module):
 
         With a cache, this call's tokens are written at `cache_index` and attend
         to everything the cache holds (earlier tokens included): the whole prompt
-        at index 0, then one token a call.
+        at index 0, then one token a call; or a chunk of tokens at a fixed index
+        (a completion after its prompt) where no layer's cache wraps.
         """
         x = self.embed(tokens)
         t = tokens.shape[1]
         if cache is not None and t > 1:
             # Several tokens written into a ring at once could overwrite keys their own queries need.
-            prefill = isinstance(cache_index, int) and cache_index == 0 and t <= min(k.shape[-1] for k in cache["k"])
-            if not prefill:
-                raise ValueError(f"a cached call takes one token, or at index 0 a prompt every layer's cache holds; got {t}")
+            fits = isinstance(cache_index, int) and cache_index + t <= min(k.shape[-1] for k in cache["k"])
+            if not fits:
+                raise ValueError(f"a cached call takes one token, or {t} at a fixed index that every layer's "
+                                 f"cache holds without wrapping; got index {cache_index}")
         new = {"k": [], "v": [], "pos": [], "seg": []}
         rotary = {}  # rope tables by (base, scale): computed once, shared by the layers
         for i, layer in enumerate(self.layers):

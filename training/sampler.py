@@ -11,12 +11,17 @@ On CPU the rows are split over the host's XLA devices (`split_host_cpu`), each
 decoding its share in a loop of its own: a decode step's ops are too small for
 XLA:CPU to spread over cores. Each row samples with a key of its own, so what a
 row gets depends on its prompt, its index and the key, not on the split.
+
+A prompt asked for several times (`repeats`: GRPO's G completions of a group)
+is prefilled once on each device that decodes it; its cache and first logits
+are then copied to its rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 from collections.abc import Sequence
 
@@ -136,22 +141,28 @@ class Sampler:
             self.state, self.eos_ids = jax.device_put((self.state, self.eos_ids), self.replicated)
 
     def __call__(
-        self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, key: jax.Array | None = None
+        self, prompts: Sequence[Sequence[int]], cfg: SamplingConfig, key: jax.Array | None = None, repeats: int = 1
     ) -> Generation:
+        """`repeats` rows of each prompt, prompt-major (row i · repeats + j is prompt i's j-th)."""
         length = bucket_length(max(len(p) for p in prompts))
+        wanted = [p for p in prompts for _ in range(repeats)]
         shares = self.mesh.size if self.mesh is not None else 1
-        rows = -(-len(prompts) // shares) * shares  # rows padded to whole shares with copies of the last prompt
-        tokens, positions, segments = left_pad([*prompts, *[prompts[-1]] * (rows - len(prompts))], length, self.pad_id)
+        rows = -(-len(wanted) // shares) * shares  # rows padded to whole shares with copies of the last prompt
+        wanted += [prompts[-1]] * (rows - len(wanted))
+        # Rows prefilled together: a run of equal prompts that never crosses a share's edge (a divisor of
+        # both `repeats` and a share's rows, so padding, all copies of the last prompt, is such a run too).
+        prefilled = math.gcd(repeats, rows // shares)
+        tokens, positions, segments = left_pad(wanted[::prefilled], length, self.pad_id)
         key = jax.random.key(0) if key is None else key
         if self.replicated is not None:  # a key made on (committed to) one device goes to every device
             key = jax.device_put(key, self.replicated)
         args = (tokens, positions, segments, np.arange(rows, dtype=np.int32), key, self.eos_ids, jnp.int32(self.pad_id))
-        static = dict(cfg=cfg, cache_dtype=self.cache_dtype, head_dtype=self.head_dtype)
+        static = dict(cfg=cfg, cache_dtype=self.cache_dtype, head_dtype=self.head_dtype, repeats=prefilled)
         if self.mesh is None:
             out = _generate(self.graphdef, self.state, *args, **static)
         else:
             out = _generate_split(self.graphdef, self.state, *args, **static, mesh=self.mesh)
-        tokens, lengths, truncated = (np.asarray(x)[: len(prompts)] for x in out)
+        tokens, lengths, truncated = (np.asarray(x)[: len(prompts) * repeats] for x in out)
         return Generation(tokens, lengths, truncated)
 
 
@@ -187,19 +198,22 @@ def lm_head(model: Gemma, batch: int, head_dtype: str | None):
 
 
 def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pad_id, *, cfg: SamplingConfig,
-            cache_dtype, head_dtype=None):  # fmt: skip
-    """Tokens [B, max_new_tokens], lengths and truncation flags [B] for left-padded prompts; `rows`: each
-    row's index in the whole batch (its sampling key)."""
+            cache_dtype, head_dtype=None, repeats=1):  # fmt: skip
+    """Tokens [B, max_new_tokens], lengths and truncation flags [B] for left-padded prompts [B / repeats,
+    prompt_len], each the prompt of `repeats` consecutive rows; `rows`: each row's index in the whole
+    batch (its sampling key)."""
     model = nnx.merge(graphdef, state)
-    head = lm_head(model, tokens.shape[0], head_dtype)
+    batch, prompt_len = rows.shape[0], tokens.shape[1]
+    head = lm_head(model, batch, head_dtype)
     row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows)
     pick = jax.vmap(functools.partial(choose, cfg=cfg))  # (logits [B, V], keys [B]) -> tokens [B]
     keys_at = lambda step: jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
-    batch, prompt_len = tokens.shape
     widths = phase_widths(cfg.max_new_tokens, cfg.phase_tokens)
-    cache = init_cache(model.config, batch, prompt_len + widths[0], cache_dtype, prompt_len)
+    cache = init_cache(model.config, tokens.shape[0], prompt_len + widths[0], cache_dtype, prompt_len)
     hidden, cache = model.hidden_states(tokens, positions, segments, cache, 0)
     logits = (head or model.logits)(hidden[:, -1])  # the LM head on the last prompt position only
+    if repeats > 1:  # each prompt's cache, logits and positions to its rows
+        cache, logits, positions = jax.tree.map(lambda x: jnp.repeat(x, repeats, axis=0), (cache, logits, positions))
     first = pick(logits, keys_at(0))
     out = jnp.full((batch, cfg.max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, eos_ids)
@@ -233,14 +247,16 @@ def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pa
     return out, lengths, ~jnp.any(is_eos, axis=1)
 
 
-_generate = jax.jit(_decode, static_argnames=("graphdef", "cfg", "cache_dtype", "head_dtype"))
+_generate = jax.jit(_decode, static_argnames=("graphdef", "cfg", "cache_dtype", "head_dtype", "repeats"))
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "cache_dtype", "head_dtype", "mesh"))
-def _generate_split(graphdef, state, *batch_and_keys, cfg: SamplingConfig, cache_dtype, head_dtype, mesh: Mesh):
+@functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "cache_dtype", "head_dtype", "repeats", "mesh"))
+def _generate_split(graphdef, state, *batch_and_keys, cfg: SamplingConfig, cache_dtype, head_dtype, repeats,
+                    mesh: Mesh):  # fmt: skip
     """`_decode` with the rows split over the mesh: each device decodes its share until its own rows end."""
     rows, shared = PartitionSpec("rows"), PartitionSpec()
-    decode = functools.partial(_decode, graphdef, cfg=cfg, cache_dtype=cache_dtype, head_dtype=head_dtype)
+    decode = functools.partial(_decode, graphdef, cfg=cfg, cache_dtype=cache_dtype, head_dtype=head_dtype,
+                               repeats=repeats)  # fmt: skip
     return jax.shard_map(
         decode, mesh=mesh, in_specs=(shared, rows, rows, rows, rows, shared, shared, shared), out_specs=rows,
         check_vma=False,
