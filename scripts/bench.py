@@ -502,8 +502,9 @@ def jax_grpo(args) -> dict:
     records = [dict(zip(("prompt", "steps", "final_answer"), parse_row(row, "gsm8k"))) for row in rows]
     encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r in records], add_special_tokens=False)
     prompts = [Prompt(e.ids, r["prompt"], r) for e, r in zip(encoded, records)]
-    params = load_params(path=ROOT / "params.yaml")
-    rewards = reward_set(params, ROOT)
+    code = Path(__import__("training").__file__).parent.parent  # this checkout, or the baseline's
+    params = load_params(path=code / "params.yaml")  # the reward weights that code's schema reads
+    rewards = reward_set(params, code)
     from reasoning.rewards import Rollout
 
     def reward_fn(prompt, tokens, n, truncated):
@@ -529,7 +530,7 @@ def jax_grpo(args) -> dict:
         "update_tokens_per_s": median([r["update_tokens_per_second"] for r in timed]),
         "completion_length": statistics.mean(r["completion_length"] for r in timed),
         "first_step_s": stamps[1] - stamps[0], "peak_rss_mib": peak_rss_mib(), "device": jax_device_name(),
-        "code": str(Path(__import__("training").__file__).parent.parent),
+        "code": str(code),
         "config": {k: v for k, v in fields.items() if k != "steps"},
     }  # fmt: skip
 

@@ -262,7 +262,7 @@ def test_the_first_update_has_zero_kl_and_unit_ratios():
     cfg = bandit_config(beta=0.1, mu=1)
     graphdef, params, frozen = lora.split_trainable(model)
     rollout = sample_groups(Sampler(model, [EOS], PAD), PROMPTS[:4], cfg, jax.random.key(1), bandit_reward)
-    batch = jax.tree.map(jnp.asarray, update_batch(rollout, cfg, PAD))
+    batch = jax.tree.map(jnp.asarray, update_batch(rollout, cfg, 16, PAD))
     assert float(batch["mask"].sum()) > 0 and float(jnp.abs(batch["advantages"]).sum()) > 0
     logprobs = make_logprob_fn(graphdef, 256)
     rollout_logp = logprobs(params, frozen, batch)  # the rollout policy's log-probs, in a forward of their own
@@ -300,7 +300,7 @@ def test_each_prompt_runs_once_for_its_group_with_the_same_logprobs_and_gradient
     lengths = np.array(rollout.lengths)
     lengths[:3] = [0, 2, 6]  # an immediate end, a short one, a truncated one
     rollout = dataclasses.replace(rollout, lengths=lengths)
-    batch = jax.tree.map(jnp.asarray, update_batch(rollout, cfg, PAD))
+    batch = jax.tree.map(jnp.asarray, update_batch(rollout, cfg, 16, PAD))
     assert batch["prompt_inputs"].shape == (2, 16) and batch["inputs"].shape == (16, 5)
     graphdef, params, frozen = lora.split_trainable(model)
     mask = batch["mask"]

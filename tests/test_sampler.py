@@ -139,6 +139,39 @@ def test_a_prompt_prefilled_once_samples_as_its_repeated_rows(models, devices, r
     assert not np.array_equal(a.tokens[0], a.tokens[1])  # a group's rows draw their own completions
 
 
+def test_finished_rows_are_dropped_from_a_wide_vocabulary_decode(monkeypatch):
+    """At a wide vocabulary a device's rows are halved as they finish (16, 8, 4 here), the running
+    ones gathered first: every row gets the tokens, lengths and padding it gets when all 16 decode to
+    the end (each row draws with its own key), and rows that end early are padded after their end."""
+    from flax import nnx
+
+    import training.sampler as sampler_module
+    from training import config as configs
+    from training.model import Gemma
+
+    cfg = configs.tiny(sampler_module.WIDE_VOCAB, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
+    model = Gemma(cfg, rngs=nnx.Rngs(0))
+    assert sampler_module.compaction_sizes(16, cfg.vocab_size) == [16, 8, 4]
+    assert sampler_module.compaction_sizes(16, 1024) == [16]  # the tiny default decodes as it always did
+    eos = list(range(2, cfg.vocab_size, 16))  # one id in 16 ends a row: rows end at many different steps
+    prompts = [list(np.random.default_rng(row).integers(3, 500, 3 + row % 5)) for row in range(16)]
+    runs = []
+    for floor in (sampler_module.MIN_COMPACT_ROWS, 10**6):  # compacting, then one level throughout
+        monkeypatch.setattr(sampler_module, "MIN_COMPACT_ROWS", floor)
+        sampler_module._generate.clear_cache()
+        sampler = Sampler(model, eos_ids=eos, pad_id=PAD, devices=jax.devices()[:1])
+        runs.append([sampler(prompts, c, jax.random.key(4)) for c in (SamplingConfig(24, temperature=1.0),
+                                                                        SamplingConfig(24, temperature=0.7, top_k=50))])
+    sampler_module._generate.clear_cache()
+    for compacted, whole in zip(*runs):
+        for field in ("tokens", "lengths", "truncated"):
+            np.testing.assert_array_equal(getattr(compacted, field), getattr(whole, field))
+        assert len(set(compacted.lengths.tolist())) > 4 and (compacted.lengths < 12).sum() >= 8  # half end by half-way
+        for row, n in enumerate(compacted.lengths):
+            assert (compacted.tokens[row, n + 1 :] == PAD).all()
+
+
 def test_top_k_1_is_greedy(sampler):
     greedy = sampler(PROMPTS, GREEDY).tokens
     top1 = sampler(PROMPTS, SamplingConfig(max_new_tokens=N, temperature=1.0, top_k=1), jax.random.key(3)).tokens

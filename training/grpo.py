@@ -67,6 +67,9 @@ class GRPOConfig(LoopConfig):
     top_k: int = 0
     # sample from the smallest set of tokens whose probability reaches p (1: off)
     top_p: float = 1.0
+    # the LM head's table dtype in the rollouts (None: the model's): "bfloat16" halves what a decode step
+    # reads at a wide vocabulary; the update's log-probs (and so the ratio's old ones) stay in the model's
+    rollout_head_dtype: str | None = None
     # (LoopConfig's, with RL's defaults: a small constant rate, no decay, no weight decay, a row every step)
     learning_rate: float = 1e-5
     schedule: str = "constant"
@@ -447,13 +450,11 @@ def completion_width(lengths: np.ndarray, max_new_tokens: int) -> int:
     return min(max_new_tokens, bucket_length(int(lengths.max()) + 1, minimum=32))
 
 
-def update_batch(rollout: RolloutBatch, cfg: GRPOConfig, pad_id: int) -> dict[str, np.ndarray]:
-    """The arrays of `completion_logprobs`: each group's prompt [P, L], left-padded to the bucket of the
-    batch's longest (not the data's: a short batch computes no padding it does not need), and its
+def update_batch(rollout: RolloutBatch, cfg: GRPOConfig, prompt_len: int, pad_id: int) -> dict[str, np.ndarray]:
+    """The arrays of `completion_logprobs`: each group's prompt [P, prompt_len], left-padded, and its
     completions [P·G, width]: the inputs (all but the last token), targets, mask and advantages."""
     g = cfg.group_size
     new = completion_width(rollout.lengths, cfg.max_new_tokens)
-    prompt_len = bucket_length(max(len(p.tokens) for p in rollout.prompts))
     p_tok, p_pos, p_seg = left_pad([p.tokens for p in rollout.prompts], prompt_len, pad_id)
     steps = np.arange(new)[None, :]
     # the end-of-turn token is a completion token too: the policy learns when to stop
@@ -583,6 +584,9 @@ def grpo(
     adapters = lora.has_adapters(model)
     # The reference is the starting policy: with adapters the base (nothing to copy); with beta = 0, none at all.
     ref_params = jax.tree.map(jnp.copy, placed.params) if cfg.beta and not adapters else None
+    # One prompt width for every update (the longest prompt's bucket): each width is a compilation of the
+    # update, and a prompt's share of the update is already once per group, not once per completion.
+    prompt_len = bucket_length(max(len(p.tokens) for p in prompts))
     update = compiled_update(placed.graphdef, cfg, placed.shardings)
     reference = make_logprob_fn(placed.graphdef, cfg.vocab_tile, base=adapters) if cfg.beta else None
     stream = PromptStream(prompts, cfg.seed)
@@ -591,12 +595,12 @@ def grpo(
         nnx.update(model, state["params"])  # the rollout policy
         key = jax.random.wrap_key_data(jnp.asarray(state["key"]))
         # The sampler (its copies of the weights, one a device) lives only while it samples, not in the update.
-        sampler = Sampler(model, eos_ids=eos_ids, pad_id=pad_id)
+        sampler = Sampler(model, eos_ids=eos_ids, pad_id=pad_id, head_dtype=cfg.rollout_head_dtype)
         sampled, position, key = sample_step(sampler, stream, int(state["position"]), key, cfg, reward_fn)
         del sampler
 
         t1 = time.perf_counter()
-        batch = place_batch(update_batch(sampled.rollout, cfg, pad_id), placed.batches)
+        batch = place_batch(update_batch(sampled.rollout, cfg, prompt_len, pad_id), placed.batches)
         ref_logp = None
         if reference is not None:
             ref_logp = reference(state["params"] if adapters else ref_params, placed.frozen, batch)

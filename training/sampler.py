@@ -12,6 +12,10 @@ decoding its share in a loop of its own: a decode step's ops are too small for
 XLA:CPU to spread over cores. Each row samples with a key of its own, so what a
 row gets depends on its prompt, its index and the key, not on the split.
 
+At a wide vocabulary (a real Gemma's) a device's rows are halved as they end
+(`compaction_sizes`): when no more than half of them still run, those are
+gathered, cache and all, and decoding goes on with half the rows.
+
 A prompt asked for several times (`repeats`: GRPO's G completions of a group)
 is prefilled once on each device that decodes it; its cache and first logits
 are then copied to its rows.
@@ -42,6 +46,9 @@ WIDE_VOCAB = 32_768
 # A bfloat16 head (`head_dtype`) is used only from this many rows a device: XLA:CPU's bfloat16 product
 # of one or two rows against the table runs far slower than the float32 one.
 MIN_BF16_HEAD_ROWS = 8
+# Decoding halves a device's rows down to this many (`compaction_sizes`): below it a step streams the
+# weights for a few rows whatever their number, and each level is one more loop to compile.
+MIN_COMPACT_ROWS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +100,20 @@ def split_host_cpu(devices: int = 2) -> None:
         jax.config.update("jax_num_cpu_devices", devices)
 
 
+def default_devices(vocab_size: int) -> list[jax.Device]:
+    """The devices a Sampler splits rows over by default: every CPU device at a small vocabulary, else none.
+
+    A small model's decode step is many small ops that one program runs on about one core, so two
+    shares in two loops use both. At a wide vocabulary the step is a few large products (the LM head
+    against the whole table first) that one program already spreads over the cores, while each share
+    would stream its own copy of the weights: one program is as fast at many rows, faster at few
+    (where the weights' bytes bound a step), and holds one copy (docs/results/2026-12-04-real-shape-speed.md).
+    """
+    if jax.default_backend() != "cpu" or vocab_size >= WIDE_VOCAB:
+        return []
+    return jax.local_devices(backend="cpu")
+
+
 def choose(logits: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Array:
     """Next token from one row's float32 logits [V]."""
     if cfg.temperature == 0.0:
@@ -117,7 +138,7 @@ class Sampler:
     static argument, its weights, end tokens and pad id are traced), so a new
     Sampler over the same model, or other end tokens, costs no recompilation.
     `devices`: those to split the rows over (weights copied to each); by default
-    every CPU device when JAX runs on the CPU, else none (the model's own placement).
+    `default_devices(vocab)`: every CPU device at a small vocabulary on a CPU host, else none (one program).
     `head_dtype`: opt-in dtype of the LM head's table in decoding (e.g. "bfloat16": half the bytes a
     step reads, and AVX512_BF16 products; the logits change by the table's rounding, so greedy picks
     may differ from the model's own head). None: the model's dtype.
@@ -133,8 +154,8 @@ class Sampler:
         self.eos_ids = jnp.asarray(sorted(set(eos_ids)), jnp.int32)
         self.pad_id = pad_id
         self.cache_dtype = str(jnp.dtype(cache_dtype or model.dtype))
-        if devices is None:
-            devices = jax.local_devices(backend="cpu") if jax.default_backend() == "cpu" else []
+        if devices is None:  # split on a CPU host only at a small vocabulary (see `default_devices`)
+            devices = default_devices(model.config.vocab_size)
         self.mesh = Mesh(np.asarray(devices), ("rows",)) if len(devices) > 1 else None
         self.replicated = NamedSharding(self.mesh, PartitionSpec()) if self.mesh is not None else None
         if self.replicated is not None:
@@ -180,6 +201,17 @@ def phase_widths(max_new_tokens: int, first: int) -> list[int]:
     return widths
 
 
+def compaction_sizes(batch: int, vocab_size: int) -> list[int]:
+    """Rows a device decodes at each level: the batch, then halves (each down to `MIN_COMPACT_ROWS`),
+    entered when no more rows than the half still run, those gathered first. At a wide vocabulary
+    a row's own products (most of all the LM head's) are most of a step, so a finished row that goes
+    on decoding costs as much as a running one; a small vocabulary keeps one level, bit for bit."""
+    sizes = [batch]
+    while vocab_size >= WIDE_VOCAB and sizes[-1] % 2 == 0 and sizes[-1] // 2 >= MIN_COMPACT_ROWS:
+        sizes.append(sizes[-1] // 2)
+    return sizes
+
+
 def lm_head(model: Gemma, batch: int, head_dtype: str | None):
     """The decode step's LM head, hidden [B, D] -> float32 logits [B, V]: the model's own (`model.logits`)
     below `WIDE_VOCAB`; at or above it, table @ hiddenᵀ, the table cast once per call (outside the
@@ -204,23 +236,24 @@ def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pa
     batch (its sampling key)."""
     model = nnx.merge(graphdef, state)
     batch, prompt_len = rows.shape[0], tokens.shape[1]
-    head = lm_head(model, batch, head_dtype)
     row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows)
     pick = jax.vmap(functools.partial(choose, cfg=cfg))  # (logits [B, V], keys [B]) -> tokens [B]
-    keys_at = lambda step: jax.vmap(jax.random.fold_in, in_axes=(0, None))(row_keys, step)
+    fold = lambda keys, step: jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
     widths = phase_widths(cfg.max_new_tokens, cfg.phase_tokens)
+    sizes = compaction_sizes(batch, model.config.vocab_size)
+    heads = {size: lm_head(model, size, head_dtype) for size in sizes}
     cache = init_cache(model.config, tokens.shape[0], prompt_len + widths[0], cache_dtype, prompt_len)
     hidden, cache = model.hidden_states(tokens, positions, segments, cache, 0)
-    logits = (head or model.logits)(hidden[:, -1])  # the LM head on the last prompt position only
+    logits = (heads[batch] or model.logits)(hidden[:, -1])  # the LM head on the last prompt position only
     if repeats > 1:  # each prompt's cache, logits and positions to its rows
         cache, logits, positions = jax.tree.map(lambda x: jnp.repeat(x, repeats, axis=0), (cache, logits, positions))
-    first = pick(logits, keys_at(0))
+    first = pick(logits, fold(row_keys, 0))
     out = jnp.full((batch, cfg.max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, eos_ids)
-    ones = jnp.ones((batch, 1), jnp.int32)
 
     def body(carry):
-        i, last, pos, done, out, cache = carry
+        i, last, pos, done, ids, keys, out, cache = carry
+        head, ones = heads[last.shape[0]], jnp.ones((last.shape[0], 1), jnp.int32)
         # token i-1 goes into cache slot prompt_len + i - 1 and predicts token i
         if head is None:
             logits, cache = model(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
@@ -228,20 +261,37 @@ def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pa
         else:
             hidden, cache = model.hidden_states(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
             logits = head(hidden[:, 0])
-        nxt = pick(logits, keys_at(i))
+        nxt = pick(logits, fold(keys, i))
         nxt = jnp.where(done, pad_id, nxt)  # a finished row only pads
-        out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
-        return i + 1, nxt, pos + 1, done | jnp.isin(nxt, eos_ids), out, cache
+        if last.shape[0] == batch:  # every row, in order
+            out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
+        else:
+            out = out.at[ids, i].set(nxt)
+        return i + 1, nxt, pos + 1, done | jnp.isin(nxt, eos_ids), ids, keys, out, cache
 
-    def running(carry, width):
-        i, _, _, done, _, _ = carry
-        return (i <= width) & (i < cfg.max_new_tokens) & ~jnp.all(done)
+    def running(carry, width, floor):
+        i, _, _, done, *_ = carry
+        return (i <= width) & (i < cfg.max_new_tokens) & (jnp.sum(~done) > floor)
 
-    carry = (jnp.int32(1), first, positions[:, -1] + 1, done, out, cache)
-    for width in widths:  # step i writes slot prompt_len + i - 1: a phase of width w runs while i <= w
-        carry = (*carry[:5], grow_cache(model.config, carry[5], prompt_len + width))
-        carry = jax.lax.while_loop(functools.partial(running, width=width), body, carry)
-    out = carry[4]
+    def compact(carry, size):
+        """The first `size` rows after sorting the running ones first (all of them, as at most `size` run)."""
+        i, last, pos, done, ids, keys, out, cache = carry
+        keep = jnp.argsort(done, stable=True)[:size]
+        take = lambda x: jnp.take(x, keep, axis=0)
+        return i, take(last), take(pos), take(done), take(ids), take(keys), out, jax.tree.map(take, cache)
+
+    carry = (jnp.int32(1), first, positions[:, -1] + 1, done, jnp.arange(batch), row_keys, out, cache)
+    for level, size in enumerate(sizes):
+        # A level runs while more rows than the next level holds still run; the last until all end.
+        floor = sizes[level + 1] if level + 1 < len(sizes) else 0
+        if level:
+            carry = compact(carry, size)
+        # Step i writes slot prompt_len + i - 1: a phase of width w runs while i <= w. Phases grow the cache
+        # of the first level; a level after a compaction decodes over the whole-width cache it was left.
+        for width in widths if level == 0 else widths[-1:]:
+            carry = (*carry[:7], grow_cache(model.config, carry[7], prompt_len + width))
+            carry = jax.lax.while_loop(functools.partial(running, width=width, floor=floor), body, carry)
+    out = carry[6]
     is_eos = jnp.isin(out, eos_ids)
     lengths = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), cfg.max_new_tokens)
     return out, lengths, ~jnp.any(is_eos, axis=1)
