@@ -7,9 +7,9 @@ produced an end-of-sequence token or `max_new_tokens` are out. Decoding runs
 in phases over a cache that grows (`phase_widths`), so a step reads only as
 many cache slots as the longest completion so far can need.
 
-On CPU the rows are split over the host's XLA devices (`split_host_cpu`), each
-decoding its share in a loop of its own: a decode step's ops are too small for
-XLA:CPU to spread over cores. Each row samples with a key of its own, so what a
+On CPU a small model's rows are split over the host's XLA devices
+(`split_host_cpu`, `default_devices`), each decoding its share in a loop of its
+own: its decode step's ops are too small for XLA:CPU to spread over cores. Each row samples with a key of its own, so what a
 row gets depends on its prompt, its index and the key, not on the split.
 
 At a wide vocabulary (a real Gemma's) a device's rows are halved as they end
