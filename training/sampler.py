@@ -9,8 +9,9 @@ many cache slots as the longest completion so far can need.
 
 On CPU a small model's rows are split over the host's XLA devices
 (`split_host_cpu`, `default_devices`), each decoding its share in a loop of its
-own: its decode step's ops are too small for XLA:CPU to spread over cores. Each row samples with a key of its own, so what a
-row gets depends on its prompt, its index and the key, not on the split.
+own: its decode step's ops are too small for XLA:CPU to spread over cores.
+Each row samples with a key of its own, so what a row gets depends on its
+prompt, its index and the key, not on the split.
 
 At a wide vocabulary (a real Gemma's) a device's rows are halved as they end
 (`compaction_sizes`): when no more than half of them still run, those are
@@ -107,7 +108,7 @@ def default_devices(vocab_size: int) -> list[jax.Device]:
     shares in two loops use both. At a wide vocabulary the step is a few large products (the LM head
     against the whole table first) that one program already spreads over the cores, while each share
     would stream its own copy of the weights: one program is as fast at many rows, faster at few
-    (where the weights' bytes bound a step), and holds one copy (docs/results/2026-12-04-real-shape-speed.md).
+    (where the weights' bytes bound a step), and holds one copy (docs/results/2026-12-04-grpo-step-speed.md).
     """
     if jax.default_backend() != "cpu" or vocab_size >= WIDE_VOCAB:
         return []
