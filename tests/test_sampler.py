@@ -21,7 +21,9 @@ pytest.importorskip("transformers")
 from test_parity import hf_model  # noqa: E402
 
 from training.hf_io import load_pretrained  # noqa: E402
-from training.sampler import Sampler, SamplingConfig, bucket_length, choose, left_pad, phase_widths  # noqa: E402
+from training.sampler import (  # noqa: E402
+    Sampler, SamplingConfig, bucket_length, choose, left_pad, phase_widths, sample_inverse_cdf,
+)
 
 PAD, N = 0, 16
 PROMPTS = [list(np.random.default_rng(3).integers(3, 128, n)) for n in (5, 13, 20)]
@@ -191,6 +193,22 @@ def test_choose_keeps_only_the_top_k_and_top_p_sets():
     full = draws(SamplingConfig(1, temperature=1.0))
     assert set(full.tolist()) == {0, 1, 2, 3}
     assert abs((full == 0).mean() - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("vocab", [4, 1000, 4099])
+def test_inverse_cdf_draws_follow_the_softmax(vocab):
+    """One uniform a row draws each token at its softmax probability, in whichever block of the running
+    sums it lies (a vocabulary that does not fill its last block included), and never a token of zero mass."""
+    weights = np.zeros(vocab)
+    middle = np.random.default_rng(0).choice(np.arange(1, vocab - 1), 2, replace=False)
+    picked = np.asarray([0, vocab - 1, *middle])  # the first and last blocks among them
+    weights[picked] = [0.4, 0.3, 0.2, 0.1]
+    logits = jnp.log(jnp.asarray(weights, jnp.float32))  # -inf where the mass is zero
+    keys = jax.random.split(jax.random.key(1), 20_000)
+    draws = np.asarray(jax.jit(jax.vmap(lambda k: sample_inverse_cdf(logits, k)))(keys))
+    assert set(draws.tolist()) == set(picked.tolist())
+    for token, p in zip(picked, [0.4, 0.3, 0.2, 0.1]):
+        assert abs((draws == token).mean() - p) < 0.015, (token, p)
 
 
 def test_decode_phases_double_up_to_the_budget():

@@ -129,7 +129,29 @@ def choose(logits: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Array:
         # keep the smallest set whose mass reaches top_p (the top token always stays)
         cutoff = sorted_logits[jnp.sum(cum < cfg.top_p)]
         logits = jnp.where(logits < cutoff, -jnp.inf, logits)
-    return jax.random.categorical(key, logits).astype(jnp.int32)
+    return sample_inverse_cdf(logits, key)
+
+
+def sample_inverse_cdf(logits: jax.Array, key: jax.Array) -> jax.Array:
+    """A token drawn from softmax(logits [V]) with one uniform: the first whose cumulative mass passes it.
+
+    The Gumbel-max draw (`jax.random.categorical`) takes V random numbers a row, and at a real Gemma's
+    262,144 tokens making them costs more than the LM head's product itself. The mass is summed in about
+    √V blocks: the uniform picks a block by the blocks' running sums, then a token inside it.
+    """
+    vocab = logits.shape[0]
+    size = 1 << ((vocab - 1).bit_length() + 1) // 2  # tokens a block (a power of two near √V)
+    blocks = -(-vocab // size)
+    weights = jnp.exp(logits - jnp.max(logits))
+    weights = jnp.pad(weights, (0, blocks * size - vocab)).reshape(blocks, size)
+    block_mass = jnp.sum(weights, axis=1)
+    below = jnp.cumsum(block_mass)
+    u = jax.random.uniform(key, dtype=jnp.float32) * below[-1]
+    # (`minimum`s: rounding can leave u at or past the last running sum)
+    block = jnp.minimum(jnp.sum(below <= u), blocks - 1)
+    inside = jnp.cumsum(weights[block]) <= u - (below[block] - block_mass[block])
+    token = block * size + jnp.minimum(jnp.sum(inside), size - 1)
+    return jnp.minimum(token, vocab - 1).astype(jnp.int32)
 
 
 class Sampler:
@@ -214,9 +236,13 @@ def compaction_sizes(batch: int, vocab_size: int) -> list[int]:
 
 
 def lm_head(model: Gemma, batch: int, head_dtype: str | None):
-    """The decode step's LM head, hidden [B, D] -> float32 logits [B, V]: the model's own (`model.logits`)
-    below `WIDE_VOCAB`; at or above it, table @ hiddenᵀ, the table cast once per call (outside the
-    decode loop) to `head_dtype` when asked and the rows are enough for it (`MIN_BF16_HEAD_ROWS`)."""
+    """The decode step's LM head, hidden [B, D] -> float32 logits: None (the model's own, [B, V]) below
+    `WIDE_VOCAB`; at or above it, table @ hiddenᵀ, [V, B], the table cast once per call (outside the
+    decode loop) to `head_dtype` when asked and the rows are enough for it (`MIN_BF16_HEAD_ROWS`).
+
+    The [V, B] logits are consumed as they are (`pick` reads a row down axis 1): transposed back to
+    [B, V], XLA folds the transpose into the product and computes rows @ tableᵀ, the orientation this
+    one is chosen to avoid."""
     cfg = model.config
     if cfg.vocab_size < WIDE_VOCAB and head_dtype is None:
         return None
@@ -225,7 +251,7 @@ def lm_head(model: Gemma, batch: int, head_dtype: str | None):
 
     def head(hidden: jax.Array) -> jax.Array:
         out = jnp.einsum("vd,bd->vb", table, hidden.astype(dtype), preferred_element_type=jnp.float32)
-        return softcap(out.T, cfg.final_logit_softcapping)
+        return softcap(out, cfg.final_logit_softcapping)
 
     return head
 
@@ -238,16 +264,19 @@ def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pa
     model = nnx.merge(graphdef, state)
     batch, prompt_len = rows.shape[0], tokens.shape[1]
     row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows)
-    pick = jax.vmap(functools.partial(choose, cfg=cfg))  # (logits [B, V], keys [B]) -> tokens [B]
     fold = lambda keys, step: jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
     widths = phase_widths(cfg.max_new_tokens, cfg.phase_tokens)
     sizes = compaction_sizes(batch, model.config.vocab_size)
     heads = {size: lm_head(model, size, head_dtype) for size in sizes}
+    # (logits, keys [B]) -> tokens [B]: the model's own head gives [B, V], a wide one [V, B] (`lm_head`)
+    row_axis = 0 if heads[batch] is None else 1
+    pick = jax.vmap(functools.partial(choose, cfg=cfg), in_axes=(row_axis, 0))
     cache = init_cache(model.config, tokens.shape[0], prompt_len + widths[0], cache_dtype, prompt_len)
     hidden, cache = model.hidden_states(tokens, positions, segments, cache, 0)
     logits = (heads[batch] or model.logits)(hidden[:, -1])  # the LM head on the last prompt position only
     if repeats > 1:  # each prompt's cache, logits and positions to its rows
-        cache, logits, positions = jax.tree.map(lambda x: jnp.repeat(x, repeats, axis=0), (cache, logits, positions))
+        cache, positions = jax.tree.map(lambda x: jnp.repeat(x, repeats, axis=0), (cache, positions))
+        logits = jnp.repeat(logits, repeats, axis=row_axis)
     first = pick(logits, fold(row_keys, 0))
     out = jnp.full((batch, cfg.max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
     done = jnp.isin(first, eos_ids)
@@ -261,7 +290,7 @@ def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pa
             logits = logits[:, 0]
         else:
             hidden, cache = model.hidden_states(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
-            logits = head(hidden[:, 0])
+            logits = head(hidden[:, 0])  # [V, B]
         nxt = pick(logits, fold(keys, i))
         nxt = jnp.where(done, pad_id, nxt)  # a finished row only pads
         if last.shape[0] == batch:  # every row, in order
