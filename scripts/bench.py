@@ -693,7 +693,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default-malloc", action="store_true",
                         help="our side: leave glibc malloc as it is (training/host_memory.py not applied), for A/B")
     parser.add_argument("--one-device", action="store_true",
-                        help="generate: our side decodes the batch in one program (no split_host_cpu), for A/B")
+                        help="generate: our side decodes the batch in one program (one host device), for A/B")
     parser.add_argument("--prompts", type=int, default=2, help="grpo: prompts (groups) a step")
     parser.add_argument("--group", type=int, default=8, help="grpo: completions a prompt")
     parser.add_argument("--baseline", help="grpo: a git revision whose code runs the same steps beside this one")
@@ -716,10 +716,12 @@ def main(argv: list[str] | None = None) -> None:
             from training.host_memory import reuse_freed_memory
 
             reuse_freed_memory()  # as the stages do, before JAX runs anything
-        if args.side == "jax" and args.what in ("generate", "grpo") and not args.one_device:
-            from training.sampler import split_host_cpu
+        if args.side == "jax" and args.what in ("generate", "grpo"):
+            from training import sampler
 
-            split_host_cpu()  # as predict and grpo do
+            # as predict and grpo do (an older commit's code, --baseline, names it split_host_cpu)
+            setup = getattr(sampler, "configure_host_cpu", None) or getattr(sampler, "split_host_cpu")
+            setup(1 if args.one_device else 2)
         print(json.dumps(SIDES[(args.what, args.side)](args)))
         return
 

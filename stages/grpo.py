@@ -39,7 +39,7 @@ from training.hf_io import CheckpointError, load_pretrained, save_trained
 from training.host_memory import reuse_freed_memory
 from training.lora import LoRAError, LoRASpec
 from training.model import Gemma
-from training.sampler import split_host_cpu
+from training.sampler import configure_host_cpu
 from training.loop import MeshError, NonFiniteLoss, check_devices
 
 INFO_FILE = "grpo_info.json"
@@ -189,7 +189,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
 
 def main() -> None:
     reuse_freed_memory()  # before JAX runs a program (training/host_memory.py)
-    split_host_cpu()  # on CPU, the sampler decodes two shares of a batch at once (training/sampler.py)
+    configure_host_cpu()  # XLA:CPU set up for decoding (training/sampler.py)
     run(load_params())
 
 

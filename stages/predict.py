@@ -22,7 +22,7 @@ from training import chat
 from training import tokenizer as tokenizers_io
 from training.hf_io import CheckpointError, load_pretrained, read_config
 from training.host_memory import reuse_freed_memory
-from training.sampler import Sampler, SamplingConfig, split_host_cpu
+from training.sampler import Sampler, SamplingConfig, configure_host_cpu
 
 
 def predict(
@@ -86,7 +86,7 @@ def run(params: dict, name: str, root: Path = Path(".")) -> list[dict]:
 
 def main() -> None:
     reuse_freed_memory()  # before JAX runs a program (training/host_memory.py)
-    split_host_cpu()  # on CPU, the sampler decodes two shares of a batch at once (training/sampler.py)
+    configure_host_cpu()  # XLA:CPU set up for decoding (training/sampler.py)
     run(load_params(), evalsets.main_argument(sys.argv, "predict"))
 
 

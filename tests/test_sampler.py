@@ -225,3 +225,36 @@ def test_left_pad_and_buckets():
     np.testing.assert_array_equal(segments, [[0, 0, 1, 1], [0, 1, 1, 1]])
     with pytest.raises(ValueError, match="prompt 0"):
         left_pad([[]], 4, PAD)
+
+
+def test_a_decode_step_copies_no_kv_cache():
+    """XLA:CPU as the stages set it up (`configure_host_cpu`) keeps the decode loop's KV-cache writes in
+    place: no loop body copies a cache (without the setting, or with a product reading the written cache,
+    every layer's keys and values were copied twice a step). A fresh process: XLA reads its flags once."""
+    import subprocess
+    import sys
+
+    script = """
+import dataclasses, re
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+from training import config as configs, sampler
+from training.model import Gemma
+sampler.configure_host_cpu(1)
+real = configs.gemma3_270m()
+cfg = dataclasses.replace(real, vocab_size=sampler.WIDE_VOCAB, num_hidden_layers=2, layer_types=real.layer_types[:2])
+graphdef, state = nnx.split(Gemma(cfg, rngs=nnx.Rngs(0)))
+tokens, positions, segments = sampler.left_pad([[1] * 20] * 8, 32, 0)
+hlo = sampler._generate.lower(graphdef, state, tokens, positions, segments, np.arange(8, dtype=np.int32),
+    jax.random.key(0), jnp.asarray([1], jnp.int32), jnp.int32(0), cfg=sampler.SamplingConfig(40, temperature=1.0),
+    cache_dtype="float32", head_dtype=None, repeats=1).compile().as_text()
+bodies = re.findall(r"while\\(.*?body=(%[\\w.\\-]+)", hlo)
+copies = 0
+for name in bodies:
+    start = hlo.index("\\n" + name + " ")
+    copies += len(re.findall(r"= f32\\[\\d+,\\d+,\\d+,\\d+\\]\\{[\\d,]+\\} copy\\(", hlo[start : hlo.index("\\n}\\n", start)]))
+print(len(bodies), copies)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    bodies, copies = map(int, out[-2:])
+    assert bodies >= 2 and copies == 0  # (two loops: the batch of 8, then its 4 still running)

@@ -53,3 +53,26 @@ def _attend_bwd(cap, res, d_out):
 
 
 attend.defvjp(_forward, _attend_bwd)
+
+
+def attend_beside_cache(
+    q: jax.Array, cache_kt: jax.Array, cache_v: jax.Array, cache_mask: jax.Array, kt: jax.Array, v: jax.Array,
+    self_mask: jax.Array, cap: float | None,
+) -> jax.Array:
+    """`attend` over a cache's keys and values and this call's own, as if the latter were written in (decoding).
+
+    Read apart, the cache is only read before the call writes its new key into it: a product that reads
+    the written cache is a second consumer of the write, and XLA then copies the whole cache (every
+    layer's, every step) to keep the write in place. One softmax runs over both sets of logits.
+    cache_mask [B, T, S] must hide the slot being written; self_mask [B, T, T] is this call's own.
+    """
+    b, heads, rows, _ = q.shape
+    t, s = self_mask.shape[1], cache_mask.shape[2]
+    logits = jnp.concatenate([jnp.einsum("bkrh,bkhs->bkrs", q, cache_kt, preferred_element_type=jnp.float32),
+                              jnp.einsum("bkrh,bkhs->bkrs", q, kt, preferred_element_type=jnp.float32)], axis=-1)
+    mask = jnp.concatenate([cache_mask, self_mask], axis=-1)
+    capped = softcap(logits, cap).reshape(b, heads, t, rows // t, s + t)
+    probs = jax.nn.softmax(jnp.where(mask[:, None, :, None], capped, _NEG), axis=-1).reshape(b, heads, rows, s + t)
+    probs = probs.astype(v.dtype)
+    return (jnp.einsum("bkrs,bksh->bkrh", probs[..., :s], cache_v.astype(v.dtype))
+            + jnp.einsum("bkrs,bksh->bkrh", probs[..., s:], v))

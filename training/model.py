@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from training.attention import attend, softcap
+from training.attention import attend, attend_beside_cache, softcap
 from training.config import SLIDING, GemmaConfig
 from training.lora import adapter_of
 from training.matmul import matmul
@@ -152,7 +152,12 @@ class Attention(nnx.Module):
             values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
             new_kv = (keys, values)
             mask = attention_mask(pos, seg, k_pos, k_seg, self.window)
-            out = attend(q, keys, values, mask, self.softcap)
+            if t == 1:  # a decode step: the cache as it was, and the new key beside it (attend_beside_cache)
+                written = jnp.arange(cache_k.shape[-1]) == index
+                own = attention_mask(pos, seg, pos, seg, self.window)
+                out = attend_beside_cache(q, cache_k, cache_v, mask & ~written, kt, v, own, self.softcap)
+            else:
+                out = attend(q, keys, values, mask, self.softcap)
         out = out.reshape(b, self.kv_heads, t, groups, self.head_dim).transpose(0, 2, 1, 3, 4)
         return fused_linear(out.reshape(b, t, self.heads * self.head_dim), (self.o_proj,)), new_kv
 

@@ -8,7 +8,7 @@ in phases over a cache that grows (`phase_widths`), so a step reads only as
 many cache slots as the longest completion so far can need.
 
 On CPU a small model's rows are split over the host's XLA devices
-(`split_host_cpu`, `default_devices`), each decoding its share in a loop of its
+(`configure_host_cpu`, `default_devices`), each decoding its share in a loop of its
 own: its decode step's ops are too small for XLA:CPU to spread over cores.
 Each row samples with a key of its own, so what a row gets depends on its
 prompt, its index and the key, not on the split.
@@ -89,16 +89,22 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> tupl
     return tokens, positions, segments
 
 
-def split_host_cpu(devices: int = 2) -> None:
-    """Expose the CPU as `devices` XLA devices for the sampler to decode that many shares of a batch at once.
+def configure_host_cpu(devices: int = 2) -> None:
+    """Set up XLA:CPU for decoding; call it before JAX starts its backend, as the stages do.
 
-    A decode step's ops are too small for XLA:CPU to spread over cores, so one program keeps about
-    one core busy; two halves of a batch in two loops use both (docs/results/2026-12-03-performance-log.md).
-    Call it before JAX starts its backend, as the stages do; a device count already set in XLA_FLAGS is
-    kept, and a mesh of one device (training's default) runs as before.
+    - The CPU is exposed as `devices` XLA devices for the sampler to decode that many shares of a
+      small model's batch at once: a decode step's ops are too small for XLA:CPU to spread over cores,
+      so one program keeps about one core busy; two halves of a batch in two loops use both
+      (docs/results/2026-12-03-performance-log.md). A device count already set in XLA_FLAGS is kept,
+      and a mesh of one device (training's default) runs as before.
+    - Copy insertion by region analysis: without it XLA:CPU copies every layer's KV cache on every
+      decode step (twice) rather than prove that the step's write may go in place.
     """
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
         jax.config.update("jax_num_cpu_devices", devices)
+    if "xla_cpu_copy_insertion_use_region_analysis" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_copy_insertion_use_region_analysis=true".strip()
 
 
 def default_devices(vocab_size: int) -> list[jax.Device]:
