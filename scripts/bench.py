@@ -9,9 +9,10 @@
                                        # our LoRA step beside transformers + peft (same rank, targets, batch)
     python scripts/bench.py generate --checkpoint data/base --batches 1,16,64 --new-tokens 64
                                        # our sampler beside `generate` at each batch
-    python scripts/bench.py grpo --checkpoint data/base --baseline aceb6cd
+    python scripts/bench.py grpo --checkpoint data/base --baseline aceb6cd --to-budget
                                        # a LoRA GRPO step on GSM8K prompts beside the same step of
                                        # another commit's code (rollouts and update, seconds a step)
+    python scripts/bench.py roof       # the machine alone: matmul roof and memory bandwidth
 
 With `--checkpoint DIR` (a Hugging Face directory: config.json, model.safetensors) both sides load its
 weights; without one, `--preset` gives the shape and the weights are random. `lora` and `generate
@@ -351,6 +352,23 @@ def decode_flops_per_token(cfg, args) -> float:
     return 2 * matmul_params + 4 * cfg.num_attention_heads * cfg.head_dim * sum(spans)
 
 
+def prefill_flops_per_row(cfg, args) -> float:
+    """A prompt's FLOPs before its first new token: every layer's matmuls for each prompt token (2 × the
+    matmul weights less the tied head, which reads the last position only) and causal attention."""
+    head = cfg.vocab_size * cfg.hidden_size
+    layers = cfg.num_params() - cfg.num_hidden_layers * 6 * cfg.hidden_size - head
+    spans = [min(args.prompt, cfg.sliding_window or args.prompt) if kind == "sliding_attention" else args.prompt
+             for kind in cfg.layer_types]  # fmt: skip
+    return 2 * layers * args.prompt + 2 * head + sum(4 * cfg.num_attention_heads * cfg.head_dim * span * args.prompt / 2
+                                                      for span in spans)  # fmt: skip
+
+
+def generate_flops_per_new_token(cfg, args) -> float:
+    """The FLOPs a timed `generate` call does, per new token: the decode step's and a share of the prompt's
+    prefill (timed with it, so counted with it)."""
+    return decode_flops_per_token(cfg, args) + prefill_flops_per_row(cfg, args) / args.new_tokens
+
+
 def machine_roof(args) -> dict:
     """The machine measured in this run: the best GEMM rate (JAX's and PyTorch's, float32 and bfloat16,
     at the model's shapes) and the memory bandwidth of a 256 MiB float32 reduction (far past the last-level
@@ -463,14 +481,15 @@ def print_generate_by_batch(args, roof: dict, results: list[tuple[int, dict, dic
              "share of bandwidth", "tunix-rt peak RSS (MiB)", "transformers peak RSS (MiB)")]  # fmt: skip
     for batch, ours, ref in results:
         args.batch = batch
-        flop_share = decode_flops_per_token(cfg, args) * ours["new_tokens_per_s"] / 1e9 / roof_gflops
+        flop_share = generate_flops_per_new_token(cfg, args) * ours["new_tokens_per_s"] / 1e9 / roof_gflops
         byte_share = decode_bytes_per_step(cfg, args) * ours["new_tokens_per_s"] / batch / 1e9 / roof["bandwidth_gbps"]
         rows.append((str(batch), f"{ours['new_tokens_per_s']:.1f}", f"{ref['new_tokens_per_s']:.1f}" if ref else "",
                      f"{ours['new_tokens_per_s'] / ref['new_tokens_per_s']:.2f}x" if ref else "", f"{flop_share:.1%}",
                      f"{byte_share:.1%}", f"{ours['peak_rss_mib']:.0f}", f"{ref['peak_rss_mib']:.0f}" if ref else ""))  # fmt: skip
     print(table(rows))
     print(f"\nmachine in this run: matmul roof {roof_gflops:.1f} GFLOP/s ({args.dtype}, best of JAX and PyTorch), "
-          f"memory bandwidth {roof['bandwidth_gbps']:.1f} GB/s; compute share: 2N + attention FLOPs a new token; "
+          f"memory bandwidth {roof['bandwidth_gbps']:.1f} GB/s; compute share: the prompt's prefill and 2N + attention "
+          f"a new token, {generate_flops_per_new_token(cfg, args) / 1e9:.3f} GFLOP a new token in all; "
           f"bandwidth share: every weight and the keys and values read once a decode step")  # fmt: skip
 
 
@@ -520,7 +539,10 @@ def jax_grpo(args) -> dict:
         stamps.append(time.perf_counter())
         rows_logged.append(row)
 
-    grpo(model, prompts, reward_fn, cfg, eos_ids=tokenizers_io.stop_ids(tok), pad_id=tok.token_to_id("<pad>") or 0,
+    # --to-budget: an id never sampled ends the rows, so every completion runs to the budget (the work of a
+    # model that writes long, as the recipe's SFT model does, from any checkpoint)
+    eos_ids = [model.config.vocab_size] if args.to_budget else tokenizers_io.stop_ids(tok)
+    grpo(model, prompts, reward_fn, cfg, eos_ids=eos_ids, pad_id=tok.token_to_id("<pad>") or 0,
          on_log=on_log)  # fmt: skip
     timed = rows_logged[1:]
     median = lambda xs: statistics.median(xs)
@@ -697,6 +719,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompts", type=int, default=2, help="grpo: prompts (groups) a step")
     parser.add_argument("--group", type=int, default=8, help="grpo: completions a prompt")
     parser.add_argument("--baseline", help="grpo: a git revision whose code runs the same steps beside this one")
+    parser.add_argument("--to-budget", action="store_true",
+                        help="grpo: no completion ends before --new-tokens (the same work from any checkpoint)")
     parser.add_argument("--grpo-set", action="append", default=[], metavar="FIELD=VALUE",
                         help="grpo: a GRPOConfig field for this code's side (e.g. rollout_head_dtype=bfloat16)")
     parser.add_argument("--side", choices=["jax", "jax-lora", "torch"], help=argparse.SUPPRESS)
@@ -726,6 +750,11 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     raw = sys.argv[1:] if argv is None else argv
+    if args.what == "roof":
+        roof = run_side(raw, "jax")
+        print(f"matmul roof: {roof['roof_gflops_float32']:.1f} GFLOP/s float32, {roof['roof_gflops_bfloat16']:.1f} "
+              f"bfloat16 (best of JAX and PyTorch); memory bandwidth {roof['bandwidth_gbps']:.1f} GB/s")  # fmt: skip
+        return
     if args.what == "grpo":
         if not args.checkpoint:
             raise SystemExit("bench: grpo needs --checkpoint (a Hugging Face directory with its tokenizer.json)")

@@ -56,3 +56,10 @@ def test_generate_bench_by_batch_prints_each_ratio_and_both_shares():
     for batch in (1, 2):
         assert re.search(rf"\| {batch} +\| \d+\.\d +\| \d+\.\d +\| \d+\.\d\dx +\| \d+\.\d% +\| \d+\.\d% +\| \d+ +\| \d+ +\|", out), out
     assert re.search(r"memory bandwidth \d+\.\d GB/s", out)
+    # the compute share counts the timed prefill beside the new tokens
+    assert re.search(r"\d\.\d{3} GFLOP a new token in all", out), out
+
+
+def test_bench_roof_measures_the_machine_alone():
+    out = run_bench("roof")
+    assert re.search(r"matmul roof: \d+\.\d GFLOP/s float32, \d+\.\d bfloat16 .*; memory bandwidth \d+\.\d GB/s", out), out
