@@ -551,9 +551,11 @@ def jax_grpo(args) -> dict:
         "rollout_tokens_per_s": median([r["rollout_tokens_per_second"] for r in timed]),
         "update_tokens_per_s": median([r["update_tokens_per_second"] for r in timed]),
         "completion_length": statistics.mean(r["completion_length"] for r in timed),
+        "steps_s": [round(b - a, 2) for a, b in zip(stamps[1:], stamps[2:])],
+        "update_tokens_per_s_each": [round(r["update_tokens_per_second"], 1) for r in timed],
         "first_step_s": stamps[1] - stamps[0], "peak_rss_mib": peak_rss_mib(), "device": jax_device_name(),
         "code": str(code),
-        "config": {k: v for k, v in fields.items() if k != "steps"},
+        "config": {**{k: v for k, v in fields.items() if k != "steps"}, "lora_rank": args.lora_rank},
     }  # fmt: skip
 
 
@@ -583,7 +585,7 @@ def without_grpo_set(argv: list[str]) -> list[str]:
 
 def print_grpo(args, sides: list[tuple[str, dict]]) -> None:
     c = sides[0][1]["config"]
-    print(f"GRPO step benchmark ({args.checkpoint}; LoRA rank {args.lora_rank}; {c['prompts_per_step']} prompts x "
+    print(f"GRPO step benchmark ({args.checkpoint}; LoRA rank {c['lora_rank']}; {c['prompts_per_step']} prompts x "
           f"{c['group_size']} completions, at most {c['max_new_tokens']} new tokens; {args.dtype}; median of "
           f"{args.repeats} steps after a compiling one)\n")  # fmt: skip
     rows = [("code", "s a step", "rollout new tokens/s", "update tokens/s", "mean completion", "first step (s)",
@@ -731,7 +733,7 @@ def main(argv: list[str] | None = None) -> None:
         args.repeats = 3 if args.what == "grpo" else 10
     if args.batch is None:
         args.batch = {"train": 16, "lora": 4}.get(args.what, 32)
-    if args.what == "lora" and not args.lora_rank:
+    if args.what in ("lora", "grpo") and not args.lora_rank:  # in every process: a side's too
         args.lora_rank = 16
     if args.side:
         if args.code:  # another checkout's packages, found before this one's (and before the editable install)
@@ -758,7 +760,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "grpo":
         if not args.checkpoint:
             raise SystemExit("bench: grpo needs --checkpoint (a Hugging Face directory with its tokenizer.json)")
-        args.lora_rank = args.lora_rank or 16
         sides = [("this code", run_side(raw, "jax"))]
         if args.baseline:
             sides.append((args.baseline, run_side(without_grpo_set(raw), "jax", code=baseline_tree(args.baseline))))
