@@ -25,12 +25,19 @@ def attend(q: jax.Array, kt: jax.Array, v: jax.Array, mask: jax.Array, cap: floa
     return _forward(q, kt, v, mask, cap)[0]
 
 
-def _forward(q, kt, v, mask, cap):
-    b, heads, rows, _ = q.shape
-    t, s = mask.shape[1:]
-    logits = jnp.einsum("bkrh,bkhs->bkrs", q, kt, preferred_element_type=jnp.float32)
+def _masked_softmax(logits: jax.Array, mask: jax.Array, cap: float | None) -> tuple[jax.Array, jax.Array]:
+    """Weights [B, K, T·G, S] of float32 logits [B, K, T·G, S] under mask [B, T, S], and the capped logits
+    as [B, K, T, G, S] (the backward's input)."""
+    b, heads, rows, s = logits.shape
+    t = mask.shape[1]
     capped = softcap(logits, cap).reshape(b, heads, t, rows // t, s)
     probs = jax.nn.softmax(jnp.where(mask[:, None, :, None], capped, _NEG), axis=-1).reshape(b, heads, rows, s)
+    return probs, capped
+
+
+def _forward(q, kt, v, mask, cap):
+    logits = jnp.einsum("bkrh,bkhs->bkrs", q, kt, preferred_element_type=jnp.float32)
+    probs, capped = _masked_softmax(logits, mask, cap)
     out = jnp.einsum("bkrs,bksh->bkrh", probs.astype(v.dtype), v)
     return out, (q, kt, v, mask, probs, out, None if cap is None else capped)
 
@@ -66,13 +73,9 @@ def attend_beside_cache(
     layer's, every step) to keep the write in place. One softmax runs over both sets of logits.
     cache_mask [B, T, S] must hide the slot being written; self_mask [B, T, T] is this call's own.
     """
-    b, heads, rows, _ = q.shape
-    t, s = self_mask.shape[1], cache_mask.shape[2]
+    s = cache_mask.shape[2]
     logits = jnp.concatenate([jnp.einsum("bkrh,bkhs->bkrs", q, cache_kt, preferred_element_type=jnp.float32),
                               jnp.einsum("bkrh,bkhs->bkrs", q, kt, preferred_element_type=jnp.float32)], axis=-1)
-    mask = jnp.concatenate([cache_mask, self_mask], axis=-1)
-    capped = softcap(logits, cap).reshape(b, heads, t, rows // t, s + t)
-    probs = jax.nn.softmax(jnp.where(mask[:, None, :, None], capped, _NEG), axis=-1).reshape(b, heads, rows, s + t)
-    probs = probs.astype(v.dtype)
+    probs = _masked_softmax(logits, jnp.concatenate([cache_mask, self_mask], axis=-1), cap)[0].astype(v.dtype)
     return (jnp.einsum("bkrs,bksh->bkrh", probs[..., :s], cache_v.astype(v.dtype))
             + jnp.einsum("bkrs,bksh->bkrh", probs[..., s:], v))
