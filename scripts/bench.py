@@ -84,6 +84,11 @@ def model_config(args):
     return configs.PRESET_SHAPES[args.preset]()
 
 
+def matmul_params(cfg) -> int:
+    """The parameters every token multiplies (the tied LM head included): all but the norms' weights."""
+    return cfg.num_params() - cfg.num_hidden_layers * 6 * cfg.hidden_size
+
+
 def train_flops_per_token(cfg, seq_len: int) -> dict[str, float]:
     """A training step's FLOPs per token in both conventions: 6N (N: the matmul parameters, the tied LM
     head included) and 6N + attention (QKᵀ and PV: causal at half, sliding layers at their window)."""
@@ -91,8 +96,8 @@ def train_flops_per_token(cfg, seq_len: int) -> dict[str, float]:
     for kind in cfg.layer_types:
         span = min(seq_len, cfg.sliding_window or seq_len) if kind == "sliding_attention" else seq_len
         attn += 2 * 2 * cfg.num_attention_heads * cfg.head_dim * span * (0.5 if span == seq_len else 1.0)
-    matmul_params = cfg.num_params() - cfg.num_hidden_layers * 6 * cfg.hidden_size
-    return {"6N": 6 * matmul_params, "6N + attention": 3 * (2 * matmul_params + attn)}
+    n = matmul_params(cfg)
+    return {"6N": 6 * n, "6N + attention": 3 * (2 * n + attn)}
 
 
 # ---------------------------------------------------------------- sides (each in its own process)
@@ -336,27 +341,26 @@ def lora_flops_per_token(cfg, seq_len: int, rank: int, targets: tuple[str, ...])
 
     full = train_flops_per_token(cfg, seq_len)
     attention = (full["6N + attention"] - full["6N"]) / 3
-    matmul_params = full["6N"] / 6
+    n = full["6N"] / 6
     shapes = projection_shapes(cfg)
     adapters = cfg.num_hidden_layers * sum(rank * sum(shapes[t]) for t in targets)
-    return 4 * matmul_params + 3 * attention + 6 * adapters
+    return 4 * n + 3 * attention + 6 * adapters
 
 
 def decode_flops_per_token(cfg, args) -> float:
     """One new token's FLOPs: 2N (every matmul weight once, the tied LM head included) and attention
     over the keys so far at the run's mean length (sliding layers at most their window)."""
-    matmul_params = cfg.num_params() - cfg.num_hidden_layers * 6 * cfg.hidden_size
     mean_length = args.prompt + args.new_tokens / 2
     spans = [min(mean_length, cfg.sliding_window or mean_length) if kind == "sliding_attention" else mean_length
              for kind in cfg.layer_types]  # fmt: skip
-    return 2 * matmul_params + 4 * cfg.num_attention_heads * cfg.head_dim * sum(spans)
+    return 2 * matmul_params(cfg) + 4 * cfg.num_attention_heads * cfg.head_dim * sum(spans)
 
 
 def prefill_flops_per_row(cfg, args) -> float:
     """A prompt's FLOPs before its first new token: every layer's matmuls for each prompt token (2 × the
     matmul weights less the tied head, which reads the last position only) and causal attention."""
     head = cfg.vocab_size * cfg.hidden_size
-    layers = cfg.num_params() - cfg.num_hidden_layers * 6 * cfg.hidden_size - head
+    layers = matmul_params(cfg) - head
     spans = [min(args.prompt, cfg.sliding_window or args.prompt) if kind == "sliding_attention" else args.prompt
              for kind in cfg.layer_types]  # fmt: skip
     return 2 * layers * args.prompt + 2 * head + sum(4 * cfg.num_attention_heads * cfg.head_dim * span * args.prompt / 2
@@ -551,8 +555,6 @@ def jax_grpo(args) -> dict:
         "rollout_tokens_per_s": median([r["rollout_tokens_per_second"] for r in timed]),
         "update_tokens_per_s": median([r["update_tokens_per_second"] for r in timed]),
         "completion_length": statistics.mean(r["completion_length"] for r in timed),
-        "steps_s": [round(b - a, 2) for a, b in zip(stamps[1:], stamps[2:])],
-        "update_tokens_per_s_each": [round(r["update_tokens_per_second"], 1) for r in timed],
         "first_step_s": stamps[1] - stamps[0], "peak_rss_mib": peak_rss_mib(), "device": jax_device_name(),
         "code": str(code),
         "config": {**{k: v for k, v in fields.items() if k != "steps"}, "lora_rank": args.lora_rank},
@@ -746,7 +748,7 @@ def main(argv: list[str] | None = None) -> None:
             from training import sampler
 
             # as predict and grpo do (an older commit's code, --baseline, names it split_host_cpu)
-            setup = getattr(sampler, "configure_host_cpu", None) or getattr(sampler, "split_host_cpu")
+            setup = getattr(sampler, "configure_host_cpu", None) or sampler.split_host_cpu
             setup(1 if args.one_device else 2)
         print(json.dumps(SIDES[(args.what, args.side)](args)))
         return
