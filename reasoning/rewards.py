@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.answers import parse_completion
+from reasoning.judge import Judge, JudgeError, Task, parse_rubric
 from reasoning.scoring import parse_bool, parse_number, score_answer
 from reasoning.working import check
 
-BUILTIN = ("format", "correctness", "partial", "overlength", "working")
+BUILTIN = ("format", "correctness", "partial", "overlength", "working", "judge")
 WORKING_CREDITS = ("share", "prefix")
 
 
@@ -68,7 +69,8 @@ def format_reward(r: Rollout) -> float:
 
 def _score(r: Rollout, rel_tolerance: float, partial_within: float) -> tuple[bool, bool]:
     answer = parse_completion(r.completion)["answer"]
-    return score_answer(answer, expected_answer(r.record), answer_type(r.record), rel_tolerance, partial_within)
+    return score_answer(answer, expected_answer(r.record), answer_type(r.record), rel_tolerance, partial_within,
+                        choices=r.record.get("choices"))
 
 
 def correctness_reward(r: Rollout, rel_tolerance: float, partial_within: float) -> float:
@@ -98,6 +100,20 @@ def working_reward(r: Rollout, rel_tolerance: float, credit: str = "share") -> f
     if credit not in WORKING_CREDITS:
         raise RewardError(f"grpo.working_credit: {credit!r} (expected one of {', '.join(WORKING_CREDITS)})")
     return working.share if credit == "share" else working.prefix
+
+
+def judge_reward(r: Rollout, judge: Judge | None) -> float:
+    """In [0, 1]: the rubric judge's score of the completion against the record's `rubric` (or the default
+    rubric); 0 for a gated completion, and for a failed judgment, which the judge counts (`judge.failed`).
+    A judge that cannot be asked (endpoint down) stops the run."""
+    if judge is None:
+        raise RewardError("grpo.rewards.judge: no judge configured (params judge)")
+    try:
+        rubric = parse_rubric(r.record.get("rubric"), f"record {r.record.get('id')!r} rubric")
+        (judgment,) = judge.judge([Task(r.prompt, r.completion, rubric)])
+    except JudgeError as err:
+        raise RewardError(str(err)) from None
+    return judgment["score"] if judgment["score"] is not None else 0.0
 
 
 def load_user_reward(spec: str, search_path: Sequence[Path] = ()) -> Callable[..., float]:
@@ -142,6 +158,7 @@ class RewardSet:
     overlength_buffer: int = 0
     search_path: Sequence[Path] = ()
     working_credit: str = "share"  # share | prefix (working_reward)
+    judge: Judge | None = None  # the rubric judge (judge_reward), needed when the `judge` weight is not 0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.weights) - set(BUILTIN))
@@ -165,6 +182,8 @@ class RewardSet:
             return partial_reward(r, self.rel_tolerance, self.partial_within)
         if name == "overlength":
             return overlength_penalty(r, self.overlength_buffer)
+        if name == "judge":
+            return judge_reward(r, self.judge)
         if name == "working":
             return working_reward(r, self.rel_tolerance, self.working_credit)
         return call_user_reward(name, self._user_fns[name], r)

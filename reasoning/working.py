@@ -29,6 +29,10 @@ to letters or to `:`/`.`/`,` digits (times `3:45`, versions `1.2.3`, `5th`, `3x`
 `==`/`<=`/`=>` and friends, a no-space `5-10` read as a range, `%` added to or
 compared with a number of unstated base (`100 + 20% = 120`, `20% = $30`).
 
+Bounded: any text is read in time linear in its length (or nearly) and never raises. A number
+of more than MAX_DIGITS digits, a value whose numerator or denominator passes MAX_BITS bits, or
+brackets and signs nested deeper than MAX_DEPTH make the chain holding them unreadable: no claim.
+
 Rounding: a stated number agrees within `rel_tolerance * max(1, |expected|)` (as
 `evaluate` scores answers), and a stated number showing d ≥ 1 decimal places
 also agrees when it is the exact value rounded to d places (half up or half
@@ -46,6 +50,12 @@ from fractions import Fraction
 from reasoning import worked
 
 DEFAULT_TOLERANCE = 1e-6  # evaluate.rel_tolerance's default; callers pass the configured one
+# Far beyond any arithmetic a reasoning shows, and what keeps reading any text cheap: digits of one
+# number as written, bits of a value's numerator or denominator (products and quotients grow them),
+# and brackets or signs nested (each level is four Python frames of the recursive descent).
+MAX_DIGITS = 100
+MAX_BITS = 1024
+MAX_DEPTH = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,9 +139,13 @@ def agrees(stated: Fraction, shown_places: int, exact: Fraction, rel_tolerance: 
 
 
 def _round(x: Fraction, places: int, mode: str) -> Fraction:
-    with localcontext() as ctx:
-        ctx.prec = 60
-        return Fraction((Decimal(x.numerator) / Decimal(x.denominator)).quantize(Decimal(1).scaleb(-places), mode))
+    """`x` rounded to `places` decimals, ties away from zero (ROUND_HALF_UP) or to even: exact, in integers
+    (a Decimal context of fixed precision cannot quantize a value with more digits than it holds)."""
+    scale = 10**places
+    q, r = divmod(abs(x.numerator) * scale, x.denominator)
+    if 2 * r > x.denominator or (2 * r == x.denominator and (mode == ROUND_HALF_UP or q % 2)):
+        q += 1
+    return Fraction(-q if x < 0 else q, scale)
 
 
 def _terminates(x: Fraction) -> bool:
@@ -218,11 +232,21 @@ class _Unreadable(Exception):
     pass
 
 
+def _bounded(value: Fraction) -> Fraction:
+    if value.numerator.bit_length() > MAX_BITS or value.denominator.bit_length() > MAX_BITS:
+        raise _Unreadable  # a number it cannot hold is no claim
+    return value
+
+
 def _read_num(text: str) -> _Num:
+    """The number a literal writes; _Unreadable past the bounds, ValueError when it is not one."""
     body = text.lstrip("$€£")
     percent = body.endswith("%")
     body = body.rstrip("%")
-    value = Fraction(body.replace(",", ""))
+    mantissa, _, exponent = body.lower().partition("e")  # a calculator note may state 1e5
+    if len(mantissa) > 2 * MAX_DIGITS or sum(map(str.isdigit, mantissa)) > MAX_DIGITS or len(exponent) > 4:
+        raise _Unreadable
+    value = _bounded(Fraction(body.replace(",", "")))
     places = len(body.partition(".")[2])
     return _Num(value / 100 if percent else value, percent, places, "," in body, text)
 
@@ -232,6 +256,7 @@ class _Expr:
 
     def __init__(self, toks: list[_Tok]):
         self.toks, self.i = toks, 0
+        self.depth = 0  # brackets and signs open around the current token
         self.nums: list[_Num] = []
         self.additive_percent = False
 
@@ -253,7 +278,7 @@ class _Expr:
             self.i += 1
             rhs, rpct = self.product()
             terms_pct.append(rpct)
-            value = value + rhs if _OPS[t.text] == "+" else value - rhs
+            value = _bounded(value + rhs if _OPS[t.text] == "+" else value - rhs)
         if len(terms_pct) > 1 and any(terms_pct):
             self.additive_percent = True  # 100 + 20%: a percent of an unstated base
         return value, len(terms_pct) == 1 and pct
@@ -266,20 +291,27 @@ class _Expr:
             rhs, _ = self.unary()
             factors += 1
             if _OPS[t.text] == "*":
-                value *= rhs
+                value = _bounded(value * rhs)
             elif rhs == 0:
                 raise _Unreadable
             else:
-                value /= rhs
+                value = _bounded(value / rhs)
         return value, pct and factors == 1  # a percent times something is a plain number
 
     def unary(self) -> tuple[Fraction, bool]:
-        t = self.peek()
-        if t and t.kind == "op" and t.text in "-+":  # GSM8K writes notes such as <<+30+46=76>>
-            self.i += 1
-            value, pct = self.unary()
-            return (-value if t.text == "-" else value), pct
-        return self.atom()
+        # Every nesting (a sign, a bracket) passes here: the depth bound keeps the recursion finite.
+        if self.depth >= MAX_DEPTH:
+            raise _Unreadable
+        self.depth += 1
+        try:
+            t = self.peek()
+            if t and t.kind == "op" and t.text in "-+":  # GSM8K writes notes such as <<+30+46=76>>
+                self.i += 1
+                value, pct = self.unary()
+                return (-value if t.text == "-" else value), pct
+            return self.atom()
+        finally:
+            self.depth -= 1
 
     def atom(self) -> tuple[Fraction, bool]:
         t = self.peek()
@@ -304,7 +336,10 @@ def _is_range(toks: list[_Tok], line: str, offset: int) -> bool:
     """`5-10` written without spaces and going down: a range, not a subtraction."""
     for a, op, b in zip(toks, toks[1:], toks[2:]):
         if (a.kind, op.kind, b.kind) == ("num", "op", "num") and op.text == "-" and a.end == op.start and op.end == b.start:
-            x, y = _read_num(a.text).value, _read_num(b.text).value
+            try:
+                x, y = _read_num(a.text).value, _read_num(b.text).value
+            except (_Unreadable, ValueError):
+                continue  # the chain itself is unreadable then
             if x < y:
                 return True
     return False
@@ -324,17 +359,36 @@ def _segments(toks: list[_Tok]) -> Iterator[list[_Tok]]:
         yield run
 
 
-def _chain_claims(line: str, offset: int, text: str, rel_tolerance: float) -> list[Claim]:
+class _Shifted:
+    """`line` read as if `offset` spaces came before it (indices are positions in the whole text),
+    without building that string: one per line would make a text of many lines quadratic."""
+
+    def __init__(self, line: str, offset: int):
+        self.line, self.offset = line, offset
+
+    def __len__(self) -> int:
+        return self.offset + len(self.line)
+
+    def __getitem__(self, key: int | slice) -> str:
+        if isinstance(key, slice):
+            start, stop = key.start or 0, len(self) if key.stop is None else key.stop
+            pad = " " * max(0, min(stop, self.offset) - start)
+            return pad + self.line[max(0, start - self.offset):max(0, stop - self.offset)]
+        return " " if key < self.offset else self.line[key - self.offset]
+
+
+def _chain_claims(line: str, offset: int, text: str | _Shifted, rel_tolerance: float) -> list[Claim]:
     toks = _tokens(line, offset)
+    index = {t.start: i for i, t in enumerate(toks)}
     claims = []
     for seg in _segments(toks):
         if not any(t.kind == "eq" for t in seg):
             continue
-        claims.extend(_check_chain(seg, toks, text, rel_tolerance))
+        claims.extend(_check_chain(seg, toks, index, text, rel_tolerance))
     return claims
 
 
-def _touching(text: str, pos: int, before: bool) -> str:
+def _touching(text: str | _Shifted, pos: int, before: bool) -> str:
     """The character right before (or at) `pos` in `text`, '' when none or whitespace."""
     i = pos - 1 if before else pos
     if i < 0 or i >= len(text) or text[i].isspace():
@@ -342,12 +396,17 @@ def _touching(text: str, pos: int, before: bool) -> str:
     return text[i]
 
 
-def _check_chain(seg: list[_Tok], toks: list[_Tok], text: str, rel_tolerance: float) -> list[Claim]:
+def _check_chain(
+    seg: list[_Tok], toks: list[_Tok], index: dict[int, int], text: str | _Shifted, rel_tolerance: float
+) -> list[Claim]:
     # Unmatched brackets at the ends belong to the prose around the chain: "(so 3 + 4 = 7)".
-    while seg and seg[0].kind == "lp" and sum(t.kind == "lp" for t in seg) > sum(t.kind == "rp" for t in seg):
-        seg = seg[1:]
-    while seg and seg[-1].kind == "rp" and sum(t.kind == "rp" for t in seg) > sum(t.kind == "lp" for t in seg):
-        seg = seg[:-1]
+    lps, rps = sum(t.kind == "lp" for t in seg), sum(t.kind == "rp" for t in seg)
+    i, j = 0, len(seg)
+    while i < j and seg[i].kind == "lp" and lps > rps:
+        i, lps = i + 1, lps - 1
+    while i < j and seg[j - 1].kind == "rp" and rps > lps:
+        j, rps = j - 1, rps - 1
+    seg = seg[i:j]
     if not seg:
         return []
     sides: list[list[_Tok]] = [[]]
@@ -372,7 +431,7 @@ def _check_chain(seg: list[_Tok], toks: list[_Tok], text: str, rel_tolerance: fl
         return []
     # A leading minus right after a word or a number continues that: "total - 5 = 3".
     if first.kind == "op":
-        idx = next(i for i, t in enumerate(toks) if t.start == first.start)
+        idx = index[first.start]
         if first.text != "-" or (idx > 0 and toks[idx - 1].kind in ("word", "num", "rp")):
             return []
     if _is_range(seg, text, 0):
@@ -465,7 +524,7 @@ def _note_claims(line: str, offset: int, rel_tolerance: float) -> tuple[list[Cla
 def _division_fact(fact: str) -> tuple[bool, str] | None:
     """`49/6=8 (48) r1`: quotient digit's product, then the remainder (less than the divisor); None if not one."""
     m = re.fullmatch(r"(\d+)/(\d+)=(\d+) \((\d+)\) r(\d+)", fact)
-    if not m:
+    if not m or any(len(g) > MAX_DIGITS for g in m.groups()):
         return None
     n, f, q, p, r = map(int, m.groups())
     if f == 0:
@@ -478,11 +537,14 @@ def _division_claims(line: str, offset: int) -> tuple[list[Claim], str]:
     claims = []
     blanked = list(line)
     for m in _DIVISION.finditer(line):
-        ok, should = _division_fact(m[0])
-        claims.append(Claim("division", m[0], offset + m.start(), offset + m.end(), m[0], should, ok,
-                            m[0] if ok else should))
         for i in range(m.start(), m.end()):
             blanked[i] = " "
+        fact = _division_fact(m[0])
+        if fact is None:  # by zero, or past the bounds: no claim
+            continue
+        ok, should = fact
+        claims.append(Claim("division", m[0], offset + m.start(), offset + m.end(), m[0], should, ok,
+                            m[0] if ok else should))
     return claims, "".join(blanked)
 
 
@@ -536,7 +598,7 @@ def _fact_alone(fact: str, start: int, rel_tolerance: float) -> list[Claim]:
         x, y = int(m[1]), int(m[3])
         sign = "=" if x == y else ">" if x > y else "<"
         return [Claim("column", fact, start, start + len(fact), m[2], sign, sign == m[2], f"{x}{sign}{y}")]
-    claims = _chain_claims(fact, start, " " * start + fact, rel_tolerance)
+    claims = _chain_claims(fact, start, _Shifted(fact, start), rel_tolerance)
     return [dataclasses.replace(c, kind="column", value=None) for c in claims]
 
 
@@ -559,6 +621,10 @@ def _fact_claims(facts: str, start: int, reference: list[str] | None, rel_tolera
 
 
 def _column_claims(line: str, offset: int, rel_tolerance: float) -> list[Claim] | None:
+    """The claims of a line of column notation; None when the line is not one (or holds a number past
+    MAX_DIGITS: then it is read as free text, where such a number makes its chain unreadable)."""
+    if any(len(n) > MAX_DIGITS for n in re.findall(r"\d+", line)):
+        return None
     m = _COLUMN.match(line)
     if m:
         a, op, b = m["a"], m["op"], m["b"]
@@ -637,7 +703,7 @@ def check(reasoning: str | None, rel_tolerance: float = DEFAULT_TOLERANCE) -> Wo
         else:
             notes, blanked = _note_claims(line, offset, rel_tolerance)
             divisions, blanked = _division_claims(blanked, offset)
-            page = " " * offset + blanked  # spans and touching characters read against the blanked line
+            page = _Shifted(blanked, offset)  # spans and touching characters read against the blanked line
             claims.extend(notes + divisions + _chain_claims(blanked, offset, page, rel_tolerance))
         offset += len(raw) + 1
     claims.sort(key=lambda c: (c.start, c.end))

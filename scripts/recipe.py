@@ -4,37 +4,63 @@
     python scripts/recipe.py recipes/gemma3-270m.yaml --print    # the command, not run
 
 A recipe file holds `name` (the experiment's) and `params`, a nested mapping in params.yaml's layout;
-each leaf becomes one `-S key=value`. `dvc exp show` then sets the experiment beside the workspace.
+each leaf becomes one `-S key=value`, and a key params.yaml lacks (a new eval set, a user reward)
+one `-S +key=value`, which adds it. The recipe is read as params.yaml is (`2026-12-06` is a string),
+and params.yaml with the recipe merged in is checked against schemas/params.schema.json before DVC
+starts: an error is one line naming the recipe's line (or params.yaml's), and exit status 1.
+`dvc exp show` then sets the experiment beside the workspace.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-import yaml
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from stages.common import (  # noqa: E402
+    PARAMS_FILE, StageError, error_path, field_path, load_params, read_yaml, run_stage, schema_error, shorten, yaml_line,
+)  # fmt: skip
+
+# A key Hydra's override grammar takes bare in a dotted path (its ID); any other (`my_rewards:fn`) is
+# written inside a mapping value, escaped.
+BARE_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
+ESCAPED = re.compile(r"([\\()\[\]{}:=, \t])")
+JSON_SCALARS = (str, int, float, bool, type(None))
 
 
-def set_params(params: dict, prefix: str = "") -> list[str]:
-    """`-S` values for every leaf of `params` (a list or a mapping under a `sets`-like key stays whole)."""
+def set_params(params: dict, workspace: Any = None, prefix: str = "") -> list[str]:
+    """`-S` values for every leaf of `params` (lists stay whole): `key=value` for a key `workspace`
+    (params.yaml) has, `+key=value` for one it lacks. A mapping whose keys are not all bare, or that
+    replaces a value that is not a mapping, is set whole (`++` merges it into a mapping there)."""
     out = []
     for key, value in params.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out += set_params(value, f"{name}.")
+        there = isinstance(workspace, dict) and key in workspace
+        below = workspace[key] if there else None
+        if isinstance(value, dict) and value and all(BARE_KEY.fullmatch(k) for k in value) and (
+            not there or isinstance(below, dict)
+        ):
+            out += set_params(value, below, f"{name}.")
         else:
-            out.append(f"{name}={override(value)}")
+            merge = isinstance(value, dict) and value and isinstance(below, dict)  # Hydra adds no key to a mapping with `=`
+            op = ("++" if merge else "") if there else "+"
+            out.append(f"{op}{name}={override(value)}")
     return out
 
 
 def override(value) -> str:
-    """`value` in the override grammar `dvc exp run -S` reads (Hydra's): quoted strings, bare keys."""
+    """`value` in the override grammar `dvc exp run -S` reads (Hydra's): quoted strings, escaped keys."""
     if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{override(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(ESCAPED.sub(r"\\\1", k) + ":" + override(v) for k, v in value.items()) + "}"
     if isinstance(value, list):
         return "[" + ",".join(override(v) for v in value) + "]"
     if isinstance(value, str):
@@ -42,12 +68,80 @@ def override(value) -> str:
     return json.dumps(value)  # numbers, true/false, null
 
 
-def command(recipe: Path) -> list[str]:
-    spec = yaml.safe_load(recipe.read_text())
-    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or not isinstance(spec.get("params"), dict):
-        sys.exit(f"{recipe}: expected a mapping with `name` (a string) and `params` (a mapping)")
+def read_recipe(recipe: Path) -> tuple[dict, str]:
+    """The recipe's mapping and its text; anything else is a one-line StageError naming its line."""
+    if not recipe.exists():
+        raise StageError(f"{recipe}: file not found (a recipe holds `name` and `params`: see recipes/)")
+    spec, text = read_yaml(recipe)
+    if not isinstance(spec, dict):
+        raise StageError(f"{recipe}: expected a mapping with `name` (a string) and `params` (a mapping)")
+    for key, kind in (("name", str), ("params", dict)):
+        if not isinstance(spec.get(key), kind):
+            raise StageError(f"{recipe}:{yaml_line(text, [key])}: {key}: expected {'a string' if kind is str else 'a mapping'}")
+    bad = _not_json(spec["params"], [])
+    if bad is not None:
+        keys, what = bad
+        raise StageError(f"{recipe}:{yaml_line(text, ['params', *keys])}: {field_path(keys)}: {what}")
+    return spec, text
+
+
+def _not_json(node: Any, keys: list) -> tuple[list, str] | None:
+    """Where the recipe holds something params.yaml cannot (a YAML set, binary, a key not a string)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                return keys, f"key {key!r} is a YAML {type(key).__name__}, params keys are strings"
+            found = _not_json(value, [*keys, key])
+            if found:
+                return found
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found = _not_json(value, [*keys, i])
+            if found:
+                return found
+    elif not isinstance(node, JSON_SCALARS):
+        return keys, f"a YAML {type(node).__name__} is not a params value (quote it for a string)"
+    return None
+
+
+def merged(workspace: Any, changes: Any) -> Any:
+    """params.yaml as `dvc exp run -S` leaves it: mappings merged key by key, anything else replaced."""
+    if isinstance(workspace, dict) and isinstance(changes, dict):
+        return {**workspace, **{k: merged(workspace.get(k), v) for k, v in changes.items()}}
+    return changes
+
+
+def check(spec: dict, text: str, recipe: Path, workspace: dict, params_file: str | Path = PARAMS_FILE) -> None:
+    """params.yaml with the recipe merged in must be valid: one line naming the recipe's line for a
+    key the recipe sets (params.yaml's otherwise)."""
+    err = schema_error(merged(workspace, spec["params"]), "params")
+    if err is None:
+        return
+    keys = error_path(err)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = err.schema.get("properties", {})
+        keys += [k for k in err.instance if k not in allowed][:1]  # the unexpected key's own line
+    ours, node = [], spec["params"]
+    for key in keys:  # the part of the path the recipe itself holds
+        held = key in node if isinstance(node, dict) else isinstance(node, list) and isinstance(key, int) and key < len(node)
+        if not held:
+            break
+        ours.append(key)
+        node = node[key]
+    if ours:
+        where = f"{recipe}:{yaml_line(text, ['params', *ours])}"
+    else:
+        where = f"{params_file}:{yaml_line(Path(params_file).read_text(encoding='utf-8'), keys)}"
+    raise StageError(f"{where}: {field_path(keys)}: {shorten(err.message)}")
+
+
+def command(recipe: Path, params_file: str | Path = PARAMS_FILE) -> list[str]:
+    """The `dvc exp run` of `recipe` over the workspace's params.yaml, checked before it runs."""
+    spec, text = read_recipe(recipe)
+    workspace = load_params(path=params_file)
+    check(spec, text, recipe, workspace, params_file)
     args = ["dvc", "exp", "run", "--name", spec["name"]]
-    for value in set_params(spec["params"]):
+    for value in set_params(spec["params"], workspace):
         args += ["-S", value]
     return args
 
@@ -65,4 +159,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -10,17 +10,23 @@ records which base it was.
 
 DVC tracks `models/`, so the checkpoint lives there: a file, or a link to one
 (`ln -s /kaggle/input/…/model.gguf models/`); a Hugging Face directory as a
-folder of files or links (DVC does not follow a link to a folder).
+folder of files or links. A link to a folder is refused: DVC does not follow
+one, so weights changed behind it would never re-run the pipeline. Weights are
+checked readable (every safetensors header and tensor byte range) before the copy.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
+from safetensors import safe_open
+
 from stages import paths
 from stages.common import (
-    StageError, atomic_path, load_params, param_error, params_where, run_stage, sha256_file, write_json,
+    StageError, atomic_path, load_params, param_error, params_where, run_stage, sha256_file, shorten, write_json,
 )  # fmt: skip
 from training.config import shape_mismatch
 from training.hf_io import WEIGHT_FILES, CheckpointError, read_config
@@ -30,17 +36,29 @@ BASE_FILE = "base.json"
 
 
 def checkpoint_path(model: dict, root: Path) -> Path:
-    """The checkpoint `model.checkpoint` names, which must lie inside models/ (one line otherwise)."""
+    """The checkpoint `model.checkpoint` names, which must lie inside models/ (one line otherwise).
+
+    The path is normalised first (`models/../../elsewhere` is outside), and no folder on the way to it
+    may be a link: DVC hashes what it finds in models/ to decide what re-runs, and it does not follow
+    a link to a folder, so the weights behind one could change and nothing would re-run."""
     named = model.get("checkpoint")
     if not named:
         raise param_error("model", "checkpoint", root=root,
                           message=f"preset {model['preset']} needs a Hugging Face directory or a GGUF file")  # fmt: skip
-    path = Path(named) if Path(named).is_absolute() else root / named
-    models = (root / paths.MODELS).absolute()
-    if models not in path.absolute().parents:
+    models = Path(os.path.abspath(root / paths.MODELS))
+    absolute = Path(os.path.abspath(root / named))  # lexically, `..` included: the links are checked below
+    if models not in absolute.parents:
         raise param_error("model", "checkpoint", root=root, message=(
             f"{named} is outside {paths.MODELS}/, the folder DVC tracks for base weights "
-            f"(link it there: ln -s {Path(named).absolute()} {paths.MODELS}/)"
+            f"(link it there: ln -s {absolute} {paths.MODELS}/)"
+        ))  # fmt: skip
+    path = root / paths.MODELS / absolute.relative_to(models)
+    linked = _linked_folder(root, path)
+    if linked is not None:
+        raise param_error("model", "checkpoint", root=root, message=(
+            f"{linked.relative_to(root)} is a link to a folder, which DVC does not follow (weights changed behind it "
+            f"would never re-run the pipeline): replace it with a folder of the checkpoint's files, copied or each "
+            f"linked (stages.base.link_into_models links them)"
         ))  # fmt: skip
     if not path.exists():
         where = params_where("model", "checkpoint", root=root)
@@ -48,14 +66,27 @@ def checkpoint_path(model: dict, root: Path) -> Path:
     return path
 
 
+def _linked_folder(root: Path, path: Path) -> Path | None:
+    """The first of models/ and the folders from it down to `path` (itself included) that is a link to a folder."""
+    relative = path.relative_to(root / paths.MODELS)
+    for depth in range(len(relative.parts) + 1):
+        step = root / paths.MODELS / Path(*relative.parts[:depth])
+        if step.is_symlink() and step.is_dir():
+            return step
+    return None
+
+
 def link_into_models(source: Path, root: Path = Path(".")) -> Path:
     """Link a checkpoint from elsewhere (a Kaggle input) into models/; return the path to name in
-    `model.checkpoint`. A GGUF file is linked as it is, a Hugging Face directory file by file."""
+    `model.checkpoint`. A GGUF file is linked as it is, a Hugging Face directory file by file (a link
+    to the folder DVC would not follow; checkpoint_path refuses one)."""
     source = Path(source).expanduser().absolute()
     target = root / paths.MODELS / source.name
     files = [source] if source.is_file() else source_files(source)
     if not files:
         raise StageError(f"{source}: not a Hugging Face directory or a .gguf file")
+    if target.is_symlink():  # an earlier link to the folder itself: its files would be linked onto themselves
+        target.unlink()
     if source.is_dir():
         target.mkdir(parents=True, exist_ok=True)
     for file in files:
@@ -91,10 +122,34 @@ def write_base(model: dict, source: Path, out: Path) -> str:
     if not any((source / name).is_file() for name in WEIGHT_FILES):
         # Weights come only from safetensors: a pytorch_model.bin is a pickle, never loaded.
         raise StageError(f"{source}: no {' or '.join(WEIGHT_FILES)} (weights are read from safetensors only)")
+    check_weights(source)
     out.mkdir()
     for file in source_files(source):
         shutil.copyfile(file, out / file.name)
     return "huggingface"
+
+
+def check_weights(directory: Path) -> None:
+    """Every safetensors file of a Hugging Face directory is readable: each shard its index lists is
+    there, and each file's header parses with every tensor's bytes inside the file (safetensors checks
+    that on opening), so a file cut short is one line here, not a base that fails in train."""
+    index = directory / WEIGHT_FILES[1]
+    files = {f for f in source_files(directory) if f.suffix == ".safetensors"}
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise StageError(f"{index}: not a safetensors index ({shorten(repr(err))})") from None
+        missing = [name for name in shards if not (directory / name).is_file()]
+        if missing:
+            raise StageError(f"{directory / missing[0]}: missing (a shard {index.name} lists)")
+        files |= {directory / name for name in shards}
+    for file in sorted(files):
+        try:
+            with safe_open(str(file), "np") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own SafetensorError (and OSError for an unreadable file)
+            raise StageError(f"{file}: unreadable safetensors ({shorten(str(err))})") from None
 
 
 def _check_shape(cfg, model: dict, where: Path) -> None:

@@ -7,6 +7,7 @@ Errors are `StageError`s whose message is one line naming file, line and field;
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import math
@@ -15,7 +16,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,15 @@ def shorten(message: str, limit: int = 160) -> str:
 
 
 class ParamsLoader(yaml.SafeLoader):
-    """YAML 1.2's numbers: `dvc exp run -S lr=5e-5` writes `5e-05`, which YAML 1.1 reads as a string."""
+    """YAML 1.2's numbers: `dvc exp run -S lr=5e-5` writes `5e-05`, which YAML 1.1 reads as a string.
+
+    And no dates: `run_version: 2026-12-06` means the string (no param is a date; YAML 1.1 would
+    make it a datetime.date, which is neither a schema type nor JSON)."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
 
 ParamsLoader.add_implicit_resolver(
@@ -119,11 +128,25 @@ def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> d
     Returns the whole document, or one section of it.
     """
     path = Path(path)
+    params, text = read_yaml(path)
+    err = schema_error(params, "params")
+    if err is not None:
+        line = yaml_line(text, error_path(err))
+        raise StageError(f"{path}:{line}: {field_path(error_path(err))}: {shorten(err.message)}")
+    params = integral_floats_as_ints(params)
+    return params if section is None else params[section]
+
+
+def read_yaml(path: str | Path) -> tuple[Any, str]:
+    """A YAML file read as params.yaml is (ParamsLoader), and its text; any problem is one line."""
+    path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-        params = yaml.load(text, Loader=ParamsLoader)
+        return yaml.load(text, Loader=ParamsLoader), text
     except FileNotFoundError:
         raise StageError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise StageError(f"{path}: a folder, not a file") from None
     except UnicodeDecodeError as err:
         raise StageError(f"{path}: not UTF-8 (byte {err.start})") from None
     except yaml.YAMLError as err:
@@ -132,11 +155,35 @@ def load_params(section: str | None = None, path: str | Path = PARAMS_FILE) -> d
             where = f"{path}:{mark.line + 1}"
             raise StageError(f"{where}: not valid YAML: {err.problem} (column {mark.column + 1})") from None
         raise StageError(f"{path}: not valid YAML: {shorten(str(err))}") from None
-    err = schema_error(params, "params")
-    if err is not None:
-        line = yaml_line(text, error_path(err))
-        raise StageError(f"{path}:{line}: {field_path(error_path(err))}: {shorten(err.message)}")
-    return params if section is None else params[section]
+
+
+@cache
+def _strict_integers(name: str) -> jsonschema.protocols.Validator:
+    """`name`'s validator with `integer` meaning a Python int: jsonschema's own takes 24000.0 for one."""
+    validator = schema_validator(name)
+    ints = validator.TYPE_CHECKER.redefine(
+        "integer", lambda checker, x: isinstance(x, int) and not isinstance(x, bool)
+    )  # fmt: skip
+    return jsonschema.validators.extend(type(validator), type_checker=ints)(validator.schema)
+
+
+def integral_floats_as_ints(params: Any, schema: str = "params") -> Any:
+    """`params` (valid against `schema`) with every float where the schema says integer made the int it
+    is: `dvc exp run -S seed.size=24e3` writes `24000.0`, which jsonschema accepts as an integer and
+    code such as range() or a split does not. The schema has already refused a non-integral one."""
+    out = copy.deepcopy(params)
+    pending = list(_strict_integers(schema).iter_errors(out))
+    while pending:
+        err = pending.pop()
+        pending += err.context or []
+        types = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        if err.validator == "type" and "integer" in types and isinstance(err.instance, float):
+            *parents, last = err.absolute_path
+            node = out
+            for key in parents:
+                node = node[key]
+            node[last] = int(err.instance)
+    return out
 
 
 def yaml_line(text: str, keys: list[Any]) -> int:
@@ -195,6 +242,11 @@ def read_jsonl(path: str | Path, schema: str | None = None, id_field: str | None
 
     Any problem is a StageError `path:line: field: message`.
     """
+    return [record for _, record in read_jsonl_lines(path, schema, id_field)]
+
+
+def read_jsonl_lines(path: str | Path, schema: str | None = None, id_field: str | None = "id") -> list[tuple[int, dict]]:
+    """(1-based line number, record) of every record of a JSONL file, checked as `read_jsonl` checks them."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -202,7 +254,7 @@ def read_jsonl(path: str | Path, schema: str | None = None, id_field: str | None
         raise StageError(f"{path}: file not found") from None
     if not raw.strip():
         raise StageError(f"{path}: file is empty")
-    records: list[dict] = []
+    records: list[tuple[int, dict]] = []
     seen: dict[Any, int] = {}
     for lineno, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
@@ -226,7 +278,7 @@ def read_jsonl(path: str | Path, schema: str | None = None, id_field: str | None
             if key in seen:
                 raise StageError(f"{where}: {id_field}: duplicate id {key!r} (first on line {seen[key]})")
             seen[key] = lineno
-        records.append(record)
+        records.append((lineno, record))
     return records
 
 
@@ -285,21 +337,38 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     Works for files and directories: a stage writes into the yielded path and
     readers only ever see the old output or the complete new one.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    target = tmp / path.name
-    try:
+    with atomic_paths(path) as (target,):
         yield target
-        if not target.exists():
-            raise RuntimeError(f"atomic_path: nothing was written for {path}")
-        if path.is_dir() and not path.is_symlink():
-            old = tmp / (path.name + ".old")
-            os.replace(path, old)  # a directory cannot be replaced in one step
-        os.replace(target, path)
+
+
+@contextlib.contextmanager
+def atomic_paths(*paths: str | Path) -> Iterator[list[Path]]:
+    """Yield a temporary sibling for each of `paths`, to commit several outputs together: all or none.
+
+    Compute everything first, write every temporary inside the block; only when the block ends without
+    an error and every temporary exists is each output replaced, by renames alone (nothing left that
+    could fail halfway through reports that must agree). On any failure every temporary is removed and
+    every output stays as it was.
+    """
+    outputs = [Path(p) for p in paths]
+    tmps: list[Path] = []
+    try:
+        for path in outputs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path)
+            tmps.append(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
+        targets = [tmp / path.name for tmp, path in zip(tmps, outputs)]
+        yield targets
+        for path, target in zip(outputs, targets):
+            if not target.exists():
+                raise RuntimeError(f"atomic_path: nothing was written for {path}")
+        for path, tmp, target in zip(outputs, tmps, targets):
+            if path.is_dir() and not path.is_symlink():
+                os.replace(path, tmp / (path.name + ".old"))  # a directory cannot be replaced in one step
+            os.replace(target, path)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for tmp in tmps:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
@@ -316,20 +385,37 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     return stale
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    """JSON text with each lone surrogate as its `\\uXXXX` escape. A model can write one (JSON's
+    "\\ud800" reads as a str holding it); it has no UTF-8, and escaped it reads back the same string."""
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m[0]):04x}", text)
+
+
 def dumps_json(obj: Any) -> str:
     """Canonical JSON text: sorted keys, two-space indent, trailing newline (stable bytes)."""
-    return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return _encodable(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)) + "\n"
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(dumps_json(obj), encoding="utf-8")
+    write_json_all({path: obj})
+
+
+def write_json_all(documents: Mapping[str | Path, Any]) -> None:
+    """Several JSON documents as one commit (atomic_paths): every text made, then every file written,
+    then all renamed; a document that cannot be written leaves every file as it was."""
+    texts = {Path(path): dumps_json(obj).encode("utf-8") for path, obj in documents.items()}
+    with atomic_paths(*texts) as tmps:
+        for tmp, data in zip(tmps, texts.values()):
+            tmp.write_bytes(data)
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for record in records:
-            f.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
+            f.write(_encodable(json.dumps(record, sort_keys=True, ensure_ascii=False)) + "\n")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -3,24 +3,25 @@
 `predict` and `evaluate` run once per set (a `foreach` over `evaluate.sets` in
 dvc.yaml); `seed` decontaminates against all of them; `report` takes
 `primary_score` from the one marked `primary: true`. A set is our eval-item
-JSONL (`format: items`, schemas/eval_item.schema.json) or a GSM8K-format file
-(`format: gsm8k`, JSONL or Parquet) whose `question` and `#### answer` become items.
+JSONL (`format: items`, schemas/eval_item.schema.json), a GSM8K-format file
+(`format: gsm8k`, JSONL or Parquet) whose `question` and `#### answer` become
+items, or any table file whose fields params map (`format: file`, stages/evalfile.py).
 Sets live under `evalsets/`, the folder `seed` and `package` track.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from stages import gsm8k, paths, tables
+from stages import evalfile, gsm8k, paths, tables
 from stages.common import PARAMS_FILE, StageError, params_where, read_json, read_jsonl, validate
 
-FORMATS = ("items", "gsm8k")
+FORMATS = ("items", "gsm8k", "file")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class EvalSet:
     path: Path  # relative to the repository root
     format: str
     primary: bool
+    fields: Mapping[str, str] = field(default_factory=dict)  # format file: role or breakdown -> the file's field
+    answer_type: str = "number"  # format file: of every row whose answer_type field does not say
+    few_shot: int = 0  # exemplars before each prompt (format file, rows marked by fields.exemplar)
 
 
 def _duplicate_name(root: Path) -> str | None:
@@ -68,12 +72,23 @@ def configured(params: Mapping[str, Any], root: Path = Path(".")) -> list[EvalSe
         if not (root / path).is_file():
             where = params_where("evaluate", "sets", name, "path", root=root)
             raise StageError(f"{spec['path']}: file not found ({where}: evaluate.sets.{name}.path)")
-        out.append(EvalSet(name, path, spec.get("format", "items"), bool(spec.get("primary", False))))
+        out.append(_evalset(name, spec, path, root))
     primaries = [s.name for s in out if s.primary]
     if len(primaries) != 1:
         why = "no set is marked primary: true" if not primaries else f"{len(primaries)} sets are marked primary ({', '.join(primaries)}); mark one"
         raise StageError(f"{params_where('evaluate', 'sets', root=root)}: evaluate.sets: {why}")
     return out
+
+
+def _evalset(name: str, spec: Mapping[str, Any], path: Path, root: Path) -> EvalSet:
+    fmt = spec.get("format", "items")
+    if fmt != "file":
+        for key in ("fields", "answer_type", "few_shot"):
+            if spec.get(key):
+                raise StageError(f"{params_where('evaluate', 'sets', name, key, root=root)}: evaluate.sets.{name}.{key}: "
+                                 f"only a set of format file takes {key} ({fmt} fixes its fields and answers)")
+    return EvalSet(name, path, fmt, bool(spec.get("primary", False)), dict(spec.get("fields") or {}),
+                   spec.get("answer_type", "number"), int(spec.get("few_shot", 0)))
 
 
 def primary(params: Mapping[str, Any], root: Path = Path(".")) -> EvalSet:
@@ -95,17 +110,25 @@ def load_items(evalset: EvalSet, root: Path = Path(".")) -> list[dict]:
     path = root / evalset.path
     if evalset.format == "items":
         return read_jsonl(path, schema="eval_item")
+    if evalset.format == "file":
+        return evalfile.FileSet(evalset, root).items
     return gsm8k_items(path, evalset.path)
+
+
+def asked_items(evalset: EvalSet, root: Path = Path(".")) -> list[dict]:
+    """The set's items, each `prompt` what the model is asked: after `few_shot` exemplars, if any."""
+    if evalset.few_shot == 0:
+        return load_items(evalset, root)
+    fileset = evalfile.FileSet(evalset, root)
+    return [{**item, "prompt": prompt} for item, prompt in zip(fileset.items, fileset.few_shot_prompts(), strict=True)]
 
 
 def gsm8k_items(path: Path, shown: str | Path | None = None) -> list[dict]:
     """Eval items from a GSM8K-format file (JSONL, or Parquet as Hugging Face ships GSM8K): the question,
     the `####` number, difficulty by working lines."""
-    fmt = tables.suffix_format(path)
-    if fmt not in tables.FORMATS:
-        raise StageError(f"{shown or path}: no known table format for suffix {path.suffix!r}; one of {', '.join(tables.FORMATS)}")
+    fmt = tables.table_format(shown or path)
     items = []
-    for k, (where, row) in enumerate(gsm8k.read_any(path, fmt, shown or path), start=1):
+    for k, (where, row) in enumerate(tables.read_rows(path, fmt, shown or path), start=1):
         question, steps, final = gsm8k.parse_row(row, where)
         item = {
             "id": f"core-{k:03d}",

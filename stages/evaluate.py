@@ -18,6 +18,7 @@ false claim and what it should have said.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import sys
@@ -27,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from reasoning.answers import parse_completion
+from reasoning.judge import parse_rubric
+from reasoning.judge import summary as judge_summary
 from reasoning.scoring import parse_number, score_answer
 from reasoning.working import check
 from reasoning.working import summary as working_summary
 from stages import evalsets, paths
-from stages.common import StageError, dumps_json, load_params, read_jsonl, run_stage, sha256_file, validate, write_json
+from stages.common import StageError, dumps_json, load_params, read_jsonl, run_stage, sha256_file, validate, write_json_all
 
 SECTIONS = ("core", "trace_sensitive", "edge_case")
 GROUPS = ("section", "category", "difficulty")
@@ -40,6 +43,8 @@ GROUPS = ("section", "category", "difficulty")
 def _lines_by_id(path: Path) -> dict[Any, int]:
     """id -> 1-based line number (only needed to word an error message; GSM8K-format rows have no id)."""
     lines: dict[Any, int] = {}
+    if path.suffix != ".jsonl":  # a Parquet, CSV, … eval set (format gsm8k or file) has no lines to name
+        return lines
     for lineno, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         if line.strip():
             lines.setdefault(json.loads(line).get("id"), lineno)
@@ -78,12 +83,18 @@ def score_predictions(
         parsed = parse_completion(pred["completion"])
         expected = item["expected_answer"]
         expected = expected if isinstance(expected, str) else json.dumps(expected)  # 42 -> "42", true -> "true"
+        score = functools.partial(
+            score_answer, expected=expected, answer_type=item["answer_type"], rel_tolerance=params["rel_tolerance"],
+            partial_within=params["partial_within"], choices=item.get("choices"),
+        )  # fmt: skip
         try:
-            correct, partial = score_answer(
-                parsed["answer"], expected, item["answer_type"], params["rel_tolerance"], params["partial_within"]
-            )
+            correct, partial = score(parsed["answer"])
         except ValueError as err:
-            raise StageError(f"{_where(eval_path, item['id'])}: expected_answer: {err}") from None
+            try:  # the expected answer read alone: only an error it raises too is the eval set's
+                score(None)
+            except ValueError:
+                raise StageError(f"{_where(eval_path, item['id'])}: expected_answer: {err}") from None
+            correct, partial = False, False  # an answer that cannot be read is wrong, never the eval set's fault
         working = check(parsed["reasoning"], params["rel_tolerance"])
         rows.append(
             {
@@ -102,6 +113,7 @@ def score_predictions(
                 "working": {**working_summary(working),
                             "consistent": _consistent(working.ends_with, parsed["answer"], item["answer_type"],
                                                       params["rel_tolerance"])},
+                **({"groups": item["groups"]} if item.get("groups") else {}),  # a format file set's breakdowns
             }
         )
     return rows
@@ -150,7 +162,7 @@ def working_metrics(rows: list[dict]) -> dict:
 def _breakdown(rows: Iterable[dict], key: str, any_scored: bool) -> dict:
     groups: dict[str, list[dict]] = {}
     for row in rows:
-        groups.setdefault(row[key], []).append(row)
+        groups.setdefault(row[key] if key in GROUPS else row["groups"][key], []).append(row)
     return {name: _group_stats(members, any_scored) for name, members in sorted(groups.items())}
 
 
@@ -163,7 +175,8 @@ def summarize(rows: list[dict], eval_set: dict) -> tuple[dict, dict]:
     any_scored = any(r["n_tokens"] > 0 for r in rows)
     overall = _group_stats(rows, any_scored)
     tokens = [r["n_tokens"] for r in rows]
-    breakdowns = {key: _breakdown(rows, key, any_scored) for key in GROUPS}
+    extra = list(dict.fromkeys(key for r in rows for key in r.get("groups", {})))  # a format file set's (task, …)
+    breakdowns = {key: _breakdown(rows, key, any_scored) for key in [*GROUPS, *extra]}
     metrics = {
         "primary_score": overall["accuracy"],
         "format_accuracy": overall["format_accuracy"],
@@ -177,6 +190,8 @@ def summarize(rows: list[dict], eval_set: dict) -> tuple[dict, dict]:
             "max": max(tokens),
         },
         "section": {s: breakdowns["section"].get(s, {}).get("accuracy") for s in SECTIONS},
+        **({"by": {key: {value: stats["accuracy"] for value, stats in breakdowns[key].items()} for key in extra}}
+           if extra else {}),
         "working": working_metrics(rows),
     }
     scorecard = {"eval_set": eval_set, "items": rows, "breakdowns": breakdowns}
@@ -191,7 +206,32 @@ def evaluate(evalset: evalsets.EvalSet, params: dict, root: Path = Path(".")) ->
     predictions_path = root / paths.predictions(evalset.name)
     predictions = read_jsonl(predictions_path, "prediction")
     rows = score_predictions(items, predictions, params["evaluate"], root / evalset.path, predictions_path)
-    return summarize(rows, describe_set(evalset.name, evalset.path, evalset.format, len(items), root))
+    metrics, scorecard = summarize(rows, describe_set(evalset.name, evalset.path, evalset.format, len(items), root))
+    attach_judgments(evalset.name, params, metrics, scorecard, root)  # a set with judge: true
+    return metrics, scorecard
+
+
+def attach_judgments(name: str, params: dict, metrics: dict, scorecard: dict, root: Path = Path(".")) -> None:
+    """evaluate@<name>'s hook: for a set with `judge: true`, each scorecard row gets its judgment, the
+    metrics the judge's score, failures and gates, the scorecard which judge judged. Re-validated."""
+    if not params["evaluate"]["sets"][name].get("judge", False):
+        return
+    path = root / paths.judgments(name)
+    if path.is_file() and not path.stat().st_size:
+        raise StageError(f"{paths.judgments(name)}: no judgments (judge@{name} ran before the set asked: dvc repro)")
+    by_id = {r["id"]: r for r in read_jsonl(path, "judgment")}
+    for row in scorecard["items"]:
+        record = by_id.get(row["id"])
+        if record is None:
+            raise StageError(f"{paths.judgments(name)}: id: no judgment for eval item {row['id']!r} (dvc repro judge@{name})")
+        row["judge"] = {k: record[k] for k in ("score", "verdicts", "gate", "failure")}
+    records = [by_id[row["id"]] for row in scorecard["items"]]
+    rubrics = [parse_rubric(None)] * len(records)  # eval items carry no rubric of their own: the default
+    totals = judge_summary(records, rubrics)
+    metrics["judge"] = {k: totals[k] for k in ("score", "n_judged", "n_failed", "n_gated")}
+    scorecard["judge"] = {"identity": records[0]["judge"], **totals}
+    validate(metrics, "metrics", str(paths.set_metrics(name)))
+    validate(scorecard, "scorecard", str(paths.set_scorecard(name)))
 
 
 def describe_set(name: str, path: Path, fmt: str, n_items: int, root: Path = Path(".")) -> dict:
@@ -201,8 +241,9 @@ def describe_set(name: str, path: Path, fmt: str, n_items: int, root: Path = Pat
 
 
 def write_reports(name: str, metrics: dict, scorecard: dict, root: Path = Path(".")) -> None:
-    write_json(root / paths.set_metrics(name), evalsets.metrics_document(name, metrics))
-    write_json(root / paths.set_scorecard(name), scorecard)
+    """Both reports or neither: they must agree, so one is never replaced while the other cannot be."""
+    write_json_all({root / paths.set_metrics(name): evalsets.metrics_document(name, metrics),
+                    root / paths.set_scorecard(name): scorecard})  # fmt: skip
 
 
 def run(params: dict, name: str, root: Path = Path(".")) -> dict:

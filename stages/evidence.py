@@ -111,31 +111,6 @@ def lock_entries(lock: Any, path: Path, stages: tuple[str, ...] = LOCKED_STAGES)
     return entries
 
 
-def read_training_info(path: Path) -> dict:
-    """data/model/training_info.json, checked field by field (train writes it)."""
-    info = read_json(path)
-    checks = {
-        "versions": lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
-        "devices": lambda v: isinstance(v, list) and len(v) > 0,
-        "n_params": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-        "steps": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-        "final_loss": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        "loss_history": lambda v: isinstance(v, list)
-        and all(
-            isinstance(p, list) and len(p) == 2 and isinstance(p[0], int) and isinstance(p[1], (int, float))
-            for p in v
-        ),
-    }
-    if not isinstance(info, dict):
-        raise StageError(f"{path}: <record>: expected a JSON object")
-    for key, ok in checks.items():
-        if key not in info:
-            raise StageError(f"{path}: {key}: missing")
-        if not ok(info[key]):
-            raise StageError(f"{path}: {key}: unexpected value {json.dumps(info[key])[:80]}")
-    return info
-
-
 def model_id(model_dir: Path) -> str:
     """Content id of the weights: sha256 over the names and hashes of the *.safetensors files."""
     files = sorted(model_dir.glob("*.safetensors"))
@@ -155,11 +130,7 @@ def rl_evidence(root: Path, params: dict) -> dict:
     policy = root / paths.POLICY
     if params["grpo"]["steps"] == 0:
         return {"steps": 0, "sft_model_sha256": sha256_tree(root / paths.MODEL), "policy_id": model_id(policy)}
-    info_path = policy / "grpo_info.json"
-    info = read_json(info_path)
-    for key in ("steps", "params", "reward_curve", "sft_model"):
-        if not isinstance(info, dict) or key not in info:
-            raise StageError(f"{info_path}: {key}: missing")
+    info = read_json(root / paths.GRPO_INFO, "grpo_info")
     return {
         "steps": info["steps"],
         "params": info["params"],
@@ -189,7 +160,7 @@ def locked_stages(sets: list[evalsets.EvalSet]) -> tuple[str, ...]:
 def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, str]:
     """(run_manifest, eval_summary, run_log text), validated against their schemas."""
     run_version = params["base"]["run_version"]
-    info = read_training_info(root / paths.TRAINING_INFO)
+    info = read_json(root / paths.TRAINING_INFO, "training_info")
     metrics = read_json(root / paths.METRICS, "metrics")
     sets = evalsets.configured(params, root)
     primary = next(s for s in sets if s.primary)

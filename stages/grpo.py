@@ -24,10 +24,12 @@ from stages import live, paths
 from stages.common import (
     StageError,
     atomic_path,
+    atomic_paths,
     load_params,
     load_tokenizer,
     param_error,
     read_checked_jsonl,
+    read_jsonl,
     run_stage,
     sha256_tree,
     write_json,
@@ -35,11 +37,11 @@ from stages.common import (
 from training import chat, lora
 from training import tokenizer as tokenizers_io
 from training.grpo import GRPOConfig, GRPOResult, Prompt, grpo
-from training.hf_io import CheckpointError, load_pretrained, save_trained
+from training.hf_io import CheckpointError, load_pretrained, read_config, save_trained
 from training.host_memory import reuse_freed_memory
 from training.lora import LoRAError, LoRASpec
 from training.model import Gemma
-from training.sampler import configure_host_cpu
+from training.cpu_tuning import configure_host_cpu
 from training.loop import MeshError, NonFiniteLoss, check_devices
 
 INFO_FILE = "grpo_info.json"
@@ -56,14 +58,39 @@ def grpo_config(params: dict) -> GRPOConfig:
     )  # fmt: skip
 
 
+def check_params(params: dict, root: Path, vocab_size: int) -> None:
+    """Refuse, before anything is written, params with which RL cannot run or can learn nothing
+    (the schema checks each value alone; these are about what they mean together, or for this model)."""
+    p = params["grpo"]
+    if not any(p["rewards"].values()) and not any(p["user_rewards"].values()):
+        raise param_error("grpo", "rewards", root=root, message=(
+            "every weight is 0 and no grpo.user_rewards weighs anything: every rollout would score 0 and RL "
+            "would learn nothing (give a reward a weight, or set grpo.steps: 0)"
+        ))  # fmt: skip
+    if p["top_k"] == 1:
+        raise param_error("grpo", "top_k", root=root, message=(
+            "1 is greedy decoding: every completion of a group would be the same and no group would have a "
+            "signal (0 turns top-k off)"
+        ))  # fmt: skip
+    if p["top_k"] > vocab_size:
+        raise param_error("grpo", "top_k", root=root, message=(
+            f"{p['top_k']} is more than the {vocab_size} tokens of {paths.PREFERRED}'s vocabulary (0 turns top-k off)"
+        ))  # fmt: skip
+
+
 def reward_set(params: dict, root: Path) -> RewardSet:
     """The weighted rewards of params `grpo`; user reward modules are found from the repository root."""
     p = params["grpo"]
+    judge = None
+    if p["rewards"].get("judge"):
+        from stages.judge import make_judge  # the judge's backend only when its reward counts
+
+        judge = make_judge(params, root)
     try:
         return RewardSet(
             weights=p["rewards"], user=p["user_rewards"], rel_tolerance=params["evaluate"]["rel_tolerance"],
             partial_within=params["evaluate"]["partial_within"], overlength_buffer=p["overlength_buffer"],
-            search_path=[root], working_credit=p.get("working_credit", "share"),
+            search_path=[root], working_credit=p.get("working_credit", "share"), judge=judge,
         )  # fmt: skip
     except RewardError as err:
         raise param_error("grpo", "user_rewards", message=err, root=root) from None
@@ -79,18 +106,36 @@ def check_rewards(rewards: RewardSet, record: dict, max_tokens: int, root: Path)
         raise param_error("grpo", "user_rewards", message=err, root=root) from None
 
 
+def filter_prompts(params: dict, records: list[dict], root: Path) -> list[dict]:
+    """The training records RL draws prompts from: all of them, or with `grpo.prompt_filter: pass_rate` those
+    whose pass rate in data/samples.jsonl lies strictly between 0 and 1 (their groups carry signal from the
+    first step; a prompt never sampled is left out). Prints the share kept."""
+    if params["grpo"].get("prompt_filter", "none") == "none":
+        return records
+    path = root / paths.SAMPLES
+    samples = read_jsonl(path, schema="samples") if path.is_file() and path.read_bytes().strip() else []
+    mixed = {s["id"] for s in samples if 0.0 < s["pass_rate"] < 1.0}
+    kept = [r for r in records if r["id"] in mixed]
+    if not kept:
+        raise param_error("grpo", "prompt_filter", root=root, message=(
+            f"pass_rate: none of the {len(samples)} prompts in {paths.SAMPLES} has a pass rate strictly between "
+            f"0 and 1 (sample more: samples.prompts, samples.completions)"
+        ))  # fmt: skip
+    print(f"grpo: prompt_filter pass_rate kept {len(kept)} of {len(samples)} sampled prompts "
+          f"({len(kept) / len(samples):.0%}) of {len(records)} training prompts")
+    return kept
+
+
 def pass_through(root: Path) -> None:
     """`grpo.steps: 0`: the policy is the SFT model, byte for byte."""
-    with atomic_path(root / paths.POLICY) as out:
-        shutil.copytree(root / paths.MODEL, out)
-    curves_dir = root / paths.GRPO_LIVE
-    shutil.rmtree(curves_dir, ignore_errors=True)
-    (curves_dir / "plots" / "metrics").mkdir(parents=True)
-    # A curve with a header and no rows: no step ran, and git carries the folder to a clone (an empty one it cannot).
-    (curves_dir / "plots" / "metrics" / "reward_mean.tsv").write_text("step\treward_mean\n", encoding="utf-8")
-    write_json(curves_dir / "metrics.json", {"steps": 0})
+    with atomic_paths(root / paths.POLICY, root / paths.GRPO_LIVE) as (out, curves_dir):  # both or neither
+        shutil.copytree(root / paths.PREFERRED, out)
+        (curves_dir / "plots" / "metrics").mkdir(parents=True)
+        # A curve with a header and no rows: no step ran, and git carries the folder to a clone (an empty one it cannot).
+        (curves_dir / "plots" / "metrics" / "reward_mean.tsv").write_text("step\treward_mean\n", encoding="utf-8")
+        write_json(curves_dir / "metrics.json", {"steps": 0})
     (root / paths.GRPO_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    print(f"grpo: steps 0, {paths.MODEL} passed through unchanged -> {paths.POLICY}")
+    print(f"grpo: steps 0, {paths.PREFERRED} passed through unchanged -> {paths.POLICY}")
 
 
 def curve_summary(history: list[dict]) -> dict:
@@ -130,6 +175,11 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
     if cfg.steps == 0:
         pass_through(root)
         return None
+    model_dir = root / paths.PREFERRED
+    try:
+        check_params(params, root, read_config(model_dir).vocab_size)
+    except CheckpointError as err:
+        raise StageError(str(err)) from None
     try:
         check_devices(cfg)
     except MeshError as err:
@@ -137,9 +187,8 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
             raise param_error("train", "mesh", message=err, root=root) from None
         raise param_error("grpo", "prompts_per_step", message=f"with grpo.group_size, {err}", root=root) from None
     rewards = reward_set(params, root)
-    records = read_checked_jsonl(root / paths.TRAIN, "trace", root / paths.TRAIN_MANIFEST)
+    records = filter_prompts(params, read_checked_jsonl(root / paths.TRAIN, "trace", root / paths.TRAIN_MANIFEST), root)
     check_rewards(rewards, records[0], cfg.max_new_tokens, root)
-    model_dir = root / paths.MODEL
     tok = load_tokenizer(model_dir, hint="the model directory must hold the tokenizer it was trained with")
     model, spec = load_policy(params, model_dir, root)
     encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r in records], add_special_tokens=False)
@@ -167,18 +216,19 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
         except RewardError as err:
             raise param_error("grpo", "user_rewards", message=err, root=root) from None
 
-    info = {
-        "sft_model": {"path": paths.MODEL.as_posix(), "sha256": sha256_tree(model_dir)},
-        "params": params["grpo"],
-        "steps": cfg.steps,
-        "reward_curve": curve_summary(result.history),
-        # the curve without its wall-clock columns: same params, same bytes
-        "history": [{k: v for k, v in row.items() if "per_second" not in k} for row in result.history],
-    }
-    with atomic_path(root / paths.POLICY) as out:
-        save_trained(model, spec, out, model_dir, base_model=paths.MODEL.as_posix())
-        shutil.copyfile(model_dir / paths.TRAINING_INFO.name, out / paths.TRAINING_INFO.name)
-        write_json(out / INFO_FILE, info)
+        # Inside the curves' block: they replace the last good ones only once the policy is written too.
+        info = {
+            "sft_model": {"path": paths.PREFERRED.as_posix(), "sha256": sha256_tree(model_dir)},
+            "params": params["grpo"],
+            "steps": cfg.steps,
+            "reward_curve": curve_summary(result.history),
+            # the curve without its wall-clock columns: same params, same bytes
+            "history": [{k: v for k, v in row.items() if "per_second" not in k} for row in result.history],
+        }
+        with atomic_path(root / paths.POLICY) as out:
+            save_trained(model, spec, out, model_dir, base_model=paths.PREFERRED.as_posix())
+            shutil.copyfile(model_dir / paths.TRAINING_INFO.name, out / paths.TRAINING_INFO.name)
+            write_json(out / INFO_FILE, info)
     live.finished(checkpoints)
     if result.resumed_from:
         print(f"grpo: resumed from the checkpoint of step {result.resumed_from} in {paths.GRPO_CHECKPOINTS}")
@@ -189,7 +239,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
 
 def main() -> None:
     reuse_freed_memory()  # before JAX runs a program (training/host_memory.py)
-    configure_host_cpu()  # XLA:CPU set up for decoding (training/sampler.py)
+    configure_host_cpu()  # XLA:CPU set up for decoding (training/cpu_tuning.py)
     run(load_params())
 
 

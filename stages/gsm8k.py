@@ -2,18 +2,17 @@
 calculator annotations) and whose last line is `#### 72`.
 
 Shared by the seed stage (a GSM8K train file becomes traces) and by the eval
-sets (a GSM8K test file becomes eval items). Errors name file:line and field.
+sets (a GSM8K test file becomes eval items); stages/tables.py reads the file.
+Errors name file:line (or row) and field.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from stages import tables
-from stages.common import StageError, read_jsonl
+from stages.common import StageError
 
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
 _FINAL = re.compile(r"^####\s*(.*?)\s*$")
@@ -22,22 +21,6 @@ _NUMBER = re.compile(r"^-?[0-9]+(\.[0-9]+)?$")
 
 def difficulty(n_steps: int) -> str:
     return "easy" if n_steps <= 2 else "medium" if n_steps <= 4 else "hard"
-
-
-def read_rows(path: str | Path) -> list[tuple[str, dict]]:
-    """(`path:line`, row) for every record of a GSM8K-format JSONL file (blank lines skipped)."""
-    path = Path(path)
-    rows = read_jsonl(path, schema=None, id_field=None)
-    linenos = [n for n, line in enumerate(path.read_bytes().split(b"\n"), start=1) if line.strip()]
-    return [(f"{path}:{lineno}", row) for lineno, row in zip(linenos, rows, strict=True)]
-
-
-def read_any(path: Path, fmt: str, shown: str | Path) -> list[tuple[str, dict]]:
-    """(where, row) of a GSM8K-format file: JSONL read line by line (errors name the line), any other
-    table format through Hugging Face datasets (errors name the row)."""
-    if fmt == "jsonl":
-        return read_rows(path)
-    return [(f"{shown}: row {k}", row) for k, row in enumerate(tables.read_table(path, fmt, shown), start=1)]
 
 
 def parse_row(row: Mapping[str, Any], where: str) -> tuple[str, list[str], str]:

@@ -20,9 +20,10 @@ from stages import evalsets, paths
 from stages.common import StageError, load_params, load_tokenizer, run_stage, write_jsonl
 from training import chat
 from training import tokenizer as tokenizers_io
+from training.cpu_tuning import configure_host_cpu
 from training.hf_io import CheckpointError, load_pretrained, read_config
 from training.host_memory import reuse_freed_memory
-from training.sampler import Sampler, SamplingConfig, configure_host_cpu
+from training.sampler import Sampler, SamplingConfig
 
 
 def predict(
@@ -73,7 +74,7 @@ def run(params: dict, name: str, root: Path = Path(".")) -> list[dict]:
     """Predict every item of eval set `name` with `root`'s model; write and return the predictions."""
     p = params["predict"]
     evalset = evalsets.named(params, name, root)
-    items = evalsets.load_items(evalset, root)
+    items = evalsets.asked_items(evalset, root)  # each prompt after the set's few-shot exemplars, if it has any
     model_dir = root / paths.POLICY
     records = predict(items, model_dir, p["batch_size"], p["max_new_tokens"], params["model"]["compute_dtype"])
     out = paths.predictions(name)
@@ -86,7 +87,7 @@ def run(params: dict, name: str, root: Path = Path(".")) -> list[dict]:
 
 def main() -> None:
     reuse_freed_memory()  # before JAX runs a program (training/host_memory.py)
-    configure_host_cpu()  # XLA:CPU set up for decoding (training/sampler.py)
+    configure_host_cpu()  # XLA:CPU set up for decoding (training/cpu_tuning.py)
     run(load_params(), evalsets.main_argument(sys.argv, "predict"))
 
 

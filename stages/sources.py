@@ -127,12 +127,7 @@ def _check_fields(src: Source, root: Path) -> None:
 
 def file_format(src: Source, root: Path = Path(".")) -> str:
     """The source's format: as given, else from the file name's suffix."""
-    fmt = src.format or tables.suffix_format(src.path)
-    if fmt not in tables.FORMATS:
-        given = f"format {src.format!r}" if src.format else f"{src.path}: no known format for suffix {Path(src.path).suffix!r}"
-        raise StageError(f"{src.where('format', root=root)}: {given}; one of {', '.join(tables.FORMATS)} "
-                         "(set seed.sources[…].format)")
-    return fmt
+    return tables.table_format(src.path, src.format, src.where("format", root=root), "set seed.sources[…].format")
 
 
 # ---------------------------------------------------------------- how many from each
@@ -248,7 +243,7 @@ def file_rows(src: Source, root: Path = Path(".")) -> list[tuple[int, str, list[
 def gsm8k_rows(src: Source, root: Path = Path(".")) -> list[tuple[int, str, list[str], str]]:
     """(row number, question, working lines, final answer) of a GSM8K-format source: JSONL as the
     GSM8K repository ships it, or Parquet (or any table format) as Hugging Face does."""
-    rows = gsm8k.read_any(root / src.path, file_format(src, root), src.path)
+    rows = tables.read_rows(root / src.path, file_format(src, root), src.path)
     return [(k, *gsm8k.parse_row(row, where)) for k, (where, row) in enumerate(rows, start=1)]
 
 

@@ -25,6 +25,7 @@ from stages.common import (
     params_where,
     read_checked_jsonl,
     run_stage,
+    validate,
     write_json,
 )
 from training import lora
@@ -106,9 +107,10 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     if spec.rank:  # only then: the default run's training_info.json keeps its bytes
         trainable = sum(a.a.size + a.b.size for a in lora.adapters(model).values())
         info["lora"] = {**dataclasses.asdict(spec), "trainable_params": int(trainable)}
+    validate(info, "training_info", str(paths.TRAINING_INFO))  # what evidence will read, checked where it is made
     with atomic_path(root / paths.MODEL) as out:
         save_trained(model, spec, out, root / paths.TOKENIZER, base_model=params["model"]["checkpoint"])
-        write_json(out / "training_info.json", info)
+        write_json(out / paths.TRAINING_INFO.name, info)
     live.finished(checkpoints)
     if result.resumed_from:
         print(f"train: resumed from the checkpoint of step {result.resumed_from} in {paths.CHECKPOINTS}")

@@ -14,6 +14,16 @@ from training.host_memory import reuse_freed_memory  # noqa: E402  (after sys.pa
 
 reuse_freed_memory()  # as the stages do: XLA:CPU's per-run buffers land on mapped pages
 
+# Property-based tests (tests/test_properties.py): in CI (`CI` set) the same examples every run, so a
+# red build is reproducible and never a roll of the dice; locally a fresh draw each run finds new cases.
+# The deadline is per example (one input through every function a test covers), far above the bound
+# each call is held to (test_properties.CALL_SECONDS): on a loaded machine only a hang trips it.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, deadline=10_000, database=None, print_blob=True)
+settings.register_profile("dev", deadline=10_000)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
 
 @pytest.fixture(scope="session")
 def tiny_config():

@@ -330,6 +330,52 @@ def truncate(rel: str, keep: int) -> Callable[[Path], None]:
     return mutate
 
 
+def gemma_dir(rel: str, cut: int | None = None) -> Callable[[Path], None]:
+    """A Hugging Face directory at `rel` with gemma3-270m's config.json, a tokenizer.json and a small
+    model.safetensors (its last `cut` bytes cut off), and params naming it as the checkpoint."""
+
+    def mutate(repo: Path) -> None:
+        import numpy as np
+        from safetensors.numpy import save_file
+
+        from training.config import PRESET_SHAPES
+
+        folder = repo / rel
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(PRESET_SHAPES["gemma3-270m"]().to_hf()))
+        shutil.copyfile(repo / "data/tokenizer/tokenizer.json", folder / "tokenizer.json")
+        save_file({"a": np.zeros((64, 64), np.float32), "b": np.ones(256, np.float32)}, str(folder / "model.safetensors"))
+        if cut:
+            truncate(f"{rel}/model.safetensors", (folder / "model.safetensors").stat().st_size - cut)(repo)
+        set_param("model.preset", "gemma3-270m")(repo)
+
+    return mutate
+
+
+def checkpoint(rel: str) -> Callable[[Path], None]:
+    return both(set_param("model.preset", "gemma3-270m"), set_param("model.checkpoint", rel))
+
+
+def folder_link(link: str, target: str) -> Callable[[Path], None]:
+    def mutate(repo: Path) -> None:
+        (repo / link).symlink_to(os.path.relpath(repo / target, (repo / link).parent), target_is_directory=True)
+
+    return mutate
+
+
+def float_param(section: str, key: str, text: str) -> Callable[[Path], None]:
+    """params.yaml with `section.key` written as `text`, as `dvc exp run -S` writes it (24e3 -> 24000.0)."""
+
+    def mutate(repo: Path) -> None:
+        lines = read_lines(repo, "params.yaml")
+        at = param_line(repo, section, key) - 1
+        indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+        lines[at] = f"{indent}{key}: {text}"
+        write_lines(repo, "params.yaml", lines)
+
+    return mutate
+
+
 # ---------------------------------------------------------------- the base copy
 
 
@@ -475,6 +521,28 @@ CASES = [
     Case("base-checkpoint-not-a-model", "base",
          both(set_param("model.preset", "gemma3-1b"), set_param("model.checkpoint", "models/README.md")),
          "models/README.md", None, None, "expected a Hugging Face directory or a .gguf file"),
+    Case("base-checkpoint-escapes-models", "base", checkpoint("models/../../elsewhere/gemma-3-270m"),
+         "params.yaml", pline("model", "checkpoint"), "model.checkpoint", "outside models/"),
+    Case("base-checkpoint-escapes-to-a-folder-that-exists", "base",
+         both(gemma_dir("checkpoints/gemma-3-270m"), checkpoint("models/../checkpoints/gemma-3-270m")),
+         "params.yaml", pline("model", "checkpoint"), "model.checkpoint", "outside models/"),
+    Case("base-checkpoint-link-to-a-folder", "base",
+         both(gemma_dir("checkpoints/gemma-3-270m"), folder_link("models/gemma-3-270m", "checkpoints/gemma-3-270m"),
+              checkpoint("models/gemma-3-270m")),
+         "params.yaml", pline("model", "checkpoint"), "model.checkpoint",
+         "models/gemma-3-270m is a link to a folder, which DVC does not follow"),
+    Case("base-checkpoint-inside-a-linked-folder", "base",
+         both(gemma_dir("checkpoints/hub/gemma-3-270m"), folder_link("models/hub", "checkpoints/hub"),
+              checkpoint("models/hub/gemma-3-270m")),
+         "params.yaml", pline("model", "checkpoint"), "model.checkpoint", "models/hub is a link to a folder"),
+    Case("base-safetensors-truncated", "base",
+         both(gemma_dir("models/gemma-3-270m", cut=100), checkpoint("models/gemma-3-270m")),
+         "models/gemma-3-270m/model.safetensors", None, None, "unreadable safetensors"),
+    Case("base-safetensors-shard-missing", "base",
+         both(gemma_dir("models/gemma-3-270m"), checkpoint("models/gemma-3-270m"),
+              write_file("models/gemma-3-270m/model.safetensors.index.json",
+                         json.dumps({"weight_map": {"a": "model.safetensors", "b": "model-00002-of-00002.safetensors"}}))),
+         "models/gemma-3-270m/model-00002-of-00002.safetensors", None, None, "missing"),
     # ---- predict: data/policy
     Case("model-dir-missing", "predict", remove(POLICY), POLICY, None, None, "model directory not found"),
     Case("model-config-missing", "predict", remove(f"{POLICY}/config.json"), f"{POLICY}/config.json", None, None,
@@ -496,6 +564,17 @@ CASES = [
          "params.yaml", pline("grpo", "user_rewards"), "grpo.user_rewards", "my_rewards:not_a_number returned nan"),
     Case("grpo-group-of-one", "grpo", set_param("grpo.group_size", 1),
          "params.yaml", pline("grpo", "group_size"), "grpo.group_size", "less than the minimum of 2"),
+    Case("grpo-every-reward-weight-0", "grpo",
+         both(set_param("grpo.steps", 2),
+              set_param("grpo.rewards", {"format": 0, "correctness": 0.0, "partial": 0, "overlength": 0, "working": 0})),
+         "params.yaml", pline("grpo", "rewards"), "grpo.rewards", "RL would learn nothing"),
+    Case("grpo-top-k-above-the-vocabulary", "grpo", both(set_param("grpo.steps", 2), set_param("grpo.top_k", 5000)),
+         "params.yaml", pline("grpo", "top_k"), "grpo.top_k", "5000 is more than the 400 tokens"),
+    Case("grpo-top-k-1-is-greedy", "grpo", both(set_param("grpo.steps", 2), set_param("grpo.top_k", 1)),
+         "params.yaml", pline("grpo", "top_k"), "grpo.top_k", "greedy"),
+    # ---- integers as `dvc exp run -S` writes them: an integral float is the int, any other refused
+    Case("params-integer-written-as-a-fraction", "seed", float_param("seed", "size", "24000.5"),
+         "params.yaml", pline("seed", "size"), "seed.size", "is not of type 'integer'"),
     # ---- evaluate: the eval set and data/predictions/<set>.jsonl
     Case("evalset-unknown-section", "evaluate", edit_record(EVAL_SET, 3, lambda r: r.update(section="bonus")),
          EVAL_SET, 3, "section", "'bonus' is not one of"),
@@ -523,7 +602,7 @@ CASES = [
          f"{RUN_DIR}/eval_summary.json", None, "primary_score", "None is not of type 'number'"),
     Case("evidence-training-info-missing-field", "evidence",
          edit_json(f"{MODEL}/training_info.json", lambda i: i.pop("final_loss")),
-         f"{MODEL}/training_info.json", None, "final_loss", "missing"),
+         f"{MODEL}/training_info.json", None, "final_loss", "'final_loss' is a required property"),
     Case("evidence-lock-missing-stage", "evidence",
          lambda repo: (repo / "dvc.lock").write_text(
              yaml.safe_dump({"schema": "2.0", "stages": {
@@ -572,3 +651,38 @@ def test_base_outputs_are_complete(shared_base: Path):
                 PREDICTIONS, "reports/metrics.json", SCORECARD, f"{RUN_DIR}/run_manifest.json"):
         assert (shared_base / rel).is_file(), rel
     assert len(list((shared_base / "submission").glob("tunix_rt_v1_*.zip"))) == 1
+
+
+# ---------------------------------------------------------------- what the checks above must still let through
+
+
+def test_an_integer_written_as_a_float_runs_as_the_int(repo: Path):
+    """`dvc exp run -S seed.size=2e2` writes `200.0`: the seed stage runs it as 200, byte for byte."""
+    before = snapshot(repo)
+    float_param("seed", "size", "200.0")(repo)
+    must_succeed(run_stage(repo, "seed"))
+    after = snapshot(repo)
+    assert {k: v for k, v in after.items() if k != "params.yaml"} == {k: v for k, v in before.items() if k != "params.yaml"}
+
+
+def test_a_checkpoint_linked_file_by_file_is_a_base(repo: Path, tmp_path: Path):
+    """What the notebook does (stages.base.link_into_models) passes every check and makes data/base/, and
+    it replaces a link to the folder, which the base stage refuses, by a folder of links."""
+    from stages import base
+    from stages.common import StageError, read_json, sha256_file
+
+    gemma_dir("kaggle/gemma-3-270m")(repo)  # a Kaggle input, outside models/
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["model"]["checkpoint"] = "models/gemma-3-270m"
+    folder_link("models/gemma-3-270m", "kaggle/gemma-3-270m")(repo)
+    with pytest.raises(StageError, match="models/gemma-3-270m is a link to a folder"):
+        base.checkpoint_path(params["model"], repo)
+    assert base.link_into_models(repo / "kaggle/gemma-3-270m", repo).as_posix() == "models/gemma-3-270m"
+    linked = repo / "models/gemma-3-270m"
+    assert linked.is_dir() and not linked.is_symlink() and all(p.is_symlink() for p in linked.iterdir())
+    shutil.rmtree(repo / "data/base")
+    info = base.run(params, repo)
+    assert info["files"]["model.safetensors"] == sha256_file(repo / "kaggle/gemma-3-270m/model.safetensors")
+    assert read_json(repo / "data/base/base.json") == info
+    assert sorted(p.name for p in (repo / "data/base").iterdir()) == [
+        "base.json", "config.json", "model.safetensors", "tokenizer.json"]

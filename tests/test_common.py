@@ -112,3 +112,32 @@ def test_params_read_numbers_as_dvc_writes_them(tmp_path):
     text = text.replace("learning_rate: 0.002", "learning_rate: 2e-03", 1)
     (tmp_path / "params.yaml").write_text(text)
     assert load_params("train", tmp_path / "params.yaml")["learning_rate"] == 0.002
+
+
+def test_integers_written_as_floats_are_the_ints_they_mean(tmp_path):
+    """`dvc exp run -S seed.size=24e3` writes `24000.0`: where the schema says integer, code gets the int
+    (range() and splits take no float); a number param keeps its float."""
+    def mutate(p):
+        p["seed"]["size"] = 24e3
+        p["seed"]["sources"] = [{"type": "gsm8k", "path": "trainsets/gsm8k/train.jsonl", "limit": 50.0}]
+        p["grpo"]["lora"]["rank"] = 8.0
+        p["train"]["mesh"]["data"] = 1.0
+
+    params = load_params(path=_params(tmp_path, mutate))
+    ints = [params["seed"]["size"], params["seed"]["sources"][0]["limit"], params["grpo"]["lora"]["rank"],
+            params["train"]["mesh"]["data"]]
+    assert ints == [24000, 50, 8, 1] and all(type(v) is int for v in ints)
+    assert type(params["grpo"]["temperature"]) is float and type(params["grpo"]["lora"]["alpha"]) is float
+
+
+def test_an_integer_param_with_a_fraction_is_refused_on_its_line(tmp_path):
+    path = _params(tmp_path, lambda p: p["seed"].update(size=24000.5))
+    with pytest.raises(StageError, match=r"params.yaml:\d+: seed.size: 24000.5 is not of type 'integer'"):
+        load_params(path=path)
+
+
+def test_a_date_in_params_is_the_string_written(tmp_path):
+    """YAML 1.1 reads `run_version: 2026-12-06` as a date, which no param is and JSON cannot write."""
+    text = (ROOT / "params.yaml").read_text().replace("run_version: v1", "run_version: 2026-12-06", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params("base", tmp_path / "params.yaml")["run_version"] == "2026-12-06"

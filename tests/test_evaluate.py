@@ -188,7 +188,7 @@ def test_cli_error_is_one_line_and_exit_1(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "stages.evaluate", "nope"], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     assert proc.stderr.startswith("error: params.yaml:")
-    assert "evaluate.sets: no set named 'nope' (configured: tunix, gsm8k)" in proc.stderr
+    assert "evaluate.sets: no set named 'nope' (configured: tunix, gsm8k, bbh)" in proc.stderr
 
 
 def test_gsm8k_format_eval_set(tmp_path):

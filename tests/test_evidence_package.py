@@ -74,13 +74,16 @@ def root(tmp_path, params):
     write(root / "data/model/config.json", json.dumps({"hidden_size": 64, "num_hidden_layers": 2}))
     write(root / "data/model/model.safetensors", b"\x00weights")
     write(root / "data/model/training_info.json", json.dumps({
-        "versions": {"jax": "0.4.35", "flax": "0.10.2", "optax": "0.2.4"},
-        "devices": ["cpu:0"],
+        "preset": "tiny",
+        "checkpoint": None,
         "n_params": 123456,
         "steps": 20,
+        "tokens_per_step": 256,
         "final_loss": 0.5,
         "loss_history": [[10, 2.25], [20, 0.5]],
-        "tokens_per_second": 1234.5,  # wall-clock: must not reach the evidence
+        "packing": {"examples": 3, "rows": 2, "fill": 0.75, "truncated": 0},
+        "versions": {"jax": "0.4.35", "flax": "0.10.2", "optax": "0.2.4"},
+        "devices": ["cpu:0"],
     }))
     shutil.copytree(root / "data/model", root / "data/policy")  # grpo.steps 0: the policy is the model
     items = [
@@ -198,11 +201,19 @@ def test_evidence_refuses_reports_of_another_configuration(root, params):
         run_evidence(root, params)
 
 
-def test_evidence_checks_training_info(root, params):
+@pytest.mark.parametrize(("edit", "field", "message"), [
+    (lambda i: i.pop("versions"), "versions", "'versions' is a required property"),
+    (lambda i: i.update(steps=0), "steps", "0 is less than the minimum of 1"),
+    (lambda i: i["loss_history"].append([30, "low"]), r"loss_history\[2\]\[1\]", "'low' is not of type 'number'"),
+    (lambda i: i.update(tokens_per_second=1.0), "<record>|tokens_per_second", "Additional properties"),
+])
+def test_evidence_checks_training_info(root, params, edit, field, message):
+    """data/model/training_info.json is read against schemas/training_info.schema.json: errors name the file
+    and the field."""
     info = json.loads((root / paths.TRAINING_INFO).read_text())
-    del info["versions"]
+    edit(info)
     write(root / paths.TRAINING_INFO, json.dumps(info))
-    with pytest.raises(StageError, match=r"training_info\.json: versions: missing"):
+    with pytest.raises(StageError, match=rf"data/model/training_info\.json: ({field}): {message}"):
         run_evidence(root, params)
 
 
@@ -329,9 +340,12 @@ def test_evidence_records_the_rl_run(root, params):
     curve = {"first": 0.5, "last": 1.25, "first_tenth_mean": 0.5, "last_tenth_mean": 1.25,
              "zero_variance_share_mean": 0.4}
     write(root / "data/policy/model.safetensors", b"\x00other weights")
-    write(root / "data/policy/grpo_info.json", json.dumps({
-        "steps": 5, "params": params["grpo"], "reward_curve": curve, "history": [],
-        "sft_model": {"path": "data/model", "sha256": "ab" * 32}}))
+    info = {"steps": 5, "params": params["grpo"], "reward_curve": curve, "history": [{"step": 5.0, "reward_mean": 1.25}],
+            "sft_model": {"path": "data/model", "sha256": "ab" * 32}}  # fmt: skip
+    write(root / paths.GRPO_INFO, json.dumps({**info, "reward_curve": {**curve, "last": None}}))
+    with pytest.raises(StageError, match=r"data/policy/grpo_info\.json: reward_curve\.last: None is not of type 'number'"):
+        run_evidence(root, params)
+    write(root / paths.GRPO_INFO, json.dumps(info))
     run_dir = run_evidence(root, params)
     rl = json.loads((run_dir / "run_manifest.json").read_text())["rl"]
     assert rl["steps"] == 5 and rl["reward_curve"] == curve and rl["sft_model_sha256"] == "ab" * 32

@@ -139,13 +139,15 @@ def test_killed_training_resumes_from_its_checkpoint_bit_identical(tmp_path, lor
     assert resumed["model.safetensors"] == reference["model.safetensors"], "resumed weights differ from a clean run"
     assert resumed == reference  # config, tokenizer and training_info (loss curve included) too
 
-    # dvclive shows the resumed run picking up after the checkpoint. (dvc deletes the non-persistent
-    # dvclive outs before re-running the stage, so the full curve lives in training_info.json.)
+    # dvclive shows the whole curve, each step once: the killed run's rows grew beside its checkpoints
+    # (stages/live.py; dvc deletes the dvclive outs before re-running the stage), those logged after the
+    # checkpoint it resumed from were dropped, and the resumed run logged the rest.
     live = json.loads((repo / "dvclive/metrics.json").read_text())
     assert live["step"] == 8
     tsv = (repo / "dvclive/plots/metrics/train/loss.tsv").read_text().splitlines()
     logged = [int(float(line.split("\t")[0])) for line in tsv[1:] if line.strip()]
-    assert logged == list(range(max(saved) + 2, 9, 2)), tsv
+    assert logged == [2, 4, 6, 8], tsv
+    assert not (repo / "data/.checkpoints.curves").exists()  # the work folder goes with the checkpoints
     assert [s for s, _ in json.loads(resumed["training_info.json"])["loss_history"]] == [2, 4, 6, 8]
 
     assert checkpoint_steps(repo) == [] and temporaries(repo) == []

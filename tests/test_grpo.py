@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -19,30 +20,65 @@ from flax import nnx
 
 from training import config as configs
 from training.grpo import (
+    GRPOConfig,
+    Prompt,
+    RolloutBatch,
+    completion_logprobs,
+    grpo,
+    make_logprob_fn,
+    make_update,
+    sample_groups,
+    select_groups,
+    update_batch,
+)
+from training.grpo_objective import (
     ADVANTAGES,
     AGGREGATIONS,
     IMPORTANCE,
     KL_ESTIMATORS,
-    GRPOConfig,
+    REGISTRIES,
     Objective,
-    Prompt,
-    RolloutBatch,
+    Registry,
     aggregate,
-    completion_logprobs,
-    grpo,
+    check_names,
     group_advantages,
-    make_logprob_fn,
-    make_update,
     policy_loss,
-    sample_groups,
-    select_groups,
-    update_batch,
 )
 from training import lora
 from training.lm_head import token_cross_entropy
 from training.model import Gemma
 from training.sampler import Sampler
 from training.loop import learning_rate_schedule, make_optimizer
+
+# ---------------------------------------------------------------- the objective's names
+
+
+def test_each_registry_is_the_enum_of_its_param():
+    """A name registered in training/grpo_objective.py is a choice of its param in the schema (and so in
+    docs/params.md), and every choice the schema offers is registered, in the same order."""
+    schema = json.loads((Path(__file__).resolve().parent.parent / "schemas/params.schema.json").read_text())
+    grpo_params = schema["properties"]["grpo"]["properties"]
+    assert {r.param for r in REGISTRIES} == {"advantage", "importance", "kl", "aggregation"}
+    for registry in REGISTRIES:
+        assert grpo_params[registry.param]["enum"] == list(registry), f"schemas/params.schema.json: grpo.{registry.param}"
+        assert registry[getattr(GRPOConfig, registry.param)] is not None  # the config's default is registered
+
+
+def test_an_unknown_name_is_refused_once_at_the_lookup():
+    registry = Registry("estimator")
+    registry.register("a")(len)
+    assert registry["a"] is len and list(registry) == ["a"]
+    with pytest.raises(ValueError, match=r"unknown estimator 'b' \(expected one of a\)"):
+        registry["b"]
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("a")(min)
+    check_names(bandit_config(advantage="rloo", importance="sequence", kl="k2", aggregation="dr_grpo"))
+    for param in ("advantage", "importance", "kl", "aggregation"):
+        with pytest.raises(ValueError, match=f"unknown {param} 'nope'"):
+            check_names(bandit_config(**{param: "nope"}))
+    with pytest.raises(ValueError, match="unknown kl 'k4'"):  # before any rollout
+        grpo(tiny_model(), PROMPTS, bandit_reward, bandit_config(kl="k4"), eos_ids=[EOS], pad_id=PAD)
+
 
 # ---------------------------------------------------------------- the objective against NumPy
 

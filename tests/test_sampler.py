@@ -149,18 +149,19 @@ def test_finished_rows_are_dropped_from_a_wide_vocabulary_decode(monkeypatch):
 
     import training.sampler as sampler_module
     from training import config as configs
+    from training import cpu_tuning
     from training.model import Gemma
 
-    cfg = configs.tiny(sampler_module.WIDE_VOCAB, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
+    cfg = configs.tiny(cpu_tuning.WIDE_VOCAB, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
                        num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
     model = Gemma(cfg, rngs=nnx.Rngs(0))
-    assert sampler_module.compaction_sizes(16, cfg.vocab_size) == [16, 8, 4]
-    assert sampler_module.compaction_sizes(16, 1024) == [16]  # the tiny default decodes as it always did
+    assert cpu_tuning.compaction_sizes(16, cfg.vocab_size) == [16, 8, 4]
+    assert cpu_tuning.compaction_sizes(16, 1024) == [16]  # the tiny default decodes as it always did
     eos = list(range(2, cfg.vocab_size, 16))  # one id in 16 ends a row: rows end at many different steps
     prompts = [list(np.random.default_rng(row).integers(3, 500, 3 + row % 5)) for row in range(16)]
     runs = []
-    for floor in (sampler_module.MIN_COMPACT_ROWS, 10**6):  # compacting, then one level throughout
-        monkeypatch.setattr(sampler_module, "MIN_COMPACT_ROWS", floor)
+    for floor in (cpu_tuning.MIN_COMPACT_ROWS, 10**6):  # compacting, then one level throughout
+        monkeypatch.setattr(cpu_tuning, "MIN_COMPACT_ROWS", floor)
         sampler_module._generate.clear_cache()
         sampler = Sampler(model, eos_ids=eos, pad_id=PAD, devices=jax.devices()[:1])
         runs.append([sampler(prompts, c, jax.random.key(4)) for c in (SamplingConfig(24, temperature=1.0),
@@ -172,6 +173,42 @@ def test_finished_rows_are_dropped_from_a_wide_vocabulary_decode(monkeypatch):
         assert len(set(compacted.lengths.tolist())) > 4 and (compacted.lengths < 12).sum() >= 8  # half end by half-way
         for row, n in enumerate(compacted.lengths):
             assert (compacted.tokens[row, n + 1 :] == PAD).all()
+
+
+def test_the_decode_loop_gathers_running_rows_and_writes_each_to_its_own_place():
+    """`decode_levels` without a model: row r picks 100 + 10·r + i at step i and ends at step END[r]. Over
+    levels of 8, 4 and 2 rows and phases of 2, 4 and 8 tokens, every row's tokens land in its own row of
+    `tokens` up to its end, pad after; each phase grows the cache first, and the loop stops once all end."""
+    from training.sampler import DecodeState, compact, decode_levels
+
+    end = jnp.asarray([7, 1, 3, 2, 8, 5, 1, 4])  # the step at which each row picks its last token
+    grown = []
+
+    def step(state):
+        nxt = jnp.where(state.done, PAD, 100 + 10 * state.rows + state.step)
+        tokens = state.tokens.at[state.rows, state.step].set(nxt)
+        done = state.done | (state.step >= end[state.rows])
+        return state._replace(step=state.step + 1, last=nxt, done=done, tokens=tokens)
+
+    def grow(cache, width):
+        grown.append(width)
+        return jnp.pad(cache, ((0, 0), (0, width - cache.shape[1])))
+
+    rows = jnp.arange(8)
+    start = DecodeState(step=jnp.int32(1), last=100 + 10 * rows, positions=rows, done=jnp.zeros(8, bool), rows=rows,
+                        keys=rows, tokens=jnp.zeros((8, 9), jnp.int32).at[:, 0].set(100 + 10 * rows),
+                        cache=jnp.zeros((8, 1)))  # fmt: skip
+    out = decode_levels(step, start, widths=[2, 4, 8], sizes=[8, 4, 2], max_new_tokens=9, grow=grow)
+    expected = np.full((8, 9), PAD)
+    for r, e in enumerate(end.tolist()):
+        expected[r, : e + 1] = 100 + 10 * r + np.arange(e + 1)
+    np.testing.assert_array_equal(out.tokens, expected)
+    assert grown == [2, 4, 8, 8, 8] and out.cache.shape == (2, 8) and bool(out.done.all())
+    assert int(out.step) == 9  # row 4 ends at step 8, the last the budget has
+    # a compaction keeps the running rows first, in order, and everything of theirs with them
+    kept = compact(start._replace(done=jnp.asarray([1, 0, 1, 0, 0, 1, 1, 1], bool)), 4)
+    assert kept.rows.tolist() == [1, 3, 4, 0] and kept.keys.tolist() == [1, 3, 4, 0] and kept.cache.shape == (4, 1)
+    assert kept.tokens.shape == (8, 9)  # every row's tokens stay
 
 
 def test_top_k_1_is_greedy(sampler):
@@ -238,11 +275,11 @@ def test_a_decode_step_copies_no_kv_cache():
 import dataclasses, re
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
-from training import config as configs, sampler
+from training import config as configs, cpu_tuning, sampler
 from training.model import Gemma
-sampler.configure_host_cpu(1)
+cpu_tuning.configure_host_cpu(1)
 real = configs.gemma3_270m()
-cfg = dataclasses.replace(real, vocab_size=sampler.WIDE_VOCAB, num_hidden_layers=2, layer_types=real.layer_types[:2])
+cfg = dataclasses.replace(real, vocab_size=cpu_tuning.WIDE_VOCAB, num_hidden_layers=2, layer_types=real.layer_types[:2])
 graphdef, state = nnx.split(Gemma(cfg, rngs=nnx.Rngs(0)))
 tokens, positions, segments = sampler.left_pad([[1] * 20] * 8, 32, 0)
 hlo = sampler._generate.lower(graphdef, state, tokens, positions, segments, np.arange(8, dtype=np.int32),

@@ -9,7 +9,8 @@ One step of the learner, in the parts a reader finds here in order and a user ca
 3. advantages: per group, by an estimator registered by name (`ADVANTAGES`: group_std, group_mean, rloo);
 4. the loss: the clipped importance ratio, per token or per sequence (`IMPORTANCE`: token as GRPO,
    sequence as GSPO), a KL estimate to the reference by name (`KL_ESTIMATORS`, weight `beta`), reduced by
-   an aggregation by name (`AGGREGATIONS`) (`policy_loss`);
+   an aggregation by name (`AGGREGATIONS`) (`policy_loss`). Steps 3 and 4, the objective, live in
+   `training/grpo_objective.py`, with the registries of those names;
 5. update: `mu` jitted updates of one rollout batch (`make_update`, `optimise`). The first update's own
    log-probs, taken before any change, are the old (rollout-policy) log-probs of the later ones, so a
    rollout batch costs one forward pass per update and the ratio starts at exactly one.
@@ -38,14 +39,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from training import loop, lora
 from training.lm_head import token_cross_entropy
 from training.loop import LoopConfig, NonFiniteLoss, make_optimizer
+from training.grpo_objective import Objective, check_names, group_advantages, policy_loss
 from training.model import Gemma, init_cache
 from training.sampler import Sampler, SamplingConfig, bucket_length, left_pad
 
-__all__ = ["ADVANTAGES", "AGGREGATIONS", "GRPOConfig", "GRPOResult", "IMPORTANCE", "KL_ESTIMATORS", "NonFiniteLoss",
-           "Objective", "Prompt", "PromptStream", "RolloutBatch", "grpo", "policy_loss", "sample_groups"]  # fmt: skip
-
-LOG_RATIO_CLIP = 20.0  # log-ratios beyond ±20 are clipped: exp() stays finite and one stale token cannot dominate
-
+__all__ = ["GRPOConfig", "GRPOResult", "NonFiniteLoss", "Prompt", "PromptStream", "RolloutBatch", "grpo", "sample_groups"]
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GRPOConfig(LoopConfig):
@@ -103,165 +101,6 @@ class GRPOConfig(LoopConfig):
 
     def batch_split(self) -> tuple[int, int]:
         return self.prompts_per_step * self.group_size, 1  # every group in one update, no accumulation
-
-
-# ---------------------------------------------------------------- advantages (pure, by name)
-
-AdvantageFn = Callable[[jax.Array, float], jax.Array]  # (rewards [P, G], eps) -> advantages [P, G]
-ADVANTAGES: dict[str, AdvantageFn] = {}
-
-
-def advantage_estimator(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Register an advantage estimator under `name` (params `grpo.advantage`)."""
-
-    def register(fn: AdvantageFn) -> AdvantageFn:
-        ADVANTAGES[name] = fn
-        return fn
-
-    return register
-
-
-@advantage_estimator("group_std")
-def group_std_advantages(rewards: jax.Array, eps: float) -> jax.Array:
-    """(r - group mean) / (group std + eps), the std the sample std (ddof 1) as Tunix computes it (GRPO)."""
-    centred = rewards - rewards.mean(axis=1, keepdims=True)
-    return centred / (rewards.std(axis=1, ddof=1, keepdims=True) + eps)
-
-
-@advantage_estimator("group_mean")
-def group_mean_advantages(rewards: jax.Array, eps: float) -> jax.Array:
-    """r - group mean, unscaled (Dr. GRPO: the std's division favours groups that barely differ)."""
-    return rewards - rewards.mean(axis=1, keepdims=True)
-
-
-@advantage_estimator("rloo")
-def rloo_advantages(rewards: jax.Array, eps: float) -> jax.Array:
-    """REINFORCE leave-one-out: r_i - the mean of the group's other G - 1 rewards (a baseline that
-    does not hold the completion's own reward); equals G / (G - 1) × (r_i - group mean)."""
-    g = rewards.shape[1]
-    others = (rewards.sum(axis=1, keepdims=True) - rewards) / (g - 1)
-    return rewards - others
-
-
-def group_advantages(rewards: jax.Array, kind: str = "group_std", eps: float = 1e-6) -> jax.Array:
-    """Advantages [P, G] from rewards [P, G] by the estimator registered as `kind`."""
-    if kind not in ADVANTAGES:
-        raise ValueError(f"unknown advantage {kind!r} (expected one of {', '.join(ADVANTAGES)})")
-    return ADVANTAGES[kind](rewards, eps)
-
-
-# ---------------------------------------------------------------- the loss (pure, parts by name)
-
-# (per-token values [B, T], active-token mask [B, T], the completion budget) -> a scalar
-AggregationFn = Callable[[jax.Array, jax.Array, int], jax.Array]
-
-
-def _sequence_mean_token_mean(per_token: jax.Array, mask: jax.Array, max_len: int) -> jax.Array:
-    """Mean over each sequence's tokens, then over sequences (GRPO; a long completion's tokens weigh less)."""
-    return jnp.mean(per_token.sum(axis=1) / jnp.maximum(mask.sum(axis=1), 1.0))
-
-
-def _token_mean(per_token: jax.Array, mask: jax.Array, max_len: int) -> jax.Array:
-    """Mean over every active token of the batch (DAPO)."""
-    return per_token.sum() / jnp.maximum(mask.sum(), 1.0)
-
-
-def _dr_grpo(per_token: jax.Array, mask: jax.Array, max_len: int) -> jax.Array:
-    """Sum over tokens / (batch × max_len): a constant denominator (Dr. GRPO)."""
-    return per_token.sum() / (per_token.shape[0] * max_len)
-
-
-AGGREGATIONS: dict[str, AggregationFn] = {
-    "sequence-mean-token-mean": _sequence_mean_token_mean,
-    "token-mean": _token_mean,
-    "dr_grpo": _dr_grpo,
-}
-
-
-def aggregate(per_token: jax.Array, mask: jax.Array, how: str, max_len: int) -> jax.Array:
-    """Reduce per-token values [B, T] over the active tokens `mask` by the aggregation named `how`."""
-    if how not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {how!r} (expected one of {', '.join(AGGREGATIONS)})")
-    return AGGREGATIONS[how](per_token * mask, mask, max_len)
-
-
-def k3_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
-    """Per-token k3 estimate of KL(policy || reference): exp(ref - logp) - (ref - logp) - 1 (>= 0)."""
-    d = ref_logp - logp
-    return jnp.exp(d) - d - 1.0
-
-
-def k1_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
-    """Per-token k1 estimate: logp - ref (unbiased, of either sign)."""
-    return logp - ref_logp
-
-
-def k2_kl(logp: jax.Array, ref_logp: jax.Array) -> jax.Array:
-    """Per-token k2 estimate: (logp - ref)² / 2 (>= 0, biased)."""
-    return 0.5 * jnp.square(logp - ref_logp)
-
-
-KL_ESTIMATORS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {"k3": k3_kl, "k1": k1_kl, "k2": k2_kl}
-
-
-def token_log_ratio(logp: jax.Array, old_logp: jax.Array, mask: jax.Array) -> jax.Array:
-    """log π/π_old per token [B, T] (GRPO): each token clipped on its own."""
-    return jnp.clip(logp - old_logp, -LOG_RATIO_CLIP, LOG_RATIO_CLIP)
-
-
-def sequence_log_ratio(logp: jax.Array, old_logp: jax.Array, mask: jax.Array) -> jax.Array:
-    """log s_i [B, 1] (GSPO): the mean over a completion's active tokens of log π/π_old, so
-    s_i = (π(y_i) / π_old(y_i)) ** (1 / |y_i|), one ratio (and one clip) for all its tokens."""
-    mean = jnp.sum((logp - old_logp) * mask, axis=1, keepdims=True) / jnp.maximum(mask.sum(axis=1, keepdims=True), 1.0)
-    return jnp.clip(mean, -LOG_RATIO_CLIP, LOG_RATIO_CLIP)
-
-
-IMPORTANCE: dict[str, Callable[[jax.Array, jax.Array, jax.Array], jax.Array]] = {
-    "token": token_log_ratio,
-    "sequence": sequence_log_ratio,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """What the loss reads of a `GRPOConfig` (and so what a compiled update depends on)."""
-
-    epsilon: float
-    epsilon_high: float
-    beta: float
-    kl: str
-    importance: str
-    aggregation: str
-    max_new_tokens: int  # dr_grpo's denominator
-
-    @classmethod
-    def of(cls, cfg: GRPOConfig) -> Objective:
-        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
-
-
-def policy_loss(
-    logp: jax.Array,
-    old_logp: jax.Array,
-    ref_logp: jax.Array | None,
-    advantages: jax.Array,
-    mask: jax.Array,
-    cfg: Objective | GRPOConfig,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The clipped-ratio loss over completion tokens [B, T] with advantages [B], and its diagnostics:
-    max(-A·ratio, -A·clip(ratio, 1 - epsilon, 1 + epsilon_high)) per token, + beta × KL, aggregated."""
-    ratio = jnp.exp(IMPORTANCE[cfg.importance](logp, old_logp, mask))
-    a = advantages[:, None]
-    unclipped = -a * ratio
-    clipped = -a * jnp.clip(ratio, 1.0 - cfg.epsilon, 1.0 + cfg.epsilon_high)
-    per_token = jnp.maximum(unclipped, clipped)
-    n = jnp.maximum(mask.sum(), 1.0)
-    metrics = {"clip_fraction": jnp.sum((clipped > unclipped) * mask) / n}
-    if ref_logp is not None and cfg.beta:
-        kl = KL_ESTIMATORS[cfg.kl](logp, ref_logp)
-        per_token = per_token + cfg.beta * kl
-        metrics["kl"] = jnp.sum(kl * mask) / n
-    metrics["ratio_mean"] = jnp.sum(ratio * mask) / n
-    return aggregate(per_token, mask, cfg.aggregation, cfg.max_new_tokens), metrics
 
 
 # ---------------------------------------------------------------- log-probs and the update
@@ -576,10 +415,7 @@ def grpo(
     state, the sampling key and the prompt position."""
     if cfg.group_size < 2:
         raise ValueError("group_size must be at least 2: a group of one has no relative advantage")
-    for name, value, known in (("advantage", cfg.advantage, ADVANTAGES), ("importance", cfg.importance, IMPORTANCE),
-                               ("kl", cfg.kl, KL_ESTIMATORS), ("aggregation", cfg.aggregation, AGGREGATIONS)):
-        if value not in known:
-            raise ValueError(f"unknown {name} {value!r} (expected one of {', '.join(known)})")
+    check_names(cfg)
     placed = loop.place(model, cfg)
     adapters = lora.has_adapters(model)
     # The reference is the starting policy: with adapters the base (nothing to copy); with beta = 0, none at all.

@@ -10,7 +10,7 @@ left-padded, partly filled KV cache needs nothing special.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +22,16 @@ from training.lora import adapter_of
 from training.matmul import matmul
 
 Cache = dict[str, Any]  # per layer: {"k": L × [B,K,hd,S], "v": L × [B,K,S,hd], "pos": L × [B,S], "seg": L × [B,S]}
+
+
+class LayerCache(NamedTuple):
+    """One layer's share of the KV cache as one attention call gets it (`Cache` holds the model's)."""
+
+    keys: jax.Array  # [B, K, hd, S], keys transposed as the decode step's product reads them
+    values: jax.Array  # [B, K, S, hd]
+    positions: jax.Array  # [B, S] each slot's position, this call's already written
+    segments: jax.Array  # [B, S] each slot's segment (0: empty or padding), this call's already written
+    index: jax.Array | int  # the slot this call's first key and value go to
 
 
 class RMSNorm(nnx.Module):
@@ -114,10 +124,10 @@ class Attention(nnx.Module):
         x: jax.Array,
         pos: jax.Array,
         seg: jax.Array,
-        kv: tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array] | None,
+        kv: LayerCache | None,
         rotary: tuple[jax.Array, jax.Array] | None = None,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-        """x: [B,T,D]. `kv` is (cache k, cache v, key positions, key segments, write index) or None;
+        """x: [B,T,D]. `kv` is the layer's cache, its key positions and segments and the write index, or None;
         `rotary` is this layer's `rope_tables` (computed here when not given).
 
         With a cache, this call's keys and values are written at the index first,
@@ -147,15 +157,14 @@ class Attention(nnx.Module):
         if kv is None:
             out, new_kv = self.attend_in_blocks(q, kt, v, pos, seg), None
         else:
-            cache_k, cache_v, k_pos, k_seg, index = kv
-            keys = jax.lax.dynamic_update_slice(cache_k, kt.astype(cache_k.dtype), (0, 0, 0, index))
-            values = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, index, 0))
+            keys = jax.lax.dynamic_update_slice(kv.keys, kt.astype(kv.keys.dtype), (0, 0, 0, kv.index))
+            values = jax.lax.dynamic_update_slice(kv.values, v.astype(kv.values.dtype), (0, 0, kv.index, 0))
             new_kv = (keys, values)
-            mask = attention_mask(pos, seg, k_pos, k_seg, self.window)
+            mask = attention_mask(pos, seg, kv.positions, kv.segments, self.window)
             if t == 1:  # a decode step: the cache as it was, and the new key beside it (attend_beside_cache)
-                written = jnp.arange(cache_k.shape[-1]) == index
+                written = jnp.arange(kv.keys.shape[-1]) == kv.index
                 own = attention_mask(pos, seg, pos, seg, self.window)
-                out = attend_beside_cache(q, cache_k, cache_v, mask & ~written, kt, v, own, self.softcap)
+                out = attend_beside_cache(q, kv.keys, kv.values, mask & ~written, kt, v, own, self.softcap)
             else:
                 out = attend(q, keys, values, mask, self.softcap)
         out = out.reshape(b, self.kv_heads, t, groups, self.head_dim).transpose(0, 2, 1, 3, 4)
@@ -294,7 +303,7 @@ class Gemma(nnx.Module):
             slot = cache_index % cache["k"][i].shape[-1]
             k_pos = jax.lax.dynamic_update_slice(cache["pos"][i], positions.astype(jnp.int32), (0, slot))
             k_seg = jax.lax.dynamic_update_slice(cache["seg"][i], segments.astype(jnp.int32), (0, slot))
-            kv = (cache["k"][i], cache["v"][i], k_pos, k_seg, slot)
+            kv = LayerCache(cache["k"][i], cache["v"][i], k_pos, k_seg, slot)
             x, (ck, cv) = layer(x, positions, segments, kv, tables)
             for name, value in zip(new, (ck, cv, k_pos, k_seg)):
                 new[name].append(value)

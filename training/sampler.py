@@ -7,15 +7,17 @@ produced an end-of-sequence token or `max_new_tokens` are out. Decoding runs
 in phases over a cache that grows (`phase_widths`), so a step reads only as
 many cache slots as the longest completion so far can need.
 
-On CPU a small model's rows are split over the host's XLA devices
-(`configure_host_cpu`, `default_devices`), each decoding its share in a loop of its
-own: its decode step's ops are too small for XLA:CPU to spread over cores.
-Each row samples with a key of its own, so what a row gets depends on its
-prompt, its index and the key, not on the split.
+On CPU a small model's rows are split over the host's XLA devices, each
+decoding its share in a loop of its own: its decode step's ops are too small
+for XLA:CPU to spread over cores. Each row samples with a key of its own, so
+what a row gets depends on its prompt, its index and the key, not on the split.
 
 At a wide vocabulary (a real Gemma's) a device's rows are halved as they end
-(`compaction_sizes`): when no more than half of them still run, those are
-gathered, cache and all, and decoding goes on with half the rows.
+(compaction levels): when no more than half of them still run, those are
+gathered, cache and all, and decoding goes on with half the rows; and the LM
+head runs as table @ rowsᵀ. Every such choice made for XLA:CPU's sake (the
+devices, the head, the levels, XLA's flags) is made in training/cpu_tuning.py;
+this module's loop decodes as it is told.
 
 A prompt asked for several times (`repeats`: GRPO's G completions of a group)
 is prefilled once on each device that decodes it; its cache and first logits
@@ -27,8 +29,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,20 +38,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from training.attention import softcap
-from training.model import Gemma, grow_cache, init_cache
-
-# At this vocabulary or above the tied LM head is most of a decode step's work, and XLA:CPU runs the
-# product of a few rows against the table faster as table @ rowsᵀ (the vocabulary as the long side of
-# the GEMM, which its kernels split over threads) than as rows @ tableᵀ. Smaller vocabularies (the tiny
-# default) keep the model's own head, bit for bit.
-WIDE_VOCAB = 32_768
-# A bfloat16 head (`head_dtype`) is used only from this many rows a device: XLA:CPU's bfloat16 product
-# of one or two rows against the table runs far slower than the float32 one.
-MIN_BF16_HEAD_ROWS = 8
-# Decoding halves a device's rows down to this many (`compaction_sizes`): below it a step streams the
-# weights for a few rows whatever their number, and each level is one more loop to compile.
-MIN_COMPACT_ROWS = 4
+from training.cpu_tuning import compaction_sizes, default_devices, lm_head
+from training.model import Cache, Gemma, grow_cache, init_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,38 +77,6 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> tupl
         segments[row, length - n :] = 1
         positions[row, length - n :] = np.arange(n)
     return tokens, positions, segments
-
-
-def configure_host_cpu(devices: int = 2) -> None:
-    """Set up XLA:CPU for decoding; call it before JAX starts its backend, as the stages do.
-
-    - The CPU is exposed as `devices` XLA devices for the sampler to decode that many shares of a
-      small model's batch at once: a decode step's ops are too small for XLA:CPU to spread over cores,
-      so one program keeps about one core busy; two halves of a batch in two loops use both
-      (docs/results/2026-12-03-performance-log.md). A device count already set in XLA_FLAGS is kept,
-      and a mesh of one device (training's default) runs as before.
-    - Copy insertion by region analysis: without it XLA:CPU copies every layer's KV cache on every
-      decode step (twice) rather than prove that the step's write may go in place.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        jax.config.update("jax_num_cpu_devices", devices)
-    if "xla_cpu_copy_insertion_use_region_analysis" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_copy_insertion_use_region_analysis=true".strip()
-
-
-def default_devices(vocab_size: int) -> list[jax.Device]:
-    """The devices a Sampler splits rows over by default: every CPU device at a small vocabulary, else none.
-
-    A small model's decode step is many small ops that one program runs on about one core, so two
-    shares in two loops use both. At a wide vocabulary the step is a few large products (the LM head
-    against the whole table first) that one program already spreads over the cores, while each share
-    would stream its own copy of the weights: one program is as fast at many rows, faster at few
-    (where the weights' bytes bound a step), and holds one copy (docs/results/2026-12-04-grpo-step-speed.md).
-    """
-    if jax.default_backend() != "cpu" or vocab_size >= WIDE_VOCAB:
-        return []
-    return jax.local_devices(backend="cpu")
 
 
 def choose(logits: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Array:
@@ -230,44 +188,71 @@ def phase_widths(max_new_tokens: int, first: int) -> list[int]:
     return widths
 
 
-def compaction_sizes(batch: int, vocab_size: int) -> list[int]:
-    """Rows a device decodes at each level: the batch, then halves (each down to `MIN_COMPACT_ROWS`),
-    entered when no more rows than the half still run, those gathered first. At a wide vocabulary
-    a row's own products (most of all the LM head's) are most of a step, so a finished row that goes
-    on decoding costs as much as a running one; a small vocabulary keeps one level, bit for bit."""
-    sizes = [batch]
-    while vocab_size >= WIDE_VOCAB and sizes[-1] % 2 == 0 and sizes[-1] // 2 >= MIN_COMPACT_ROWS:
-        sizes.append(sizes[-1] // 2)
-    return sizes
+class DecodeState(NamedTuple):
+    """The decode loop's carry. Its rows are a device's, as many as the compaction level decodes (R):
+    `rows` says where each one's tokens go in `tokens`, which always holds every row of the device."""
+
+    step: jax.Array  # i: the new token this step picks; token i - 1 goes into cache slot prompt_len + i - 1
+    last: jax.Array  # [R] each row's latest token
+    positions: jax.Array  # [R] that token's position
+    done: jax.Array  # [R] bool: the row has picked an end-of-sequence token (it only pads from then on)
+    rows: jax.Array  # [R] each row's index in `tokens`
+    keys: jax.Array  # [R] each row's sampling key, folded with the step for each draw
+    tokens: jax.Array  # [B, max_new_tokens] every row's tokens so far, pad after its end
+    cache: Cache  # the R rows' KV cache
 
 
-def lm_head(model: Gemma, batch: int, head_dtype: str | None):
-    """The decode step's LM head, hidden [B, D] -> float32 logits: None (the model's own, [B, V]) below
-    `WIDE_VOCAB`; at or above it, table @ hiddenᵀ, [V, B], the table cast once per call (outside the
-    decode loop) to `head_dtype` when asked and the rows are enough for it (`MIN_BF16_HEAD_ROWS`).
-
-    The [V, B] logits are consumed as they are (`pick` reads a row down axis 1): transposed back to
-    [B, V], XLA folds the transpose into the product and computes rows @ tableᵀ, the orientation this
-    one is chosen to avoid."""
-    cfg = model.config
-    if cfg.vocab_size < WIDE_VOCAB and head_dtype is None:
-        return None
-    dtype = head_dtype if head_dtype is not None and batch >= MIN_BF16_HEAD_ROWS else model.dtype
-    table = model.embed_tokens[...].astype(dtype)
-
-    def head(hidden: jax.Array) -> jax.Array:
-        out = jnp.einsum("vd,bd->vb", table, hidden.astype(dtype), preferred_element_type=jnp.float32)
-        return softcap(out, cfg.final_logit_softcapping)
-
-    return head
+def step_logits(model: Gemma, head: Callable | None, state: DecodeState, index: jax.Array) -> tuple[jax.Array, Cache]:
+    """The logits after each row's last token, written into the cache at `index`: [R, V] from the
+    model's own head (`head` None), [V, R] from a wide one (training/cpu_tuning.py `lm_head`)."""
+    ones = jnp.ones((state.last.shape[0], 1), jnp.int32)
+    if head is None:
+        logits, cache = model(state.last[:, None], state.positions[:, None], ones, state.cache, index)
+        return logits[:, 0], cache
+    hidden, cache = model.hidden_states(state.last[:, None], state.positions[:, None], ones, state.cache, index)
+    return head(hidden[:, 0]), cache
 
 
-def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pad_id, *, cfg: SamplingConfig,
+def compact(state: DecodeState, size: int) -> DecodeState:
+    """The first `size` rows after sorting the running ones first (all of them, as at most `size` run)."""
+    keep = jnp.argsort(state.done, stable=True)[:size]
+    take = lambda x: jnp.take(x, keep, axis=0)
+    return state._replace(last=take(state.last), positions=take(state.positions), done=take(state.done),
+                          rows=take(state.rows), keys=take(state.keys), cache=jax.tree.map(take, state.cache))  # fmt: skip
+
+
+def running(state: DecodeState, width: int, floor: int, max_new_tokens: int) -> jax.Array:
+    """A phase of capacity `width` goes on while its step writes inside it (i <= width), the budget is
+    not spent, and more rows run than the next compaction level holds (`floor`)."""
+    return (state.step <= width) & (state.step < max_new_tokens) & (jnp.sum(~state.done) > floor)
+
+
+def decode_levels(
+    step: Callable[[DecodeState], DecodeState], state: DecodeState, *, widths: Sequence[int], sizes: Sequence[int],
+    max_new_tokens: int, grow: Callable[[Cache, int], Cache],
+) -> DecodeState:  # fmt: skip
+    """`step` in a loop until every row has ended or the budget is spent: at each compaction level
+    (`sizes`: the rows it decodes), then in each phase (`widths`: new tokens it has room for), the
+    cache grown by `grow(cache, width)` first. Phases grow the cache of the first level; a level after
+    a compaction decodes over the whole-width cache it was left."""
+    for level, size in enumerate(sizes):
+        # A level runs while more rows than the next level holds still run; the last until all end.
+        floor = sizes[level + 1] if level + 1 < len(sizes) else 0
+        if level:
+            state = compact(state, size)
+        for width in widths if level == 0 else widths[-1:]:
+            state = state._replace(cache=grow(state.cache, width))
+            go_on = functools.partial(running, width=width, floor=floor, max_new_tokens=max_new_tokens)
+            state = jax.lax.while_loop(go_on, step, state)
+    return state
+
+
+def _decode(graphdef, weights, tokens, positions, segments, rows, key, eos_ids, pad_id, *, cfg: SamplingConfig,
             cache_dtype, head_dtype=None, repeats=1):  # fmt: skip
     """Tokens [B, max_new_tokens], lengths and truncation flags [B] for left-padded prompts [B / repeats,
     prompt_len], each the prompt of `repeats` consecutive rows; `rows`: each row's index in the whole
     batch (its sampling key)."""
-    model = nnx.merge(graphdef, state)
+    model = nnx.merge(graphdef, weights)
     batch, prompt_len = rows.shape[0], tokens.shape[1]
     row_keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, rows)
     fold = lambda keys, step: jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, step)
@@ -285,52 +270,25 @@ def _decode(graphdef, state, tokens, positions, segments, rows, key, eos_ids, pa
         logits = jnp.repeat(logits, repeats, axis=row_axis)
     first = pick(logits, fold(row_keys, 0))
     out = jnp.full((batch, cfg.max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
-    done = jnp.isin(first, eos_ids)
 
-    def body(carry):
-        i, last, pos, done, ids, keys, out, cache = carry
-        head, ones = heads[last.shape[0]], jnp.ones((last.shape[0], 1), jnp.int32)
-        # token i-1 goes into cache slot prompt_len + i - 1 and predicts token i
-        if head is None:
-            logits, cache = model(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
-            logits = logits[:, 0]
+    def step(state: DecodeState) -> DecodeState:
+        logits, cache = step_logits(model, heads[state.last.shape[0]], state, prompt_len + state.step - 1)
+        nxt = pick(logits, fold(state.keys, state.step))
+        nxt = jnp.where(state.done, pad_id, nxt)  # a finished row only pads
+        if state.last.shape[0] == batch:  # every row, in order
+            tokens = jax.lax.dynamic_update_slice(state.tokens, nxt[:, None], (0, state.step))
         else:
-            hidden, cache = model.hidden_states(last[:, None], pos[:, None], ones, cache, prompt_len + i - 1)
-            logits = head(hidden[:, 0])  # [V, B]
-        nxt = pick(logits, fold(keys, i))
-        nxt = jnp.where(done, pad_id, nxt)  # a finished row only pads
-        if last.shape[0] == batch:  # every row, in order
-            out = jax.lax.dynamic_update_slice(out, nxt[:, None], (0, i))
-        else:
-            out = out.at[ids, i].set(nxt)
-        return i + 1, nxt, pos + 1, done | jnp.isin(nxt, eos_ids), ids, keys, out, cache
+            tokens = state.tokens.at[state.rows, state.step].set(nxt)
+        return DecodeState(state.step + 1, nxt, state.positions + 1, state.done | jnp.isin(nxt, eos_ids), state.rows,
+                           state.keys, tokens, cache)  # fmt: skip
 
-    def running(carry, width, floor):
-        i, _, _, done, *_ = carry
-        return (i <= width) & (i < cfg.max_new_tokens) & (jnp.sum(~done) > floor)
-
-    def compact(carry, size):
-        """The first `size` rows after sorting the running ones first (all of them, as at most `size` run)."""
-        i, last, pos, done, ids, keys, out, cache = carry
-        keep = jnp.argsort(done, stable=True)[:size]
-        take = lambda x: jnp.take(x, keep, axis=0)
-        return i, take(last), take(pos), take(done), take(ids), take(keys), out, jax.tree.map(take, cache)
-
-    carry = (jnp.int32(1), first, positions[:, -1] + 1, done, jnp.arange(batch), row_keys, out, cache)
-    for level, size in enumerate(sizes):
-        # A level runs while more rows than the next level holds still run; the last until all end.
-        floor = sizes[level + 1] if level + 1 < len(sizes) else 0
-        if level:
-            carry = compact(carry, size)
-        # Step i writes slot prompt_len + i - 1: a phase of width w runs while i <= w. Phases grow the cache
-        # of the first level; a level after a compaction decodes over the whole-width cache it was left.
-        for width in widths if level == 0 else widths[-1:]:
-            carry = (*carry[:7], grow_cache(model.config, carry[7], prompt_len + width))
-            carry = jax.lax.while_loop(functools.partial(running, width=width, floor=floor), body, carry)
-    out = carry[6]
-    is_eos = jnp.isin(out, eos_ids)
+    start = DecodeState(step=jnp.int32(1), last=first, positions=positions[:, -1] + 1, done=jnp.isin(first, eos_ids),
+                        rows=jnp.arange(batch), keys=row_keys, tokens=out, cache=cache)  # fmt: skip
+    grow = lambda cache, width: grow_cache(model.config, cache, prompt_len + width)
+    end = decode_levels(step, start, widths=widths, sizes=sizes, max_new_tokens=cfg.max_new_tokens, grow=grow)
+    is_eos = jnp.isin(end.tokens, eos_ids)
     lengths = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), cfg.max_new_tokens)
-    return out, lengths, ~jnp.any(is_eos, axis=1)
+    return end.tokens, lengths, ~jnp.any(is_eos, axis=1)
 
 
 _generate = jax.jit(_decode, static_argnames=("graphdef", "cfg", "cache_dtype", "head_dtype", "repeats"))

