@@ -35,7 +35,9 @@ def parse_completion(text: str | None) -> dict:
     by one non-empty answer block, with only whitespace around them.
     """
     text = text or ""
-    whole = _WHOLE.fullmatch(text)
+    # Exactly one of each tag, checked first: it is what the conditions below come to, and on a text of
+    # many blocks the lazy groups of _WHOLE would otherwise try every pair of them (quadratic).
+    whole = _WHOLE.fullmatch(text) if all(text.count(tag) == 1 for tag in _TAGS) else None
     format_ok = bool(
         whole
         and all(part.strip() for part in whole.groups())

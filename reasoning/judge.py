@@ -92,7 +92,8 @@ def rubric_score(rubric: Rubric, verdicts: Sequence[bool]) -> float:
 # ------------------------------------------------------------------ templates
 
 # The 270M base model follows a pattern far better than an instruction, so each template shows one
-# worked example before the real item; a larger instruction-tuned judge reads the same text fine.
+# worked example before the real item; a larger instruction-tuned judge reads the same text fine. The
+# example has as many criteria as the rubric (a small model copies the example's number of lines).
 _INSTRUCTION = (
     "You are grading a reply against a rubric. For each numbered criterion, answer yes if the reply "
     "meets it and no if it does not. Judge only what the reply shows; a criterion that describes a "
@@ -101,9 +102,13 @@ _INSTRUCTION = (
 _EXAMPLE = {
     "question": "What is 12 + 30?",
     "reply": "<reasoning>12 + 30 = 42.</reasoning><answer>42</answer>",
-    "criteria": ("The answer is 42.", "The reasoning shows the addition.", "The reply gives a wrong sum."),
-    "verdicts": ("yes", "yes", "no"),
-}
+    "criteria": (
+        ("The answer is 42.", "yes"), ("The reply gives a wrong sum.", "no"),
+        ("The reasoning shows the addition.", "yes"), ("The reply repeats the question without answering it.", "no"),
+        ("The reasoning uses both numbers of the question.", "yes"), ("The reply claims that 12 + 30 = 32.", "no"),
+        ("The answer is a whole number.", "yes"), ("The reply pads the answer with unrelated text.", "no"),
+    ),
+}  # fmt: skip
 
 
 def _criteria_lines(texts: Sequence[str]) -> str:
@@ -117,10 +122,11 @@ def _item_block(question: str, reply: str) -> str:
 def render_lines(question: str, reply: str, rubric: Rubric) -> str:
     """`rubric-lines`: one request per item; the judge answers `N: yes|no`, one line per criterion."""
     ex = _EXAMPLE
-    example = "\n".join(f"{i}: {v}" for i, v in enumerate(ex["verdicts"], start=1))
+    shown = [ex["criteria"][i % len(ex["criteria"])] for i in range(len(rubric))]
+    example = "\n".join(f"{i}: {v}" for i, (_, v) in enumerate(shown, start=1))
     return (
         f"{_INSTRUCTION} Answer with one line per criterion, `number: yes` or `number: no`, and nothing else.\n\n"
-        f"{_item_block(ex['question'], ex['reply'])}\nCriteria:\n{_criteria_lines(ex['criteria'])}\n\n"
+        f"{_item_block(ex['question'], ex['reply'])}\nCriteria:\n{_criteria_lines([t for t, _ in shown])}\n\n"
         f"Verdicts:\n{example}\n\n"
         f"{_item_block(question, reply)}\nCriteria:\n{_criteria_lines([c.text for c in rubric])}\n\n"
         "Verdicts:\n"
@@ -132,9 +138,9 @@ def render_criterion(question: str, reply: str, criterion: Criterion) -> str:
     ex = _EXAMPLE
     return (
         f"{_INSTRUCTION} Answer with the single word yes or no.\n\n"
-        f"{_item_block(ex['question'], ex['reply'])}\nCriterion: {ex['criteria'][0]}\nVerdict: {ex['verdicts'][0]}\n\n"
-        f"{_item_block(ex['question'], ex['reply'])}\nCriterion: {ex['criteria'][2]}\nVerdict: {ex['verdicts'][2]}\n\n"
-        f"{_item_block(question, reply)}\nCriterion: {criterion.text}\nVerdict:"
+        + "".join(f"{_item_block(ex['question'], ex['reply'])}\nCriterion: {text}\nVerdict: {verdict}\n\n"
+                  for text, verdict in ex["criteria"][:2])
+        + f"{_item_block(question, reply)}\nCriterion: {criterion.text}\nVerdict:"
     )
 
 
@@ -154,8 +160,8 @@ def max_reply_tokens(template: str, rubric: Rubric) -> int:
 
 # ------------------------------------------------------------------ parsing
 
-_LINE = re.compile(r"^\s*(?:criterion\s*)?\**\s*(\d+)\s*\**\s*[:.)=-]\s*\**\s*(yes|no)\b\**\s*[.!]?\s*$", re.I)
-_WORD = re.compile(r"^\s*\**\s*(yes|no)\b\**\s*[.!]?", re.I)
+_LINE = re.compile(r"^\s*(?:criterion\s*)?\**\s*(\d+)\s*\**\s*[:.)=-]\s*\**\s*(yes|no)\b\**\s*[.!]?\s*$", re.IGNORECASE)
+_WORD = re.compile(r"^\s*\**\s*(yes|no)\b\**\s*[.!]?", re.IGNORECASE)
 
 
 def parse_lines(reply: str, n_criteria: int) -> tuple[list[bool] | None, str | None]:
@@ -248,7 +254,7 @@ def gate(question: str, completion: str) -> str | None:
         text = text.replace(tag, " ")
     stripped = text
     for key in MASTER_KEYS:
-        stripped = re.sub(re.escape(key), " ", stripped, flags=re.I)
+        stripped = re.sub(re.escape(key), " ", stripped, flags=re.IGNORECASE)
     words = _words(stripped)
     if len(words) < MIN_WORDS:
         return "master key"

@@ -86,7 +86,7 @@ class OpenAIBackend:
                 if err.code not in RETRY_STATUS:
                     break
                 continue
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 why = f"timed out after {self.timeout:g} s"
                 continue
             except urllib.error.URLError as err:

@@ -73,7 +73,7 @@ def _holdable(m: re.Match) -> bool:
     parts = (mantissa, m["whole"], m["mnum"], m["mden"], m["num"], m["den"])
     if any(part is not None and len(part) > MAX_DIGITS for part in parts):
         return False
-    digits = exponent.lstrip("+-").lstrip("0")
+    digits = exponent.lstrip("+-")  # leading zeros count: Python reads them too (1e000…01)
     return len(digits) <= len(str(MAX_EXPONENT)) and int(digits or 0) <= MAX_EXPONENT
 
 

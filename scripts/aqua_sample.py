@@ -35,8 +35,8 @@ def row(n: int, record: dict, split: str) -> dict:
 
 
 def build(source: Path) -> list[dict]:
-    test = [json.loads(line) for line in (source / "test.json").read_text(encoding="utf-8").splitlines() if line.strip()]
-    dev = [json.loads(line) for line in (source / "dev.json").read_text(encoding="utf-8").splitlines() if line.strip()]
+    test, dev = ([json.loads(line) for line in (source / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+                 for name in ("test.json", "dev.json"))
     chosen = sorted(random.Random("aqua:test").sample(range(len(test)), SAMPLE))
     rows = [{**row(i, test[i], "test"), "exemplar": False} for i in chosen]
     return rows + [{**row(i, dev[i], "dev"), "reasoning": dev[i]["rationale"].strip(), "exemplar": True}

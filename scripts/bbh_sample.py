@@ -40,7 +40,8 @@ ANSWER_TYPES = {  # the tasks whose answer is not an option of the prompt
 }
 _LETTERED = re.compile(r"^\(([A-Z])\) (.+)$")
 _LISTED = re.compile(r"^- (.+)$")
-_COT = re.compile(r"Q: (.*?)\nA: Let's think step by step\.\s(.*?) So the answer is (.*?)\.?\s*(?=\n\nQ: |\Z)", re.DOTALL)
+_COT = re.compile(r"Q: (.*?)\nA: Let's think step by step\.\s(.*?) So the answer is (.*?)\.?\s*(?=\n\nQ: |\Z)",
+                  re.DOTALL)
 
 
 def options(prompt: str) -> list[str] | None:

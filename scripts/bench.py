@@ -288,7 +288,6 @@ def torch_step_rate(args, torch, model, trainable, opt, device, device_name, syn
 
 
 def jax_generate(args) -> dict:
-    import jax
     from flax import nnx
 
     from training.model import Gemma
@@ -397,7 +396,6 @@ def machine_roof(args) -> dict:
         out[f"roof_gflops_{dtype}"] = best
     big = torch.ones(2**26, dtype=torch.float32)
     out["bandwidth_gbps"] = big.numel() * 4 / median_seconds(lambda: big.sum(), 5) / 1e9
-    del big
     return out
 
 
@@ -505,7 +503,6 @@ def print_generate_by_batch(args, roof: dict, results: list[tuple[int, dict, dic
 def jax_grpo(args) -> dict:
     """Wall seconds of GRPO steps (LoRA rank 16 on the checkpoint, GSM8K training prompts, the built-in
     rewards): the first step compiles and is left out, the median of the rest is reported."""
-    import jax
     from tokenizers import Tokenizer
 
     from stages.common import load_params

@@ -25,7 +25,8 @@ DEV_SAMPLE = 250
 def sample(lines: list[bytes], k: int, seed: int) -> tuple[list[bytes], list[bytes]]:
     """(the k drawn lines, the rest), both in upstream order."""
     chosen = set(random.Random(seed).sample(range(len(lines)), k))
-    return [l for i, l in enumerate(lines) if i in chosen], [l for i, l in enumerate(lines) if i not in chosen]
+    drawn = [line for i, line in enumerate(lines) if i in chosen]
+    return drawn, [line for i, line in enumerate(lines) if i not in chosen]
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ and completion length over the right completions. Master keys: each reply of
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
@@ -28,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reasoning import judge as J  # noqa: E402
-from stages import gsm8k  # noqa: E402
-from stages.common import dumps_json, read_jsonl  # noqa: E402
+from reasoning import judge as J
+from stages import gsm8k
+from stages.common import dumps_json, read_jsonl
 
 SAMPLE = ROOT / "evalsets" / "gsm8k_test_sample.jsonl"
 KEYS = {
@@ -48,7 +47,7 @@ def completions(n: int) -> list[dict]:
         question, steps, final = gsm8k.parse_row(row, f"{SAMPLE}:{k + 1}")
         working = "\n".join(steps)
         wrong_final = str(int(float(final.replace(",", ""))) + 1 + k % 9)
-        wrong_working = re.sub(r"(\d[\d,.]*)(?!.*\d)", wrong_final, working, count=1, flags=re.S) if working else working
+        wrong_working = re.sub(r"(\d[\d,.]*)(?!.*\d)", wrong_final, working, count=1, flags=re.DOTALL) if working else working
         out.append({
             "question": " ".join(question.split()),
             "right": f"<reasoning>{working}</reasoning><answer>{final}</answer>",

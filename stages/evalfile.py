@@ -98,7 +98,8 @@ class FileSet:
             columns.update(dict.fromkeys(row))
         for role, name in self.fields.items():
             if role == "section":
-                raise StageError(f"{self._where('fields', role)}: section is our own set's; name the breakdown otherwise")
+                raise StageError(f"{self._where('fields', role)}: section is our own set's; "
+                                 "name the breakdown otherwise")
             if name not in columns:
                 raise StageError(f"{self._where('fields', role)}: {name!r} is not a field of {self.evalset.path} "
                                  f"(fields: {', '.join(columns)})")
@@ -140,7 +141,8 @@ class FileSet:
             raise StageError(f"{where}: {f['answer']}: {err}") from None
         if record["exemplar"]:
             if "reasoning" not in f:
-                raise StageError(f"{where}: {f['exemplar']}: an exemplar row needs its reasoning (map fields.reasoning)")
+                raise StageError(f"{where}: {f['exemplar']}: an exemplar row needs its reasoning "
+                                 "(map fields.reasoning)")
             record["reasoning"] = _text(row.get(f["reasoning"]), where, f["reasoning"])
         return record
 
@@ -155,7 +157,7 @@ class FileSet:
             shots = [e for e in self.exemplars if (e["category"], e["difficulty"], e["groups"]) == key][:n]
             if len(shots) < n:
                 raise StageError(f"{self._where('few_shot')}: {n} exemplars asked, item {item['id']} of "
-                                 f"{self.evalset.path} has {len(shots)} ({', '.join(map(str, item['groups'].values()))})")
+                                 f"{self.evalset.path} has {len(shots)}")
             out.append("".join(f"{e['prompt']}\n<reasoning>{e['reasoning']}</reasoning>"
                                f"<answer>{e['expected_answer']}</answer>\n\n" for e in shots) + item["prompt"])
         return out

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from stages import evalfile, gsm8k, paths, tables
-from stages.common import PARAMS_FILE, StageError, params_where, read_json, read_jsonl, validate
+from stages.common import PARAMS_FILE, StageError, param_error, params_where, read_json, read_jsonl, validate
 
 FORMATS = ("items", "gsm8k", "file")
 
@@ -85,8 +85,8 @@ def _evalset(name: str, spec: Mapping[str, Any], path: Path, root: Path) -> Eval
     if fmt != "file":
         for key in ("fields", "answer_type", "few_shot"):
             if spec.get(key):
-                raise StageError(f"{params_where('evaluate', 'sets', name, key, root=root)}: evaluate.sets.{name}.{key}: "
-                                 f"only a set of format file takes {key} ({fmt} fixes its fields and answers)")
+                raise param_error("evaluate", "sets", name, key, root=root,
+                                  message=f"only a set of format file takes {key} ({fmt} fixes its fields and answers)")
     return EvalSet(name, path, fmt, bool(spec.get("primary", False)), dict(spec.get("fields") or {}),
                    spec.get("answer_type", "number"), int(spec.get("few_shot", 0)))
 

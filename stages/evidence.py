@@ -140,6 +140,24 @@ def rl_evidence(root: Path, params: dict) -> dict:
     }
 
 
+def preference_evidence(root: Path, params: dict) -> dict:
+    """The preference stage behind the model RL started from: its loss, pairs and curve in brief.
+
+    With `preference.steps: 0` that model is the SFT model itself (the preference stage copied it)."""
+    if params["preference"]["steps"] == 0:
+        return {"steps": 0}
+    info = read_json(root / paths.PREFERRED / "preference_info.json")
+    return {
+        "steps": info["steps"],
+        "loss": info["params"]["loss"],
+        "pairs": info["pairs"],
+        "curve": info["curve"],
+        "sft_model_sha256": info["sft_model"]["sha256"],
+        "samples_sha256": info["samples"]["sha256"],
+        "preferred_id": model_id(root / paths.PREFERRED),
+    }
+
+
 def count_lines(path: Path) -> int:
     try:
         with open(path, "rb") as f:
@@ -208,6 +226,7 @@ def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, s
             "n_logged": len(info["loss_history"]),
         },
         "rl": rl_evidence(root, params),
+        "preference": preference_evidence(root, params),
     }
     summary = {
         "run_version": run_version,

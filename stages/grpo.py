@@ -1,5 +1,9 @@
 """Stage `grpo`: reinforcement learning with verifiable rewards on the SFT model -> data/policy/.
 
+The model it starts from is the preference stage's (data/preferred: the SFT model itself when
+`preference.steps` is 0); with `grpo.prompt_filter: pass_rate` its prompts are only those whose pass
+rate in data/samples.jsonl lies strictly between 0 and 1.
+
 Prompts are the training traces' (data/train.jsonl, already decontaminated
 against the eval set) with their known final answers; rewards are
 `reasoning.rewards` (weights in params `grpo.rewards`, user rewards in

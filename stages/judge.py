@@ -20,7 +20,15 @@ from pathlib import Path
 
 from reasoning.judge import Cache, Judge, JudgeError, Task, parse_rubric
 from stages import evalsets, paths
-from stages.common import StageError, load_params, param_error, read_jsonl, run_stage, sha256_tree, write_jsonl
+from stages.common import (
+    StageError,
+    load_params,
+    param_error,
+    read_jsonl,
+    run_stage,
+    sha256_tree,
+    write_jsonl,
+)
 
 RECORD_KEYS = ("key", "score", "verdicts", "gate", "failure")
 
@@ -34,7 +42,9 @@ def make_judge(params: dict, root: Path = Path(".")) -> Judge:
             if not (model_dir / "config.json").is_file():
                 raise param_error("judge", "model", root=root, message=f"judge.model: {p['model']!r} is not a Hugging "
                                   "Face directory (config.json, model.safetensors, tokenizer.json)")
-            from training.judge_local import LocalBackend  # JAX only when a local judge is asked for
+            from training.judge_local import (
+                LocalBackend,  # JAX only when a local judge is asked for
+            )
 
             backend = LocalBackend(model_dir, sha256_tree(model_dir), p["dtype"], p["batch_size"])
         else:

@@ -23,7 +23,8 @@ from stages.evidence import LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, is_telemetry,
 
 PACKAGE_STAGE = "package"
 REQUIRED = ("params.yaml", "dvc.yaml", paths.TRAIN_MANIFEST.as_posix(), paths.DECONTAMINATION.as_posix())
-GLOBS = ("evalsets/*.jsonl", "notebooks/*.ipynb", "stages/*.py", "reasoning/**/*.py", "training/*.py", "schemas/*.json")
+GLOBS = ("evalsets/*.jsonl", "evalsets/LICENSE-*", "evalsets/README.md",  # the sets travel with their licences
+         "notebooks/*.ipynb", "stages/*.py", "reasoning/**/*.py", "training/*.py", "schemas/*.json")
 README_NAME = "SUBMISSION_README.md"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
 ZIP_LEVEL = 9

@@ -26,6 +26,7 @@ from stages import live, paths
 from stages.common import (
     StageError,
     atomic_path,
+    atomic_paths,
     load_params,
     load_tokenizer,
     param_error,
@@ -38,8 +39,8 @@ from stages.common import (
 from training import chat, lora
 from training.hf_io import CheckpointError, load_pretrained, save_trained
 from training.host_memory import reuse_freed_memory
-from training.lora import LoRAError, LoRASpec
 from training.loop import MeshError, NonFiniteLoss, check_devices
+from training.lora import LoRAError, LoRASpec
 from training.model import Gemma
 from training.preference import Pair, PreferenceConfig, train_preference
 
@@ -111,14 +112,12 @@ def build_pairs(records: Sequence[dict], rule: str, loss: str) -> list[tuple[dic
 
 def pass_through(root: Path) -> None:
     """`preference.steps: 0`: data/preferred is the SFT model, byte for byte."""
-    with atomic_path(root / paths.PREFERRED) as out:
+    with atomic_paths(root / paths.PREFERRED, root / paths.PREFERENCE_LIVE) as (out, curves_dir):  # both or neither
         shutil.copytree(root / paths.MODEL, out)
-    curves_dir = root / paths.PREFERENCE_LIVE
-    shutil.rmtree(curves_dir, ignore_errors=True)
-    (curves_dir / "plots" / "metrics").mkdir(parents=True)
-    # A curve with a header and no rows: no step ran, and git carries the folder to a clone.
-    (curves_dir / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n", encoding="utf-8")
-    write_json(curves_dir / "metrics.json", {"steps": 0})
+        (curves_dir / "plots" / "metrics").mkdir(parents=True)
+        # A curve with a header and no rows: no step ran, and git carries the folder to a clone.
+        (curves_dir / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n", encoding="utf-8")
+        write_json(curves_dir / "metrics.json", {"steps": 0})
     (root / paths.PREFERENCE_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     print(f"preference: steps 0, {paths.MODEL} passed through unchanged -> {paths.PREFERRED}")
 
@@ -182,22 +181,23 @@ def run(params: dict, root: Path = Path(".")):
         except NonFiniteLoss as err:
             raise StageError(f"{paths.PREFERRED}: preference training diverged: {err}") from None
 
-    rewards = lambda i: [float(cs[i]["reward"]) for _, cs in chosen] if len(chosen[0][1]) > i else []
-    info = {
-        "sft_model": {"path": paths.MODEL.as_posix(), "sha256": model_sha},
-        "samples": {"path": paths.SAMPLES.as_posix(), "sha256": sha256_file(root / paths.SAMPLES)},
-        "params": params["preference"],
-        "steps": cfg.steps,
-        "pairs": {"count": len(pairs), "rule": rule, "chosen_reward_mean": float(np.mean(rewards(0))),
-                  **({"rejected_reward_mean": float(np.mean(rewards(1)))} if rewards(1) else {})},
-        "reference_logps_mean": None if result.reference is None else np.mean(result.reference, axis=0).tolist(),
-        "curve": last_row_summary(result.history),
-        "history": result.history,
-    }  # fmt: skip
-    with atomic_path(root / paths.PREFERRED) as out:
-        save_trained(model, spec, out, model_dir, base_model=paths.MODEL.as_posix())
-        shutil.copyfile(model_dir / paths.TRAINING_INFO.name, out / paths.TRAINING_INFO.name)
-        write_json(out / INFO_FILE, info)
+        # Inside the curves' block: they replace the last good ones only once the model is written too.
+        rewards = lambda i: [float(cs[i]["reward"]) for _, cs in chosen] if len(chosen[0][1]) > i else []
+        info = {
+            "sft_model": {"path": paths.MODEL.as_posix(), "sha256": model_sha},
+            "samples": {"path": paths.SAMPLES.as_posix(), "sha256": sha256_file(root / paths.SAMPLES)},
+            "params": params["preference"],
+            "steps": cfg.steps,
+            "pairs": {"count": len(pairs), "rule": rule, "chosen_reward_mean": float(np.mean(rewards(0))),
+                      **({"rejected_reward_mean": float(np.mean(rewards(1)))} if rewards(1) else {})},
+            "reference_logps_mean": None if result.reference is None else np.mean(result.reference, axis=0).tolist(),
+            "curve": last_row_summary(result.history),
+            "history": result.history,
+        }  # fmt: skip
+        with atomic_path(root / paths.PREFERRED) as out:
+            save_trained(model, spec, out, model_dir, base_model=paths.MODEL.as_posix())
+            shutil.copyfile(model_dir / paths.TRAINING_INFO.name, out / paths.TRAINING_INFO.name)
+            write_json(out / INFO_FILE, info)
     live.finished(checkpoints)
     if result.resumed_from:
         print(f"preference: resumed from the checkpoint of step {result.resumed_from} in "

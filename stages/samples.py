@@ -32,9 +32,9 @@ from stages.common import (
 )
 from training import chat
 from training import tokenizer as tokenizers_io
+from training.cpu_tuning import configure_host_cpu
 from training.hf_io import CheckpointError, load_pretrained
 from training.host_memory import reuse_freed_memory
-from training.cpu_tuning import configure_host_cpu
 from training.sampler import Sampler, SamplingConfig
 
 

@@ -133,8 +133,8 @@ def test_math_a_stuck_or_dead_worker_is_wrong_and_the_next_comparison_works(monk
     """A worker that never replies (sympy stuck on some text) or dies: wrong after the deadline, not a hang,
     and a fresh worker serves the next comparison."""
     mathexpr.stop()
-    monkeypatch.setattr(mathexpr, "WORKER", [sys.executable, "-c",
-                                             f"import sys, time; print('ready', flush=True); sys.stdin.readline(); {behaviour}"])
+    script = f"import sys, time; print('ready', flush=True); sys.stdin.readline(); {behaviour}"
+    monkeypatch.setattr(mathexpr, "WORKER", [sys.executable, "-c", script])
     start = time.perf_counter()
     assert mathexpr.compare("0.5", r"\frac{1}{2}", timeout=1.0) == (True, False)
     assert time.perf_counter() - start < 10

@@ -386,6 +386,8 @@ def build_base(dest: Path) -> Path:
     must_succeed(run_stage(repo, "seed"))
     must_succeed(run_stage(repo, "tokenizer"))
     run_python(repo, MAKE_MODEL)
+    must_succeed(run_stage(repo, "samples"))  # samples.prompts 0: an empty file
+    must_succeed(run_stage(repo, "preference"))  # preference.steps 0: data/preferred is the model
     must_succeed(run_stage(repo, "grpo"))  # grpo.steps 0: the policy is the model
     items = [json.loads(line) for line in read_lines(repo, EVAL_SET)]
     predictions = []

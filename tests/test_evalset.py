@@ -191,7 +191,8 @@ def test_file_set_items_types_and_breakdowns(tmp_path):
     answers = ["<reasoning>r</reasoning><answer>Paris</answer>", "<reasoning>r</reasoning><answer>no</answer>",
                "<reasoning>r</reasoning><answer>0.5</answer>"]
     preds = [{"id": i["id"], "completion": a, "n_tokens": 3, "truncated": False} for i, a in zip(items, answers)]
-    rows = score_predictions(items, preds, {"rel_tolerance": 1e-6, "partial_within": 0.1}, tmp_path / "q", tmp_path / "p")
+    scoring = {"rel_tolerance": 1e-6, "partial_within": 0.1}
+    rows = score_predictions(items, preds, scoring, tmp_path / "q", tmp_path / "p")
     assert [r["correct"] for r in rows] == [True, False, True]
     metrics, card = summarize(rows, {"name": "quiz", "path": "evalsets/quiz.jsonl", "format": "file",
                                      "sha256": "0" * 64, "n_items": 3})
@@ -353,3 +354,20 @@ def test_decontamination_covers_the_bbh_sample(bbh_set):
     copied = "Consider this story. " + " ".join(words[40:53]) + " What happened next?"
     assert [(h.set, h.rule) for h in index.hits(copied)] == [("bbh", "ngram")]
     assert index.hits("A wholly unrelated question about apples and pears, with thirteen or more words in it.") == []
+
+
+def test_aqua_sample_is_multiple_choice_with_its_options_in_the_prompt():
+    from dataclasses import replace
+
+    from stages.common import load_params
+
+    aqua = evalsets.named(load_params(path=ROOT / "params.yaml"), "aqua", ROOT)
+    items = evalsets.load_items(aqua, ROOT)
+    assert len(items) == 50 and {i["answer_type"] for i in items} == {"choice"}
+    for item in items:
+        assert len(item["choices"]) == 5 and item["expected_answer"] in "ABCDE"
+        listed = "\n".join(f"({letter}) {text}" for letter, text in zip("ABCDE", item["choices"]))
+        assert item["prompt"].endswith("\nOptions:\n" + listed)
+    assert (ROOT / "evalsets" / "LICENSE-AQUA").read_text().startswith("Copyright 2017 Google Inc.")
+    shots = evalsets.asked_items(replace(aqua, few_shot=3), ROOT)
+    assert all(s["prompt"].count("<reasoning>") == 3 for s in shots)

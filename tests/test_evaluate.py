@@ -188,7 +188,7 @@ def test_cli_error_is_one_line_and_exit_1(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "stages.evaluate", "nope"], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     assert proc.stderr.startswith("error: params.yaml:")
-    assert "evaluate.sets: no set named 'nope' (configured: tunix, gsm8k, bbh)" in proc.stderr
+    assert "evaluate.sets: no set named 'nope' (configured: tunix, gsm8k, bbh, aqua)" in proc.stderr
 
 
 def test_gsm8k_format_eval_set(tmp_path):
@@ -244,3 +244,90 @@ def test_working_metrics_on_hand_made_predictions(tmp_path):
     assert rows["core-103"]["consistent"] is False and rows["core-103"]["first_false"] is None
     assert rows["core-104"]["consistent"] is None and rows["core-104"]["n_claims"] == 1
     assert rows["core-105"] == {"n_claims": 0, "n_false": 0, "first_false": None, "ends_with": None, "consistent": None}
+
+
+# ---------------------------------------------------------------- issue 38: any model output is scored
+
+ISSUE_38 = {  # the completion of core-001 (expected 42) that crashed or hung evaluate, by the issue's item
+    "1 division by zero": "<reasoning>675 / 0: 67/0=0 (0) r67, so 0</reasoning><answer>0</answer>",
+    "1 a division fact alone": "<reasoning>12/0=0 (0) r12</reasoning><answer>0</answer>",
+    "2 a 70-digit operand": f"<reasoning>{'1' * 70} × 10 = 1.5</reasoning><answer>1.5</answer>",
+    "3 300 brackets": f"<reasoning>{'(' * 300}1{')' * 300} = 1</reasoning><answer>1</answer>",
+    "4 a huge exponent": "<reasoning>6 × 7 = 42</reasoning><answer>1e99999999</answer>",
+    "4 a large exponent": "<reasoning>6 × 7 = 42</reasoning><answer>1e9999999</answer>",
+    "5 5,000 nines": f"<reasoning>6 × 7 = 42</reasoning><answer>{'9' * 5000}</answer>",
+    "6 a lone surrogate": "<reasoning>6 × 7 = 42</reasoning><answer>306\ud800</answer>",
+    "a NUL byte": "<reasoning>6 × 7 = 42\x00</reasoning><answer>4\x002</answer>",
+}
+
+
+@pytest.mark.parametrize("completion", ISSUE_38.values(), ids=ISSUE_38.keys())
+def test_issue_38_model_output_is_scored_as_wrong_not_crashed_on(tmp_path, completion):
+    preds = [pred("core-001", completion) if p["id"] == "core-001" else p for p in PREDICTIONS]
+    root = make_root(tmp_path, predictions=preds)
+    metrics = evaluate.run(PARAMS, "tunix", root)
+    assert metrics["primary_score"] == 0.4 and metrics["section"]["core"] == 0.5  # core-001 wrong, the rest as before
+    card = json.loads((root / SCORECARD).read_bytes().decode("utf-8"))  # valid UTF-8, surrogate or not
+    row = next(r for r in card["items"] if r["id"] == "core-001")
+    assert row["answer"] == pred("core-001", completion)["answer"] and not row["correct"] and not row["partial"]
+    assert json.loads((root / METRICS).read_text()) == {"tunix": metrics}
+
+
+def test_an_unreadable_prediction_is_never_blamed_on_the_eval_set(tmp_path, monkeypatch):
+    """Item 5: parse_number's failure on the prediction was reported as the expected answer's. Were
+    scoring ever to raise on a prediction again, the item is wrong; only the expected answer's own
+    failure names the eval set."""
+    real = evaluate.score_answer
+
+    def raising_on_predictions(predicted, expected, *args, **kw):
+        if predicted is not None:
+            raise ValueError("Exceeds the limit (4300 digits) for integer string conversion")
+        return real(predicted, expected, *args, **kw)
+
+    monkeypatch.setattr(evaluate, "score_answer", raising_on_predictions)
+    metrics = evaluate.run(PARAMS, "tunix", make_root(tmp_path))
+    assert metrics["primary_score"] == 0.0 and metrics["n_scored"] == 4
+
+
+# ---------------------------------------------------------------- all outputs or none
+
+
+def test_reports_are_replaced_together_or_not_at_all(tmp_path, monkeypatch):
+    """Item 6: metrics.json was replaced, then writing scorecard.json failed: the reports disagreed.
+    A failure while writing the second report, or while making either, leaves both as they were."""
+    root = make_root(tmp_path)
+    evaluate.run(PARAMS, "tunix", root)
+    before = {p: (root / p).read_bytes() for p in (METRICS, SCORECARD)}
+    changed = [dict(p, completion="<reasoning>6 × 7 = 42</reasoning><answer>41</answer>")
+               if p["id"] == "core-001" else p for p in PREDICTIONS]  # fmt: skip
+    make_root(tmp_path, predictions=changed)
+
+    writes = []
+    real_write = Path.write_bytes
+
+    def fail_second_write(self, data):
+        writes.append(self.name)
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fail_second_write)
+    with pytest.raises(OSError, match="No space left"):
+        evaluate.run(PARAMS, "tunix", root)
+    assert writes == [METRICS.name, SCORECARD.name]  # the first was written (to its temporary) before the failure
+    monkeypatch.undo()
+    assert {p: (root / p).read_bytes() for p in before} == before
+
+    real_summarize = evaluate.summarize
+
+    def unserialisable_scorecard(rows, eval_set):  # the last computation fails
+        metrics, scorecard = real_summarize(rows, eval_set)
+        return metrics, {**scorecard, "oops": object()}
+
+    monkeypatch.setattr(evaluate, "summarize", unserialisable_scorecard)
+    with pytest.raises(TypeError):
+        evaluate.run(PARAMS, "tunix", root)
+    assert {p: (root / p).read_bytes() for p in before} == before
+    assert sorted(p.name for p in (root / METRICS).parent.iterdir()) == sorted(p.name for p in before)  # no temporaries
+    monkeypatch.undo()
+    assert evaluate.run(PARAMS, "tunix", root)["primary_score"] == 0.4  # and the next good run replaces both

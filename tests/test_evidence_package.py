@@ -271,7 +271,6 @@ def test_package_contents(root, params):
 
 def test_package_is_deterministic(root, params):
     run_evidence(root, params)
-    rv = params["base"]["run_version"]
     first = package.run(params, root)
     first_bytes = first.read_bytes()
     # A different package entry in dvc.lock (the previous package run) must not change the zip.
@@ -285,7 +284,6 @@ def test_package_is_deterministic(root, params):
 
 def test_package_refuses_invalid_evidence(root, params):
     run_dir = run_evidence(root, params)
-    rv = params["base"]["run_version"]
     summary = json.loads((run_dir / "eval_summary.json").read_text())
     write(run_dir / "eval_summary.json", json.dumps(dict(summary, primary_score=None)))
     with pytest.raises(StageError, match=r"eval_summary\.json: primary_score: None is not of type 'number'"):

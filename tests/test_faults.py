@@ -289,3 +289,112 @@ def test_train_stage_reports_divergence_as_one_line(shared_base, tmp_path, monke
         "the last good checkpoint is kept in data/checkpoints"
     ], err
     assert files_under(repo / "data/model") == model_before and temporaries(repo) == []
+
+
+# ---------------------------------------------------------------- all outputs or none (issue 38)
+# A stage that fails leaves every output as the last good run left it: it replaces none of them before
+# it has computed all of them. evaluate's two reports: tests/test_evaluate.py.
+
+
+def test_atomic_paths_replace_every_output_or_none(tmp_path):
+    from stages.common import atomic_paths
+
+    folder, file = tmp_path / "out" / "curves", tmp_path / "out" / "metrics.json"
+    (folder / "plots").mkdir(parents=True)
+    (folder / "plots" / "a.tsv").write_text("step\ta\n1\t0.5\n")
+    file.write_text('{"old": true}\n')
+    before = {**files_under(tmp_path / "out")}
+
+    with pytest.raises(RuntimeError, match="the last computation failed"):
+        with atomic_paths(folder, file) as (new_folder, new_file):
+            new_folder.mkdir()
+            (new_folder / "b.tsv").write_text("step\tb\n")
+            raise RuntimeError("the last computation failed")  # after the first output was written
+    assert files_under(tmp_path / "out") == before and temporaries(tmp_path) == []
+
+    with pytest.raises(RuntimeError, match="nothing was written for .*metrics.json"):
+        with atomic_paths(folder, file) as (new_folder, new_file):
+            new_folder.mkdir()  # the second output never written
+    assert files_under(tmp_path / "out") == before and temporaries(tmp_path) == []
+
+    with atomic_paths(folder, file) as (new_folder, new_file):
+        new_folder.mkdir()
+        (new_folder / "b.tsv").write_text("step\tb\n")
+        new_file.write_text("{}\n")
+    assert files_under(tmp_path / "out") == {"curves/b.tsv": b"step\tb\n", "metrics.json": b"{}\n"}
+    assert temporaries(tmp_path) == []
+
+
+def tsv_steps(path: Path) -> list[int]:
+    return [int(float(line.split("\t")[0])) for line in path.read_text().splitlines()[1:] if line.strip()]
+
+
+def test_failed_run_leaves_the_curves_as_they_were_and_its_resume_logs_each_step_once(tmp_path):
+    from stages import live
+
+    curves, checkpoints = tmp_path / "dvclive", tmp_path / "data" / "checkpoints"
+    (curves / "grpo" / "plots").mkdir(parents=True)  # train's folder holds grpo's: never touched by train
+    (curves / "grpo" / "metrics.json").write_text('{"steps": 0}\n')
+    (curves / "plots" / "metrics").mkdir(parents=True)
+    (curves / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n1\t9.0\n")
+    (curves / "metrics.json").write_text('{"loss": 9.0, "step": 1}\n')
+    last_good = files_under(curves)
+
+    # A run logs steps 1-3, has checkpointed step 2, then fails.
+    with pytest.raises(RuntimeError, match="diverged"):
+        with live.curves(curves, checkpoints) as on_log:
+            for step in (1, 2, 3):
+                on_log(step, {"loss": float(10 - step)})
+                if step == 2:
+                    (checkpoints / "2").mkdir(parents=True)  # as orbax names a checkpoint
+            raise RuntimeError("diverged")
+    assert files_under(curves) == last_good
+    assert tsv_steps(live.work_folder(checkpoints) / "plots" / "metrics" / "loss.tsv") == [1, 2, 3]
+
+    # The resumed run starts after step 2: step 3 is logged again, once.
+    with live.curves(curves, checkpoints) as on_log:
+        for step in (3, 4):
+            on_log(step, {"loss": float(10 - step)})
+    assert tsv_steps(curves / "plots" / "metrics" / "loss.tsv") == [1, 2, 3, 4]
+    assert json.loads((curves / "metrics.json").read_text())["step"] == 4
+    assert files_under(curves / "grpo") == {"metrics.json": b'{"steps": 0}\n'}
+    assert not live.work_folder(checkpoints).exists() and temporaries(tmp_path) == []
+
+    # A fresh run (no checkpoints) starts its curves afresh, and a failure keeps the finished run's.
+    shutil.rmtree(checkpoints)
+    finished = files_under(curves)
+    with pytest.raises(RuntimeError):
+        with live.curves(curves, checkpoints) as on_log:
+            on_log(1, {"loss": 1.0})
+            raise RuntimeError("killed")
+    assert files_under(curves) == finished
+
+
+def test_failed_grpo_stage_leaves_its_curves_and_policy_as_they_were(shared_base, tmp_path, monkeypatch):
+    """Item 11: a grpo run that failed part-way had already overwritten dvclive/grpo/."""
+    import yaml
+
+    from stages import grpo as grpo_stage
+    from stages.common import StageError, load_params
+
+    repo = tmp_path / "repo"
+    shutil.copytree(shared_base, repo, symlinks=True)  # the last good run: grpo.steps 0's curves and policy
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["grpo"].update(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=8)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = {name: files_under(repo / name) for name in ("dvclive", "data/policy")}
+
+    def logs_then_diverges(*args, on_log, **kwargs):
+        from training.loop import NonFiniteLoss
+
+        on_log(1, {"step": 1, "reward_mean": 0.25})
+        on_log(2, {"step": 2, "reward_mean": 0.5})
+        raise NonFiniteLoss("loss is nan at step 3; the last good checkpoint is kept in data/grpo_checkpoints")
+
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(grpo_stage, "grpo", logs_then_diverges)
+    with pytest.raises(StageError, match="RL diverged: loss is nan at step 3"):
+        grpo_stage.run(load_params())
+    assert {name: files_under(repo / name) for name in before} == before and temporaries(repo) == []
+    work = repo / "data" / ".grpo_checkpoints.curves"  # where the failed run's curves went
+    assert tsv_steps(work / "plots" / "metrics" / "reward_mean.tsv") == [1, 2]

@@ -468,7 +468,7 @@ def test_zero_steps_pass_the_sft_model_through_unchanged(shared_base, tmp_path):
     repo = stage_repo(shared_base, tmp_path / "repo", steps=0)
     proc = run_grpo_stage(repo)
     assert proc.returncode == 0, proc.stderr
-    assert files_under(repo / "data/policy") == files_under(repo / "data/model")
+    assert files_under(repo / "data/policy") == files_under(repo / "data/preferred") == files_under(repo / "data/model")
     assert json.loads((repo / "dvclive/grpo/metrics.json").read_text()) == {"steps": 0}
 
 
@@ -487,8 +487,8 @@ def test_grpo_lora_trains_rl_adapters_on_a_fully_fine_tuned_model(shared_base, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     adapter = json.loads((repo / "data/policy/adapter/adapter_config.json").read_text())
     assert adapter["r"] == 4 and sorted(adapter["target_modules"]) == ["q_proj", "v_proj"]
-    assert adapter["base_model_name_or_path"] == "data/model"
-    policy, sft = files_under(repo / "data/policy"), files_under(repo / "data/model")
+    assert adapter["base_model_name_or_path"] == "data/preferred"  # the preference stage's (here the SFT model)
+    policy, sft = files_under(repo / "data/policy"), files_under(repo / "data/preferred")
     assert policy["model.safetensors"] != sft["model.safetensors"]  # the adapters moved and were merged in
 
 

@@ -13,6 +13,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -63,7 +64,7 @@ def all_yes() -> Scripted:
     def reply(prompt: str) -> str:
         if not prompt.endswith("Verdicts:\n"):
             return " yes"
-        n = len(re.findall(r"^\d+\. ", prompt.rsplit("Criteria:", 1)[1], re.M))
+        n = len(re.findall(r"^\d+\. ", prompt.rsplit("Criteria:", 1)[1], re.MULTILINE))
         return "\n".join(f"{i}: yes" for i in range(1, n + 1))
 
     return Scripted(reply)
@@ -319,10 +320,10 @@ def test_the_grpo_reward_part_scores_with_the_judge_and_zero_for_failures():
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    seen: list = []
+    seen: ClassVar[list] = []
     status = 200
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append((dict(self.headers), body))
         if type(self).status != 200:

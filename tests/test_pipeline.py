@@ -179,7 +179,7 @@ def test_a_third_eval_set_runs_only_its_own_predict_and_evaluate(repro, tmp_path
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
     # seed re-checks the data against the new set (nothing changes: tokenizer and train are skipped);
     # report, evidence and package read every set.
-    assert ran == ["evaluate@more", "evidence", "package", "predict@more", "report", "seed"], out
+    assert ran == ["evaluate@more", "evidence", "judge@more", "package", "predict@more", "report", "seed"], out
     assert {o: files_under(repo / o) for o in before} == before
     assert "reports/sets/more/metrics.json" in exp_show_metrics(repo)
 

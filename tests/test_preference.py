@@ -21,6 +21,8 @@ import pytest
 import yaml
 from flax import nnx
 
+from stages.common import sha256_tree
+from stages.preference import build_pairs, choose
 from training import config as configs
 from training import lora
 from training.model import Gemma
@@ -33,7 +35,6 @@ from training.preference import (
     pair_batch,
     preference_loss,
     reference_logps,
-    summed,
     train_preference,
 )
 
@@ -126,6 +127,7 @@ def test_orpo_equals_trls_nll_less_the_odds_ratio_term(trl):
     value, metrics = ours("orpo")
     assert value == pytest.approx(nll - float(losses.mean()), abs=1e-5)
     assert metrics["reward_chosen"] == pytest.approx(float(chosen.mean()), abs=1e-5)
+    assert metrics["reward_rejected"] == pytest.approx(float(rejected.mean()), abs=1e-5)
     assert metrics["nll_chosen"] == pytest.approx(nll, abs=1e-6)
 
 
@@ -203,15 +205,13 @@ def direct_logps(model: Gemma, pairs, base: bool = False) -> np.ndarray:
     return np.asarray(out, np.float64).reshape(len(pairs), -1)
 
 
-def test_batched_logps_equal_each_pair_alone():
-    model = tiny_model()
-    graphdef, params, frozen = lora.split_trainable(model)
-    from training.grpo import completion_logprobs
-
+def test_a_pair_batch_holds_each_prompt_once_and_masks_each_completion():
     batch = pair_batch(PAIRS[:4], 16, PAD)
-    logp, n = summed(completion_logprobs(model, batch, 16), jnp.asarray(batch["mask"]), 2)
-    np.testing.assert_allclose(np.asarray(logp), direct_logps(model, PAIRS[:4]), atol=1e-5)
-    np.testing.assert_array_equal(np.asarray(n), [[len(c) for c in p.completions] for p in PAIRS[:4]])
+    assert batch["prompt_inputs"].shape == (4, 16) and batch["targets"].shape == (8, 32)
+    np.testing.assert_array_equal(batch["mask"].sum(axis=1), [len(c) for p in PAIRS[:4] for c in p.completions])
+    np.testing.assert_array_equal(batch["targets"][1, :3], PAIRS[0].completions[1])
+    # each completion's positions continue its own prompt's, whatever the left padding
+    np.testing.assert_array_equal(batch["positions"][:2, 0], [len(PAIRS[0].prompt)] * 2)
 
 
 def test_dpo_steps_raise_the_margin_and_store_the_reference_once():
@@ -274,3 +274,167 @@ def test_a_crashed_run_resumes_bit_identical(tmp_path):
     assert all(jax.tree.leaves(same))
     assert resumed.history == clean.history
 
+
+
+# ---------------------------------------------------------------- the pair rule
+
+
+def completion(reward: float, correct: bool, tokens=(5,), greedy: bool = False) -> dict:
+    return {"reward": reward, "correct": correct, "tokens": list(tokens), "greedy": greedy}
+
+
+def test_highest_vs_lowest_drops_ties_and_keeps_file_order_among_equals():
+    a, b, c = completion(1.0, True, (5,)), completion(0.2, False, (6,)), completion(1.0, True, (7,))
+    assert choose([b, a, c], "highest_vs_lowest", "dpo") == (a, b)  # the first of the equal best
+    assert choose([completion(0.5, False, (5,)), completion(0.5, True, (6,))], "highest_vs_lowest", "dpo") is None
+    same = completion(1.0, True, (5,))
+    assert choose([same, completion(0.0, False, (5,))], "highest_vs_lowest", "dpo") is None  # the same tokens
+
+
+def test_right_vs_wrong_puts_the_best_right_over_the_worst_wrong():
+    right_low, right_high = completion(0.6, True, (5,)), completion(0.9, True, (6,))
+    wrong_high, wrong_low = completion(0.7, False, (7,)), completion(-1.0, False, (8,))
+    assert choose([wrong_high, right_low, wrong_low, right_high], "right_vs_wrong", "dpo") == (right_high, wrong_low)
+    # a wrong completion with a higher reward than every right one is still the rejected side's candidate
+    assert choose([wrong_high, right_low], "right_vs_wrong", "dpo") == (right_low, wrong_high)
+    assert choose([right_low, right_high], "right_vs_wrong", "dpo") is None  # nothing wrong: no pair
+    assert choose([wrong_high, wrong_low], "right_vs_wrong", "dpo") is None  # nothing right: no pair
+
+
+def test_the_greedy_candidate_is_chosen_when_it_is_the_best():
+    greedy = completion(1.0, True, (9,), greedy=True)
+    assert choose([completion(0.0, False, (5,)), completion(0.1, False, (6,)), greedy], "right_vs_wrong", "dpo")[0] is greedy
+    assert choose([completion(0.0, False, (5,)), greedy], "highest_vs_lowest", "rft") == (greedy,)
+
+
+def test_rft_takes_the_best_right_completion_alone():
+    records = [{"completions": [completion(0.3, True, (5,)), completion(0.8, True, (6,))]},
+               {"completions": [completion(0.3, False, (5,))]}]  # fmt: skip
+    pairs = build_pairs(records, "right_vs_wrong", "rft")
+    assert [(r is records[0], cs) for r, cs in pairs] == [(True, (records[0]["completions"][1],))]
+
+
+# ---------------------------------------------------------------- the stage
+
+SAMPLES = "data/samples.jsonl"
+
+
+def stage_repo(shared_base, dest, **preference_params):
+    """A copy of the bad-inputs base (a random tiny model) with `preference` params set and its outputs removed."""
+    shutil.copytree(shared_base, dest, symlinks=True)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["preference"].update(preference_params)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in ("data/preferred", "dvclive/preference", "data/preference_checkpoints"):
+        shutil.rmtree(dest / name, ignore_errors=True)
+    return dest
+
+
+def write_samples(repo, n: int = 4, model_sha: str | None = None) -> None:
+    """Samples as the samples stage writes them: per prompt one right and one wrong completion of a few tokens."""
+    from stages.common import read_jsonl, write_jsonl
+
+    sha = model_sha or sha256_tree(repo / "data/model")
+    records = []
+    for r in read_jsonl(repo / "data/train.jsonl")[:n]:
+        done = lambda ids, reward, right: {"text": "x", "tokens": ids, "n_tokens": len(ids) - 1, "truncated": False,
+                                           "reward": reward, "parts": {"correctness": float(right)},
+                                           "correct": right, "greedy": False}  # fmt: skip
+        records.append({"id": r["id"], "prompt": r["prompt"], "model_sha256": sha, "pass_rate": 0.5,
+                        "completions": [done([10, 11, 12, 3], 1.0, True), done([20, 21, 3], 0.0, False)]})
+    write_jsonl(repo / SAMPLES, records)
+
+
+def run_preference(repo) -> subprocess.CompletedProcess:
+    from tests.test_bad_inputs import stage_env
+
+    return subprocess.run([sys.executable, "-m", "stages.preference"], cwd=repo, env=stage_env(), capture_output=True, check=False,
+                          text=True, timeout=600)  # fmt: skip
+
+
+def files_under(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_zero_steps_pass_the_sft_model_through_unchanged(shared_base, tmp_path):
+    repo = stage_repo(shared_base, tmp_path / "repo", steps=0)
+    proc = run_preference(repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert files_under(repo / "data/preferred") == files_under(repo / "data/model")
+    assert json.loads((repo / "dvclive/preference/metrics.json").read_text()) == {"steps": 0}
+
+
+PREF_LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": ["q_proj", "v_proj"], "rslora": False}
+
+
+def test_dpo_with_lora_trains_and_records_its_pairs(shared_base, tmp_path):
+    repo = stage_repo(shared_base, tmp_path / "repo", steps=2, pairs_per_step=2, learning_rate=1e-2, lora=PREF_LORA,
+                      nll_weight=0.5)  # fmt: skip
+    write_samples(repo)
+    proc = run_preference(repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((repo / "data/preferred/preference_info.json").read_text())
+    assert info["steps"] == 2 and info["pairs"]["count"] == 4 and len(info["history"]) == 2
+    assert {"margin", "pair_accuracy", "reward_chosen", "logp_rejected", "length_chosen"} <= set(info["history"][0])
+    assert info["sft_model"]["sha256"] == sha256_tree(repo / "data/model")
+    adapter = json.loads((repo / "data/preferred/adapter/adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["base_model_name_or_path"] == "data/model"
+    assert (repo / "data/preferred/model.safetensors").read_bytes() != (repo / "data/model/model.safetensors").read_bytes()
+    metrics = json.loads((repo / "dvclive/preference/metrics.json").read_text())
+    assert {"margin", "pair_accuracy", "reward_chosen", "reward_rejected"} <= set(metrics)
+    assert list((repo / "data/preference_checkpoints").iterdir()) == []  # a finished run leaves nothing to resume
+
+
+@pytest.mark.parametrize("case", ["another-model", "no-pair", "no-samples", "unknown-loss", "negative-beta"])
+def test_bad_input_is_one_line_and_loses_nothing(shared_base, tmp_path, case):
+    from stages.common import yaml_line
+    from tests.test_bad_inputs import assert_one_line_error, set_param, snapshot
+
+    repo = stage_repo(shared_base, tmp_path / "repo", steps=2, pairs_per_step=2)
+    write_samples(repo, model_sha="ab" * 32 if case == "another-model" else None)
+    (repo / "data/preferred").mkdir(parents=True)
+    (repo / "data/preferred/model.safetensors").write_bytes(b"an earlier run's output")
+    if case == "no-pair":
+        set_param("preference.pairs", "highest_vs_lowest")(repo)
+        text = (repo / SAMPLES).read_text().replace('"reward": 0.0', '"reward": 1.0')
+        (repo / SAMPLES).write_text(text)  # every reward ties
+    if case == "no-samples":
+        (repo / SAMPLES).write_text("")
+    if case == "unknown-loss":
+        set_param("preference.loss", "kto")(repo)
+    if case == "negative-beta":
+        set_param("preference.beta", -0.1)(repo)
+    before = snapshot(repo)
+    proc = run_preference(repo)
+    params_text = (repo / "params.yaml").read_text()
+    expected = {
+        "another-model": (SAMPLES, 1, "model_sha256", "made by another model"),
+        "no-pair": (SAMPLES, None, None, "no prompt gives a pair by preference.pairs 'highest_vs_lowest'"),
+        "no-samples": (SAMPLES, None, None, "no samples"),
+        "unknown-loss": ("params.yaml", yaml_line(params_text, ["preference", "loss"]), "preference.loss", "kto"),
+        "negative-beta": ("params.yaml", yaml_line(params_text, ["preference", "beta"]), "preference.beta", "-0.1"),
+    }[case]
+    assert_one_line_error(proc, *expected)
+    assert snapshot(repo) == before
+
+
+# ---------------------------------------------------------------- grpo's prompts by pass rate
+
+
+def test_grpo_prompt_filter_keeps_prompts_with_a_pass_rate_strictly_between_0_and_1(tmp_path, capsys):
+    from stages.common import StageError, write_jsonl
+    from stages.grpo import filter_prompts
+
+    records = [{"id": f"t{i}", "prompt": f"q{i}"} for i in range(5)]
+    done = {"text": "x", "tokens": [3], "n_tokens": 0, "truncated": False, "reward": 0.0, "parts": {},
+            "correct": False, "greedy": False}  # fmt: skip
+    rates = {"t0": 0.0, "t1": 0.5, "t2": 1.0, "t3": 0.25}  # t4 never sampled
+    write_jsonl(tmp_path / SAMPLES, [{"id": i, "prompt": "q", "model_sha256": "ab" * 32, "pass_rate": r,
+                                      "completions": [done]} for i, r in rates.items()])  # fmt: skip
+    params = lambda how: {"grpo": {"prompt_filter": how}}
+    assert filter_prompts(params("none"), records, tmp_path) == records
+    assert [r["id"] for r in filter_prompts(params("pass_rate"), records, tmp_path)] == ["t1", "t3"]
+    assert "kept 2 of 4 sampled prompts (50%)" in capsys.readouterr().out
+    write_jsonl(tmp_path / SAMPLES, [])
+    with pytest.raises(StageError, match="grpo.prompt_filter: pass_rate: none of the 0 prompts"):
+        filter_prompts(params("pass_rate"), records, tmp_path)

@@ -36,12 +36,9 @@ def applied(cwd: Path) -> dict:
     """params.yaml after `dvc exp run` applies the recipe's `-S` values (as DVC does), loaded as a stage does."""
     from dvc.utils.hydra import apply_overrides
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import recipe
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
-    cmd = recipe.command(cwd / "recipes/r.yaml", cwd / "params.yaml")
+    from scripts.recipe import command
+
+    cmd = command(cwd / "recipes/r.yaml", cwd / "params.yaml")
     overrides = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "-S"]
     apply_overrides(cwd / "params.yaml", overrides)
     return load_params(path=cwd / "params.yaml")

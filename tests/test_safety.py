@@ -206,7 +206,7 @@ def plant_pickle(directory: Path, marker: Path) -> None:
     (directory / "pytorch_model.bin").write_bytes(pickle.dumps({"model.embed_tokens.weight": _Exploit(marker)}))
 
 
-@pytest.mark.parametrize("stage, model_dir", [("predict", "data/policy"), ("grpo", MODEL)])
+@pytest.mark.parametrize("stage, model_dir", [("predict", "data/policy"), ("grpo", "data/preferred")])
 def test_a_pytorch_bin_model_is_refused(repo, tmp_path, stage, model_dir):
     marker = tmp_path / "unpickled"
     (repo / model_dir / "model.safetensors").unlink()

@@ -173,3 +173,49 @@ def test_malformed_completions(text, answer, reasoning):
 
 def test_none_completion():
     assert parse_completion(None) == {"reasoning": None, "answer": None, "format_ok": False}
+
+
+# ---------------------------------------------------------------- issue 38: any text, bounded time, never raises
+
+
+@pytest.mark.parametrize("text", [
+    "1e99999999",  # item 4: Fraction built the integer (a hang)
+    "1e9999999",  # item 4: 6 s
+    "9" * 5000,  # item 5: past Python's 4300-digit int string limit (a ValueError blamed on the eval set)
+    "1" * 1001,  # one digit past MAX_DIGITS
+    "1/" + "3" * 5000, "1 1/" + "3" * 5000, "9" * 5000 + ".5", "-$" + "9" * 5000 + " dollars",
+    "1e" + "0" * 5000 + "1",  # an exponent written with 5,000 zeros
+    "306\ud800", "4\x002", "\x00",
+])
+def test_a_number_it_cannot_hold_is_not_a_number(text):
+    assert parse_number(text) is None
+    assert score(text, "42") == (False, False)
+
+
+def test_numbers_up_to_the_bounds_still_read():
+    from reasoning.scoring import MAX_DIGITS, MAX_EXPONENT
+
+    assert parse_number("9" * MAX_DIGITS) == 10**MAX_DIGITS - 1
+    assert parse_number(f"1e{MAX_EXPONENT}") == 10**MAX_EXPONENT and parse_number(f"1e-{MAX_EXPONENT}") == Fraction(1, 10**MAX_EXPONENT)
+    assert parse_number(f"1e{MAX_EXPONENT + 1}") is None
+    assert score("4.2e1", "42") == (True, True)
+
+
+def test_spaces_after_a_sign_take_linear_time():
+    import time
+
+    t0 = time.process_time()
+    for text in ("-" + " " * 20_000 + "x", "$ " + " " * 20_000, "- $ " + " " * 20_000 + "5"):
+        assert parse_number(text) is None
+    assert parse_number("- $ 5") == -5  # spaces between a sign, a currency sign and the number still read
+    assert time.process_time() - t0 < 1.0  # cubic backtracking took 4 s on 400 spaces
+
+
+def test_many_blocks_parse_in_linear_time():
+    import time
+
+    block = "<reasoning>8 / 4 = 2</reasoning><answer>2</answer>"
+    t0 = time.process_time()
+    out = parse_completion(block * 2000)
+    assert time.process_time() - t0 < 1.0  # _WHOLE's lazy groups tried every pair of blocks: 7 s
+    assert out == {"reasoning": "8 / 4 = 2", "answer": "2", "format_ok": False}

@@ -16,8 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -124,12 +122,12 @@ def server(model_dir, tmp_path_factory):
 def served_requests(port: int) -> float:
     """Requests the server has finished, by its own Prometheus counter."""
     text = get(f"http://127.0.0.1:{port}/metrics").decode()
-    counts = re.findall(r'^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$', text, re.M)
+    counts = re.findall(r'^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$', text, re.MULTILINE)
     return sum(float(c) for c in counts)
 
 
 def test_a_rubric_is_scored_and_the_verdicts_parsed_over_both_apis(server):
-    url, port, _ = server
+    url, _, _ = server
     rubric = J.parse_rubric([{"criterion": "The answer is 7.", "weight": 2},
                              {"criterion": "The reasoning adds 3 and 4.", "weight": 1},
                              {"criterion": "The reply gives a wrong sum.", "weight": 1, "pitfall": True}])  # fmt: skip
@@ -178,7 +176,7 @@ def test_a_timeout_is_one_line_naming_the_endpoint(server):
 
 
 def test_the_stage_against_the_server_keeps_the_key_out_of_everything_it_writes(server, tmp_path, capfd, monkeypatch):
-    url, port, log = server
+    url, _, log = server
     root = tmp_path / "root"
     (root / "evalsets").mkdir(parents=True)
     rows = [json.loads(line) for line in (ROOT / "evalsets/gsm8k_test_sample.jsonl").read_text().splitlines()[:2]]

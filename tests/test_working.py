@@ -193,3 +193,60 @@ def test_working_reward_is_bounded_and_weighted_in_a_reward_set():
         assert 0.0 <= working_reward(rollout(text), 1e-6, "share") <= 1.0
     with pytest.raises(ValueError, match="working_credit"):
         RewardSet(weights={}, user={}, rel_tolerance=1e-6, partial_within=0.1, working_credit="most")
+
+
+# ---------------------------------------------------------------- issue 38: any text, bounded time, never raises
+
+
+@pytest.mark.parametrize("text", [
+    "675 / 0: 67/0=0 (0) r67, so 0",  # item 1: TypeError in _division_claims (_division_fact returned None)
+    "12/0=0 (0) r12",
+    "(" * 300 + "1" + ")" * 300 + " = 1",  # item 3: RecursionError in the expression parser
+    "- " * 2000 + "1 = -1",  # signs nest as brackets do
+    "1-" + "9" * 5000 + " = 3",  # _is_range read a number Python cannot hold
+    "9" * 5000 + " + 1: 1+1=2, so 2",  # column notation with such a number
+    "9" * 5000 + " vs 1: 9>1, so " + "9" * 5000 + " > 1",
+    "<<2*3=1e99999999>>6",  # a calculator note's exponent
+    "2 × " * 2000 + "2 = 4",  # a value past MAX_BITS
+])
+def test_unreadable_claims_are_no_claims(text):
+    working = check(text)
+    assert working.n_claims == 0 and working.share == 0.0
+
+
+def test_a_division_by_zero_fact_is_no_claim_and_the_rest_still_checked():
+    working = check("12/0=0 (0) r12, and 3 + 4 = 8")
+    assert [(c.text, c.ok) for c in working.claims] == [("3 + 4 = 8", False)]
+
+
+def test_long_operands_with_a_decimal_stated_value_are_checked_exactly():
+    # item 2: decimal.InvalidOperation in _round (a 60-digit Decimal context cannot quantize 71 digits)
+    working = check("1" * 70 + " × 10 = 1.5")
+    assert [c.ok for c in working.claims] == [False] and working.claims[0].expected == "1" * 70 + "0"
+    assert check("1" * 70 + " / 3 = " + "3" * 69 + "7.00").all_true  # rounded to its two places, half up
+    assert check(f"{'1' * 70}.5 × 1 = {'1' * 70}.5").all_true
+
+
+def test_round_matches_decimal_rounding_where_decimal_can():
+    from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
+    from fractions import Fraction
+
+    from reasoning.working import _round
+
+    for x in (Fraction(1, 3), Fraction(-5, 8), Fraction(25, 10), Fraction(-35, 100), Fraction(123456789, 7), Fraction(0)):
+        for places in (0, 1, 2, 3):
+            for mode in (ROUND_HALF_UP, ROUND_HALF_EVEN):
+                with localcontext() as ctx:
+                    ctx.prec = 60
+                    want = Fraction((Decimal(x.numerator) / Decimal(x.denominator)).quantize(Decimal(1).scaleb(-places), mode))
+                assert _round(x, places, mode) == want, (x, places, mode)
+
+
+def test_a_100k_character_reasoning_is_checked_in_bounded_time():
+    import time
+
+    for line in ("-1+1=0 ", "a\n", "1+", "(", "1/3/", "<<1=1>>", "1/2=0 (0) r1 ", "3 + 4 = 7\n"):
+        text = (line * (100_000 // len(line) + 1))[:100_000]
+        t0 = time.process_time()
+        check(text)
+        assert time.process_time() - t0 < 5.0, line  # quadratic before: the bracket trim, the token lookup, a page per line

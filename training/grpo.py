@@ -43,7 +43,17 @@ from training.grpo_objective import Objective, check_names, group_advantages, po
 from training.model import Gemma, init_cache
 from training.sampler import Sampler, SamplingConfig, bucket_length, left_pad
 
-__all__ = ["GRPOConfig", "GRPOResult", "NonFiniteLoss", "Prompt", "PromptStream", "RolloutBatch", "grpo", "sample_groups"]
+__all__ = [
+    "GRPOConfig",
+    "GRPOResult",
+    "NonFiniteLoss",
+    "Prompt",
+    "PromptStream",
+    "RolloutBatch",
+    "grpo",
+    "sample_groups",
+]
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GRPOConfig(LoopConfig):
@@ -122,8 +132,9 @@ def completion_logprobs(model: Gemma, batch: dict[str, jax.Array], vocab_tile: i
     # the prompt's last position predicts the first completion token, each completion input the next
     hidden = copy(prompt_hidden[:, -1:])
     if batch["inputs"].shape[1]:  # (none when the budget is one token)
-        after, _ = model.hidden_states(batch["inputs"], batch["positions"], batch["segments"],
-                                       jax.tree.map(copy, cache), prompt_len)  # fmt: skip
+        after, _ = model.hidden_states(
+            batch["inputs"], batch["positions"], batch["segments"], jax.tree.map(copy, cache), prompt_len
+        )
         hidden = jnp.concatenate([hidden, after], axis=1)
     table = model.embed_tokens[...].astype(hidden.dtype)
     return -token_cross_entropy(hidden, table, targets, model.config.final_logit_softcapping, vocab_tile)
@@ -162,12 +173,21 @@ def compiled_update(graphdef: nnx.GraphDef, cfg: GRPOConfig, shardings: Any) -> 
     """The jitted update of `make_update`, shared by every run whose update reads the same: the model
     graph, the optimizer's fields (`loop.optimizer_key`), the objective (`Objective`), the LM head's tile
     and the state's shardings (the batch's widths are its shapes: jit compiles each once)."""
-    key = ("update", graphdef, loop.optimizer_key(cfg), Objective.of(cfg), cfg.vocab_tile,
-           jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)))  # fmt: skip
+    key = (
+        "update",
+        graphdef,
+        loop.optimizer_key(cfg),
+        Objective.of(cfg),
+        cfg.vocab_tile,
+        jax.tree.structure(shardings),
+        tuple(jax.tree.leaves(shardings)),
+    )
     return compiled(key, lambda: make_update(graphdef, make_optimizer(cfg), cfg, out_shardings=shardings))
 
 
-def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: GRPOConfig, out_shardings=None) -> Callable:
+def make_update(
+    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: GRPOConfig, out_shardings=None
+) -> Callable:
     """One jitted, buffer-donating update. With `first`, the log-probs it computes are also the old ones."""
     objective, vocab_tile = Objective.of(cfg), cfg.vocab_tile
 
@@ -185,16 +205,20 @@ def make_update(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: G
         params = optax.apply_updates(params, updates)
         mask = batch["mask"]
         metrics = {
-            **metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
+            **metrics,
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
             # E[-log π(y)] over sampled tokens: a one-sample estimate of the policy's entropy
             "entropy": -jnp.sum(logp * mask) / jnp.maximum(mask.sum(), 1.0),
-        }  # fmt: skip
+        }
         return params, opt_state, metrics, logp
 
     return jax.jit(
-        update, static_argnames=("first",), donate_argnums=(0, 1),
+        update,
+        static_argnames=("first",),
+        donate_argnums=(0, 1),
         out_shardings=None if out_shardings is None else (*out_shardings, None, None),
-    )  # fmt: skip
+    )
 
 
 def optimise(update: Callable, params, opt_state, frozen, batch, ref_logp, mu: int) -> tuple:
@@ -277,10 +301,12 @@ def select_groups(batches: Sequence[RolloutBatch], want: int) -> RolloutBatch:
     names = list(batches[0].parts)
     return RolloutBatch(
         prompts=[b.prompts[i] for b, i in chosen],
-        tokens=cat("tokens"), lengths=cat("lengths"), truncated=cat("truncated"),
+        tokens=cat("tokens"),
+        lengths=cat("lengths"),
+        truncated=cat("truncated"),
         rewards=np.stack([b.rewards[i] for b, i in chosen]),
         parts={n: np.stack([b.parts[n][i] for b, i in chosen]) for n in names},
-    )  # fmt: skip
+    )
 
 
 def completion_width(lengths: np.ndarray, max_new_tokens: int) -> int:
@@ -302,10 +328,16 @@ def update_batch(rollout: RolloutBatch, cfg: GRPOConfig, prompt_len: int, pad_id
     positions = (np.repeat(p_pos[:, -1:], g, axis=0) + 1 + steps).astype(np.int32)
     adv = np.asarray(group_advantages(jnp.asarray(rollout.rewards, jnp.float32), cfg.advantage)).reshape(-1)
     return {
-        "prompt_inputs": p_tok, "prompt_positions": p_pos, "prompt_segments": p_seg,
-        "inputs": tokens[:, :-1], "positions": positions[:, :-1], "segments": active[:, :-1].astype(np.int32),
-        "targets": tokens, "mask": active.astype(np.float32), "advantages": adv.astype(np.float32),
-    }  # fmt: skip
+        "prompt_inputs": p_tok,
+        "prompt_positions": p_pos,
+        "prompt_segments": p_seg,
+        "inputs": tokens[:, :-1],
+        "positions": positions[:, :-1],
+        "segments": active[:, :-1].astype(np.int32),
+        "targets": tokens,
+        "mask": active.astype(np.float32),
+        "advantages": adv.astype(np.float32),
+    }
 
 
 def place_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
@@ -440,20 +472,35 @@ def grpo(
         ref_logp = None
         if reference is not None:
             ref_logp = reference(state["params"] if adapters else ref_params, placed.frozen, batch)
-        params, opt_state, metrics = optimise(update, state["params"], state["opt_state"], placed.frozen, batch,
-                                              ref_logp, cfg.mu)  # fmt: skip
+        params, opt_state, metrics = optimise(
+            update, state["params"], state["opt_state"], placed.frozen, batch, ref_logp, cfg.mu
+        )
         metrics = {k: float(v) for k, v in metrics.items()}
         row = step_row(index + 1, sampled, metrics, cfg.mu * float(batch["mask"].sum()), time.perf_counter() - t1)
-        state = {"params": params, "opt_state": opt_state, "key": jax.random.key_data(key),
-                 "position": np.asarray(position, np.int64)}  # fmt: skip
+        state = {
+            "params": params,
+            "opt_state": opt_state,
+            "key": jax.random.key_data(key),
+            "position": np.asarray(position, np.int64),
+        }
         return state, row
 
-    start = {"params": placed.params, "opt_state": placed.opt_state,
-             "key": jax.random.key_data(jax.random.key(cfg.seed)), "position": np.zeros((), np.int64)}  # fmt: skip
+    start = {
+        "params": placed.params,
+        "opt_state": placed.opt_state,
+        "key": jax.random.key_data(jax.random.key(cfg.seed)),
+        "position": np.zeros((), np.int64),
+    }
     result = loop.run(
-        cfg, start, step, lambda done, row: row, checkpoint_dir=checkpoint_dir, on_log=on_log, progress=progress,
+        cfg,
+        start,
+        step,
+        lambda done, row: row,
+        checkpoint_dir=checkpoint_dir,
+        on_log=on_log,
+        progress=progress,
         postfix=lambda row: {"reward": f"{row['reward_mean']:.3f}"},
-    )  # fmt: skip
+    )
     params = result.state["params"]
     nnx.update(model, params)
     return GRPOResult(params=params, history=result.history, resumed_from=result.resumed_from)

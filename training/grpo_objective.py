@@ -18,8 +18,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ADVANTAGES", "AGGREGATIONS", "IMPORTANCE", "KL_ESTIMATORS", "LOG_RATIO_CLIP", "REGISTRIES", "Objective",
-           "Registry", "aggregate", "check_names", "group_advantages", "policy_loss"]  # fmt: skip
+__all__ = [
+    "ADVANTAGES",
+    "AGGREGATIONS",
+    "IMPORTANCE",
+    "KL_ESTIMATORS",
+    "LOG_RATIO_CLIP",
+    "REGISTRIES",
+    "Objective",
+    "Registry",
+    "aggregate",
+    "check_names",
+    "group_advantages",
+    "policy_loss",
+]
 
 LOG_RATIO_CLIP = 20.0  # log-ratios beyond ±20 are clipped: exp() stays finite and one stale token cannot dominate
 

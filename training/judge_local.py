@@ -27,9 +27,12 @@ class LocalBackend:
         self.batch_size = max(1, batch_size)
         try:
             self.tok = tokenizers_io.load(self.model_dir)
+        except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for a corrupt file
+            raise JudgeError(f"judge {self.model_dir / 'tokenizer.json'}: not a valid tokenizer ({err})") from None
+        try:
             model = load_pretrained(self.model_dir, dtype=dtype, param_dtype=dtype)
-        except Exception as err:  # CheckpointError, OSError, or the bare Exception tokenizers raises
-            raise JudgeError(f"judge {self.model_dir}: cannot load the checkpoint ({str(err).splitlines()[0]})") from None
+        except CheckpointError as err:
+            raise JudgeError(f"judge {self.model_dir}: {err}") from None
         self.sampler = Sampler(model, eos_ids=tokenizers_io.stop_ids(self.tok), pad_id=self.tok.token_to_id("<pad>") or 0)
         self.identity = {"backend": "local", "model": self.model_dir.as_posix(), "sha256": fingerprint, "dtype": dtype}
 

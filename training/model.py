@@ -188,7 +188,9 @@ class Attention(nnx.Module):
         for start in range(0, t, size):
             stop = min(t, start + size)
             first = 0 if self.window is None else max(0, start - self.window + 1)
-            mask = attention_mask(pos[:, start:stop], seg[:, start:stop], pos[:, first:stop], seg[:, first:stop], self.window)
+            mask = attention_mask(
+                pos[:, start:stop], seg[:, start:stop], pos[:, first:stop], seg[:, first:stop], self.window
+            )
             block = q[:, :, start * groups : stop * groups]
             outs.append(attend(block, kt[..., first:stop], v[:, :, first:stop], mask, self.softcap))
         return jnp.concatenate(outs, axis=2)
@@ -284,8 +286,10 @@ class Gemma(nnx.Module):
             # Several tokens written into a ring at once could overwrite keys their own queries need.
             fits = isinstance(cache_index, int) and cache_index + t <= min(k.shape[-1] for k in cache["k"])
             if not fits:
-                raise ValueError(f"a cached call takes one token, or {t} at a fixed index that every layer's "
-                                 f"cache holds without wrapping; got index {cache_index}")
+                raise ValueError(
+                    f"a cached call takes one token, or {t} at a fixed index that every layer's "
+                    f"cache holds without wrapping; got index {cache_index}"
+                )
         new = {"k": [], "v": [], "pos": [], "seg": []}
         rotary = {}  # rope tables by (base, scale): computed once, shared by the layers
         for i, layer in enumerate(self.layers):

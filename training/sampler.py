@@ -132,9 +132,14 @@ class Sampler:
     """
 
     def __init__(
-        self, model: Gemma, eos_ids: Sequence[int], pad_id: int, cache_dtype: str | None = None,
-        devices: Sequence[jax.Device] | None = None, head_dtype: str | None = None,
-    ):  # fmt: skip
+        self,
+        model: Gemma,
+        eos_ids: Sequence[int],
+        pad_id: int,
+        cache_dtype: str | None = None,
+        devices: Sequence[jax.Device] | None = None,
+        head_dtype: str | None = None,
+    ):
         self.head_dtype = None if head_dtype is None else str(jnp.dtype(head_dtype))
         self.graphdef, self.state = nnx.split(model)
         self.config = model.config
@@ -217,8 +222,14 @@ def compact(state: DecodeState, size: int) -> DecodeState:
     """The first `size` rows after sorting the running ones first (all of them, as at most `size` run)."""
     keep = jnp.argsort(state.done, stable=True)[:size]
     take = lambda x: jnp.take(x, keep, axis=0)
-    return state._replace(last=take(state.last), positions=take(state.positions), done=take(state.done),
-                          rows=take(state.rows), keys=take(state.keys), cache=jax.tree.map(take, state.cache))  # fmt: skip
+    return state._replace(
+        last=take(state.last),
+        positions=take(state.positions),
+        done=take(state.done),
+        rows=take(state.rows),
+        keys=take(state.keys),
+        cache=jax.tree.map(take, state.cache),
+    )
 
 
 def running(state: DecodeState, width: int, floor: int, max_new_tokens: int) -> jax.Array:
@@ -228,9 +239,14 @@ def running(state: DecodeState, width: int, floor: int, max_new_tokens: int) -> 
 
 
 def decode_levels(
-    step: Callable[[DecodeState], DecodeState], state: DecodeState, *, widths: Sequence[int], sizes: Sequence[int],
-    max_new_tokens: int, grow: Callable[[Cache, int], Cache],
-) -> DecodeState:  # fmt: skip
+    step: Callable[[DecodeState], DecodeState],
+    state: DecodeState,
+    *,
+    widths: Sequence[int],
+    sizes: Sequence[int],
+    max_new_tokens: int,
+    grow: Callable[[Cache, int], Cache],
+) -> DecodeState:
     """`step` in a loop until every row has ended or the budget is spent: at each compaction level
     (`sizes`: the rows it decodes), then in each phase (`widths`: new tokens it has room for), the
     cache grown by `grow(cache, width)` first. Phases grow the cache of the first level; a level after
@@ -247,8 +263,22 @@ def decode_levels(
     return state
 
 
-def _decode(graphdef, weights, tokens, positions, segments, rows, key, eos_ids, pad_id, *, cfg: SamplingConfig,
-            cache_dtype, head_dtype=None, repeats=1):  # fmt: skip
+def _decode(
+    graphdef,
+    weights,
+    tokens,
+    positions,
+    segments,
+    rows,
+    key,
+    eos_ids,
+    pad_id,
+    *,
+    cfg: SamplingConfig,
+    cache_dtype,
+    head_dtype=None,
+    repeats=1,
+):
     """Tokens [B, max_new_tokens], lengths and truncation flags [B] for left-padded prompts [B / repeats,
     prompt_len], each the prompt of `repeats` consecutive rows; `rows`: each row's index in the whole
     batch (its sampling key)."""
@@ -279,11 +309,27 @@ def _decode(graphdef, weights, tokens, positions, segments, rows, key, eos_ids, 
             tokens = jax.lax.dynamic_update_slice(state.tokens, nxt[:, None], (0, state.step))
         else:
             tokens = state.tokens.at[state.rows, state.step].set(nxt)
-        return DecodeState(state.step + 1, nxt, state.positions + 1, state.done | jnp.isin(nxt, eos_ids), state.rows,
-                           state.keys, tokens, cache)  # fmt: skip
+        return DecodeState(
+            state.step + 1,
+            nxt,
+            state.positions + 1,
+            state.done | jnp.isin(nxt, eos_ids),
+            state.rows,
+            state.keys,
+            tokens,
+            cache,
+        )
 
-    start = DecodeState(step=jnp.int32(1), last=first, positions=positions[:, -1] + 1, done=jnp.isin(first, eos_ids),
-                        rows=jnp.arange(batch), keys=row_keys, tokens=out, cache=cache)  # fmt: skip
+    start = DecodeState(
+        step=jnp.int32(1),
+        last=first,
+        positions=positions[:, -1] + 1,
+        done=jnp.isin(first, eos_ids),
+        rows=jnp.arange(batch),
+        keys=row_keys,
+        tokens=out,
+        cache=cache,
+    )
     grow = lambda cache, width: grow_cache(model.config, cache, prompt_len + width)
     end = decode_levels(step, start, widths=widths, sizes=sizes, max_new_tokens=cfg.max_new_tokens, grow=grow)
     is_eos = jnp.isin(end.tokens, eos_ids)
@@ -295,13 +341,18 @@ _generate = jax.jit(_decode, static_argnames=("graphdef", "cfg", "cache_dtype", 
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cfg", "cache_dtype", "head_dtype", "repeats", "mesh"))
-def _generate_split(graphdef, state, *batch_and_keys, cfg: SamplingConfig, cache_dtype, head_dtype, repeats,
-                    mesh: Mesh):  # fmt: skip
+def _generate_split(
+    graphdef, state, *batch_and_keys, cfg: SamplingConfig, cache_dtype, head_dtype, repeats, mesh: Mesh
+):
     """`_decode` with the rows split over the mesh: each device decodes its share until its own rows end."""
     rows, shared = PartitionSpec("rows"), PartitionSpec()
-    decode = functools.partial(_decode, graphdef, cfg=cfg, cache_dtype=cache_dtype, head_dtype=head_dtype,
-                               repeats=repeats)  # fmt: skip
+    decode = functools.partial(
+        _decode, graphdef, cfg=cfg, cache_dtype=cache_dtype, head_dtype=head_dtype, repeats=repeats
+    )
     return jax.shard_map(
-        decode, mesh=mesh, in_specs=(shared, rows, rows, rows, rows, shared, shared, shared), out_specs=rows,
+        decode,
+        mesh=mesh,
+        in_specs=(shared, rows, rows, rows, rows, shared, shared, shared),
+        out_specs=rows,
         check_vma=False,
     )(state, *batch_and_keys)
