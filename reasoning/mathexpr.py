@@ -84,11 +84,14 @@ def compare(expected: str, predicted: str, timeout: float = TIMEOUT_S) -> tuple[
             stop()
             return True, False
         line = _reply(worker, timeout)
-        if line is None:  # too slow, or died on this text: wrong, and a fresh worker for the next one
+        try:
+            reply = json.loads(line) if line is not None else None
+        except json.JSONDecodeError:
+            reply = None
+        if not isinstance(reply, dict):  # too slow, died on this text, or garbled: wrong, and a fresh worker
             stop()
             return True, False
-        reply = json.loads(line)
-        return reply["gold"], reply["equal"]
+        return bool(reply.get("gold")), bool(reply.get("equal"))
 
 
 def equivalent(predicted: str | None, expected: str) -> bool:
@@ -123,7 +126,8 @@ def _serve() -> None:
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout disabled" warning: we bound time here
-    print(READY, flush=True)
+    replies, sys.stdout = sys.stdout, sys.stderr  # whatever a library prints cannot garble a reply
+    print(READY, file=replies, flush=True)
     for line in sys.stdin:
         expected, predicted = json.loads(line)
         gold = _parse(parse, expected)
@@ -134,7 +138,7 @@ def _serve() -> None:
                 equal = bool(pred) and bool(verify(gold, pred, timeout_seconds=None))
             except Exception:
                 equal = False
-        print(json.dumps({"gold": bool(gold), "equal": equal}), flush=True)
+        print(json.dumps({"gold": bool(gold), "equal": equal}), file=replies, flush=True)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
-from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP
 from fractions import Fraction
 
 from reasoning import worked
@@ -156,21 +156,27 @@ def _terminates(x: Fraction) -> bool:
     return d == 1
 
 
+def _decimal(x: Fraction) -> str:
+    """A terminating `x` written out exactly, without trailing zeros (a Decimal context of fixed
+    precision would round a value with more digits than it holds)."""
+    d, places = x.denominator, 0
+    while d > 1:  # 10**places / denominator is whole once places covers its twos and fives
+        d //= 2 if d % 2 == 0 else 5
+        places += 1
+    digits = str(abs(x.numerator) * 10**places // x.denominator).rjust(places + 1, "0")
+    whole, frac = digits[: len(digits) - places], digits[len(digits) - places:].rstrip("0")
+    return ("-" if x < 0 else "") + whole + ("." + frac if frac else "")
+
+
 def fmt(x: Fraction, places: int = 0, thousands: bool = False) -> str:
     """`x` written plainly: exact when it terminates, else rounded to max(places, 2) decimals."""
     if _terminates(x):
-        with localcontext() as ctx:
-            ctx.prec = 60
-            text = format(Decimal(x.numerator) / Decimal(x.denominator), "f")
-        if "." in text:
-            text = text.rstrip("0").rstrip(".")
-        whole, _, frac = text.partition(".")
+        whole, _, frac = _decimal(x).partition(".")
         if places > len(frac):  # keep the places the text showed: $2.50, not $2.5
             frac = frac.ljust(places, "0")
         text = whole + ("." + frac if frac else "")
     else:
-        rounded = _round(x, max(places, 2), ROUND_HALF_UP)
-        text = str(Decimal(rounded.numerator) / Decimal(rounded.denominator))
+        text = _decimal(_round(x, max(places, 2), ROUND_HALF_UP))
     if thousands:
         sign = "-" if text.startswith("-") else ""
         whole, dot, frac = text.lstrip("-").partition(".")

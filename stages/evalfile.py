@@ -23,11 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reasoning.scoring import ANSWER_TYPES, score_answer
 from stages import tables
 from stages.common import StageError, params_where
+
+if TYPE_CHECKING:  # evalsets imports this module
+    from stages.evalsets import EvalSet
 
 ROLES = ("prompt", "answer", "id", "choices", "answer_type", "reasoning", "exemplar")
 DEFAULT_FIELDS = {"prompt": "prompt", "answer": "answer"}
@@ -62,7 +65,7 @@ def _choices(value: Any, where: str, name: str) -> list[str]:
 class FileSet:
     """The rows of one `format: file` eval set, read and checked: its items and its exemplars."""
 
-    def __init__(self, evalset, root: Path = Path(".")):
+    def __init__(self, evalset: EvalSet, root: Path = Path(".")):
         self.evalset = evalset
         self.root = root
         self.fields = {**DEFAULT_FIELDS, **evalset.fields}

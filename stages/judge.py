@@ -20,15 +20,7 @@ from pathlib import Path
 
 from reasoning.judge import Cache, Judge, JudgeError, Task, parse_rubric
 from stages import evalsets, paths
-from stages.common import (
-    StageError,
-    load_params,
-    param_error,
-    read_jsonl,
-    run_stage,
-    sha256_tree,
-    write_jsonl,
-)
+from stages.common import StageError, load_params, param_error, read_jsonl, run_stage, sha256_tree, write_jsonl
 
 RECORD_KEYS = ("key", "score", "verdicts", "gate", "failure")
 
@@ -42,9 +34,7 @@ def make_judge(params: dict, root: Path = Path(".")) -> Judge:
             if not (model_dir / "config.json").is_file():
                 raise param_error("judge", "model", root=root, message=f"judge.model: {p['model']!r} is not a Hugging "
                                   "Face directory (config.json, model.safetensors, tokenizer.json)")
-            from training.judge_local import (
-                LocalBackend,  # JAX only when a local judge is asked for
-            )
+            from training.judge_local import LocalBackend  # JAX only when a local judge is asked for
 
             backend = LocalBackend(model_dir, sha256_tree(model_dir), p["dtype"], p["batch_size"])
         else:
@@ -101,7 +91,13 @@ def run(params: dict, name: str, root: Path = Path(".")) -> list[dict]:
 
 
 def main() -> None:
-    run(load_params(), evalsets.main_argument(sys.argv, "judge"))
+    params = load_params()
+    name = evalsets.main_argument(sys.argv, "judge")
+    if params["evaluate"]["sets"].get(name, {}).get("judge") and params["judge"]["backend"] == "local":
+        from training.sampler import configure_host_cpu
+
+        configure_host_cpu()  # before JAX starts: XLA:CPU set up for decoding, as predict does
+    run(params, name)
 
 
 if __name__ == "__main__":

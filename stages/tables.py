@@ -1,12 +1,15 @@
 """Local table files -> rows, each with where it came from: the one reader of seed's imported
-sources, eval sets and GSM8K-format files.
+sources, eval sets and GSM8K-format files (and the one place that tells a file's format).
 
 JSONL is read line by line (`common.read_jsonl_lines`), so an error names the
 file's line; JSON, Parquet, CSV and Arrow are read with Hugging Face
 `datasets`, offline, from the local path, with a throwaway cache, and an error
 names the row. `datasets` is imported only when such a file is read (it takes
 seconds to import, and the default pipeline reads none), and the environment
-it is given is put back afterwards.
+it is given is put back afterwards. Seed's `file` sources read every format,
+JSONL included, with `datasets` (`read_table`: rows unified to one set of
+columns, as their documentation promises); GSM8K files and eval sets read
+JSONL line by line (`read_rows`).
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def test_math_outside_the_main_thread():
     assert out == [True]
 
 
-@pytest.mark.parametrize("behaviour", ["time.sleep(600)", "sys.exit(0)"])
+@pytest.mark.parametrize("behaviour", ["time.sleep(600)", "sys.exit(0)", "print('garbled', flush=True)"])
 def test_math_a_stuck_or_dead_worker_is_wrong_and_the_next_comparison_works(monkeypatch, behaviour):
     """A worker that never replies (sympy stuck on some text) or dies: wrong after the deadline, not a hang,
     and a fresh worker serves the next comparison."""
@@ -218,3 +218,20 @@ def test_schemas_name_the_answer_types_scoring_knows():
     card = json.loads((ROOT / "schemas/scorecard.schema.json").read_text())
     assert entry["answer_type"]["enum"] == list(ANSWER_TYPES)
     assert card["properties"]["items"]["items"]["properties"]["answer_type"]["enum"] == list(ANSWER_TYPES)
+
+
+def test_any_model_text_is_scored_never_raised():
+    """A model's answer is never bad input: random text, huge text, control characters, lone brackets."""
+    import random
+
+    rng = random.Random(0)
+    alphabet = "AaBb()[]{}<>.,:;!?'\"\\$^_ \n\t0123456789xyz=+-*/" + "\u00e9\u2212\u00bd\u200b"
+    texts = ["", " ", "(", ")", "((B", "B" * 10_000, "\x00", "$", "\\frac{", "\\boxed{", "9^9^9^9", "1/0", "nan", "inf"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(150)]
+    golds = {"number": "12", "fraction": "1/2", "bool": "yes", "text": "cat", "phrase": "the cat", "exact": "] }",
+             "choice": "(B)"}
+    for text in texts:
+        for answer_type, gold in golds.items():
+            verdict(text, gold, answer_type, CITIES if answer_type == "choice" else None)
+    for text in texts[:30]:
+        verdict(text, r"\frac{1}{2}", "math")

@@ -371,3 +371,32 @@ def test_aqua_sample_is_multiple_choice_with_its_options_in_the_prompt():
     assert (ROOT / "evalsets" / "LICENSE-AQUA").read_text().startswith("Copyright 2017 Google Inc.")
     shots = evalsets.asked_items(replace(aqua, few_shot=3), ROOT)
     assert all(s["prompt"].count("<reasoning>") == 3 for s in shots)
+
+
+def test_bbh_script_parses_options_exemplars_and_leaves_out_answers_that_are_no_option(tmp_path):
+    """scripts/bbh_sample.py on a two-task miniature of the upstream layout (bbh/*.json, cot-prompts/*.txt)."""
+    spec = importlib.util.spec_from_file_location("bbh_sample", ROOT / "scripts" / "bbh_sample.py")
+    bbh_sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bbh_sample)
+    (tmp_path / "bbh").mkdir()
+    (tmp_path / "cot-prompts").mkdir()
+    mc = [{"input": f"Pick {k}.\nOptions:\n(A) red\n(B) blue", "target": "(B)" if k % 2 else "(A)"} for k in range(6)]
+    mc.append({"input": "Pick.\nOptions:\n(A) red\n(B) blue", "target": "green"})  # upstream slips: left out
+    (tmp_path / "bbh/colours.json").write_text(json.dumps({"canary": "c", "examples": mc}))
+    (tmp_path / "bbh/web_of_lies.json").write_text(json.dumps(
+        {"canary": "c", "examples": [{"input": f"Does {k} tell the truth?", "target": "Yes"} for k in range(5)]}))
+    shots = "".join(f"Q: Pick {k}.\nOptions:\n(A) red\n(B) blue\nA: Let's think step by step.\nStep {k}. "
+                    f"So the answer is (A).\n\n" for k in range(3))
+    (tmp_path / "cot-prompts/colours.txt").write_text("canary\n-----\nPick a colour.\n\n" + shots.rstrip())
+    (tmp_path / "cot-prompts/web_of_lies.txt").write_text("canary\n-----\nLies.\n\n" + "\n\n".join(
+        f"Q: Does {k} lie?\nA: Let's think step by step. Think {k}. So the answer is No." for k in range(3)))
+    rows = bbh_sample.build(tmp_path, per_task=5)
+    assert rows == bbh_sample.build(tmp_path, per_task=5)  # the same upstream, the same rows
+    colours = [r for r in rows if r["task"] == "colours" and not r["exemplar"]]
+    assert len(colours) == 5 and all(r["answer"] != "green" for r in colours)
+    assert all(r["choices"] == ["red", "blue"] and r["answer_type"] == "choice" for r in colours)
+    shot = next(r for r in rows if r["id"] == "bbh-colours-shot2")
+    assert (shot["prompt"], shot["reasoning"], shot["answer"]) == ("Pick 1.\nOptions:\n(A) red\n(B) blue", "Step 1.", "(A)")
+    lies = [r for r in rows if r["task"] == "web_of_lies"]
+    assert {(r["answer_type"], "choices" in r) for r in lies} == {("bool", False)} and len(lies) == 8
+    assert [r["answer"] for r in lies if r["exemplar"]] == ["No", "No", "No"]

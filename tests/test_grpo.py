@@ -18,6 +18,8 @@ import pytest
 import yaml
 from flax import nnx
 
+from stages import paths
+from stages.common import read_json
 from training import config as configs
 from training.grpo import (
     GRPOConfig,
@@ -515,7 +517,7 @@ def test_killed_grpo_resumes_bit_identical(shared_base, tmp_path):
     reference = stage_repo(shared_base, tmp_path / "reference", **KILL_PARAMS)
     proc = run_grpo_stage(reference)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    info = json.loads((reference / "data/policy/grpo_info.json").read_text())
+    info = read_json(reference / paths.GRPO_INFO, "grpo_info")  # what evidence reads, by its schema
     assert info["steps"] == 4 and len(info["history"]) == 4
     assert info["sft_model"]["sha256"] and set(info["reward_curve"]) >= {"first", "last"}
 

@@ -438,3 +438,31 @@ def test_grpo_prompt_filter_keeps_prompts_with_a_pass_rate_strictly_between_0_an
     write_jsonl(tmp_path / SAMPLES, [])
     with pytest.raises(StageError, match="grpo.prompt_filter: pass_rate: none of the 0 prompts"):
         filter_prompts(params("pass_rate"), records, tmp_path)
+
+
+KILL_PARAMS = dict(steps=6, save_every=1, pairs_per_step=2, learning_rate=1e-3, loss="dpo", nll_weight=0.1)
+
+
+@pytest.mark.slow
+def test_killed_preference_resumes_bit_identical(shared_base, tmp_path):
+    from tests.test_faults import kill_when, start
+
+    reference = stage_repo(shared_base, tmp_path / "reference", **KILL_PARAMS)
+    write_samples(reference)
+    proc = run_preference(reference)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    repo = stage_repo(shared_base, tmp_path / "repo", **KILL_PARAMS)
+    write_samples(repo)
+    ckpt = repo / "data/preference_checkpoints"
+    saved = lambda: sorted(int(p.name) for p in ckpt.iterdir() if p.name.isdigit()) if ckpt.is_dir() else []
+    log = tmp_path / "killed.log"
+    killed = start([sys.executable, "-m", "stages.preference"], repo, log)
+    kill_when(killed, lambda: bool(saved()), log)
+    assert saved() and max(saved()) < 6 and not (repo / "data/preferred").exists()
+
+    proc = run_preference(repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "preference: resumed from the checkpoint of step" in proc.stdout
+    assert files_under(repo / "data/preferred") == files_under(reference / "data/preferred")  # weights and curve
+    assert saved() == []

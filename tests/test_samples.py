@@ -35,7 +35,7 @@ def run_samples(repo: Path) -> subprocess.CompletedProcess:
 
 def test_pass_rate_counts_the_sampled_completions_only():
     c = lambda correct, greedy=False: {"correct": correct, "greedy": greedy}
-    assert pass_rate([c(True), c(False), c(False), c(True, greedy=True)]) == 0.5
+    assert pass_rate([c(True), c(False), c(True), c(False), c(True, greedy=True)]) == 0.5
     assert pass_rate([c(False), c(False, greedy=True)]) == 0.0
     assert pass_rate([c(True, greedy=True)]) == 0.0  # no sample: nothing passed
 

@@ -205,9 +205,9 @@ def test_spaces_after_a_sign_take_linear_time():
     import time
 
     t0 = time.process_time()
-    for text in ("-" + " " * 20_000 + "x", "$ " + " " * 20_000, "- $ " + " " * 20_000 + "5"):
+    for text in ("-" + " " * 20_000 + "x", "$ " + " " * 20_000, "- $ " + " " * 20_000 + "x"):
         assert parse_number(text) is None
-    assert parse_number("- $ 5") == -5  # spaces between a sign, a currency sign and the number still read
+    assert parse_number("- $ " + " " * 20_000 + "5") == -5  # spaces between a sign, a currency sign and the number
     assert time.process_time() - t0 < 1.0  # cubic backtracking took 4 s on 400 spaces
 
 

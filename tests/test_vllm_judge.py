@@ -90,7 +90,8 @@ def server(model_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp("vllm_log") / "server.log"
     cmd = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
            "--served-model-name", SERVED, "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port),
-           "--max-model-len", "2048", "--chat-template", str(CHAT_TEMPLATE), "--seed", "0"]  # fmt: skip
+           "--max-model-len", "2048", "--chat-template", str(CHAT_TEMPLATE), "--seed", "0",
+           "--enforce-eager"]  # no torch.compile: minutes less to healthy, and a few requests do not need it  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=model_dir.parent,

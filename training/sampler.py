@@ -125,7 +125,7 @@ class Sampler:
     static argument, its weights, end tokens and pad id are traced), so a new
     Sampler over the same model, or other end tokens, costs no recompilation.
     `devices`: those to split the rows over (weights copied to each); by default
-    `default_devices(vocab)`: every CPU device at a small vocabulary on a CPU host, else none (one program).
+    `cpu_tuning.default_devices(vocab)`: every CPU device at a small vocabulary on a CPU host, else none.
     `head_dtype`: opt-in dtype of the LM head's table in decoding (e.g. "bfloat16": half the bytes a
     step reads, and AVX512_BF16 products; the logits change by the table's rounding, so greedy picks
     may differ from the model's own head). None: the model's dtype.
