@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test lock clean tunix-env docs gemma-env repro-gemma vllm-env lint
+.PHONY: setup repro test lock clean tunix-env docs gemma-env repro-gemma vllm-env lint lmeval-env
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ setup: $(VENV)/.installed
 repro: setup
 	dvc repro
 
-test: setup tunix-env gemma-env vllm-env
+test: setup tunix-env gemma-env vllm-env lmeval-env
 	# Two workers, a test file each at a time: most tests wait on process start-up, compilation and
 	# dvc rather than on both cores.
 	pytest -q -n 2 --dist loadfile --durations=25
@@ -79,6 +79,16 @@ vllm-env: .venv-vllm/.installed
 .venv-vllm/.installed: requirements-vllm.lock
 	$(PYTHON) -m venv .venv-vllm
 	.venv-vllm/bin/pip install --quiet --no-deps -r requirements-vllm.lock
+	touch $@
+
+# EleutherAI's lm-evaluation-harness for the cross-check of our scoring (scripts/lmeval_crosscheck.py,
+# tests/test_lmeval_crosscheck.py): it pulls torch, transformers, datasets, evaluate and sacrebleu at its own
+# versions, so it has its own environment and leaves .venv's locked versions alone.
+lmeval-env: .venv-lmeval/.installed
+
+.venv-lmeval/.installed: requirements-lmeval.lock
+	$(PYTHON) -m venv .venv-lmeval
+	.venv-lmeval/bin/pip install --quiet -r requirements-lmeval.lock
 	touch $@
 
 # Re-resolve the locked environment after changing pyproject.toml's dependencies.

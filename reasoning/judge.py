@@ -346,9 +346,11 @@ class Judge:
         self.failed = 0  # judgments made by this judge whose reply could not be parsed
 
     def judge(self, tasks: Sequence[Task]) -> list[dict]:
-        """One judgment per task, in order: {key, score, verdicts, gate, failure, rubric_size}.
+        """One judgment per task, in order: {key, score, verdicts, gate, failure}, and `replies` (what the
+        model said) for one that was asked.
 
-        score: in [0, 1], 0 for a gated completion, None for a failed judgment (failure says why).
+        score: in [0, 1], 0 for a gated completion, None for a failed judgment (failure says why). A
+        failed judgment is cached too: greedy decoding would say the same again.
         """
         keys = [cache_key(self.identity, t.rubric, t.question, t.completion) for t in tasks]
         out: list[dict | None] = [self.cache.get(k) for k in keys]
