@@ -169,15 +169,16 @@ def logged_samples(output: Path, tasks: Iterable[str]) -> list[dict]:
     return samples
 
 
-def harness_verdicts(task: str, responses: Iterable[tuple[int, str]]) -> list[dict]:
-    """lm-eval's filters and metric on given replies (scripts/lmeval_filters.py in .venv-lmeval), as logged samples."""
+def harness_verdicts(responses: Mapping[str, Iterable[tuple[int, str]]]) -> list[dict]:
+    """lm-eval's filters and metric on given replies, task name -> [(doc_id, reply)], as logged samples
+    (scripts/lmeval_filters.py in .venv-lmeval: one process, lm_eval imported once)."""
     require_env()
-    request = {"include_path": str(INCLUDE_PATH), "task": task, "responses": [list(r) for r in responses]}
+    request = {"include_path": str(INCLUDE_PATH), "tasks": {task: [list(r) for r in rs] for task, rs in responses.items()}}
     result = subprocess.run([str(LMEVAL_PYTHON), str(ROOT / "scripts" / "lmeval_filters.py")], cwd=ROOT,
                             env=harness_env(), input=json.dumps(request), capture_output=True, text=True)
     if result.returncode != 0:
         raise StageError(f"scripts/lmeval_filters.py exited {result.returncode}: {result.stderr.strip()[-2000:]}")
-    return [{**sample, "task": task} for sample in json.loads(result.stdout)]
+    return json.loads(result.stdout)
 
 
 def tolerance(root: Path = ROOT) -> dict[str, float]:

@@ -108,8 +108,7 @@ def hand_written(cases: list[tuple], n_docs: int) -> list[tuple[int, str]]:
 
 @pytest.fixture(scope="module")
 def report() -> dict:
-    samples = (crosscheck.harness_verdicts(GSM8K, gsm8k_replies(gsm8k_docs()))
-               + crosscheck.harness_verdicts(BBH, bbh_replies(bbh_docs())))
+    samples = crosscheck.harness_verdicts({GSM8K: gsm8k_replies(gsm8k_docs()), BBH: bbh_replies(bbh_docs())})
     return crosscheck.compare(samples, crosscheck.tolerance())
 
 
