@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -508,6 +509,7 @@ def jax_grpo(args) -> dict:
     from stages.common import load_params
     from stages.grpo import reward_set
     from stages.gsm8k import parse_row
+    import training
     from training import chat, lora
     from training import tokenizer as tokenizers_io
     from training.grpo import GRPOConfig, Prompt, grpo
@@ -522,7 +524,7 @@ def jax_grpo(args) -> dict:
     records = [dict(zip(("prompt", "steps", "final_answer"), parse_row(row, "gsm8k"))) for row in rows]
     encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r in records], add_special_tokens=False)
     prompts = [Prompt(e.ids, r["prompt"], r) for e, r in zip(encoded, records)]
-    code = Path(__import__("training").__file__).parent.parent  # this checkout, or the baseline's
+    code = Path(training.__file__).parent.parent  # this checkout, or the baseline's
     params = load_params(path=code / "params.yaml")  # the reward weights that code's schema reads
     rewards = reward_set(params, code)
     from reasoning.rewards import Rollout
@@ -703,7 +705,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--remat", action="store_true")
     parser.add_argument("--repeats", type=int, help="timed repeats (default 10; grpo: 3 steps)")
-    parser.add_argument("--threads", type=int, default=len(__import__("os").sched_getaffinity(0)))
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--peak-tflops", type=float, help="the device's datasheet peak, for MFU (H100/H200 bf16 dense: 989)")
     parser.add_argument("--peak-gbps", type=float, help="generate: the device's memory bandwidth, for the streaming bound (H200: 4800)")
     parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch side (e.g. on a GPU host)")
@@ -719,7 +721,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="generate: our side decodes the batch in one program (one host device), for A/B")
     parser.add_argument("--prompts", type=int, default=2, help="grpo: prompts (groups) a step")
     parser.add_argument("--group", type=int, default=8, help="grpo: completions a prompt")
-    parser.add_argument("--baseline", help="grpo: a git revision whose code runs the same steps beside this one")
+    parser.add_argument("--baseline",
+                        help="grpo: a git revision (one with training/cpu_tuning.py) whose code runs the same steps beside this one")
     parser.add_argument("--to-budget", action="store_true",
                         help="grpo: no completion ends before --new-tokens (the same work from any checkpoint)")
     parser.add_argument("--grpo-set", action="append", default=[], metavar="FIELD=VALUE",
@@ -742,11 +745,9 @@ def main(argv: list[str] | None = None) -> None:
 
             reuse_freed_memory()  # as the stages do, before JAX runs anything
         if args.side == "jax" and args.what in ("generate", "grpo"):
-            from training import sampler
+            from training.cpu_tuning import configure_host_cpu
 
-            # as predict and grpo do (an older commit's code, --baseline, names it split_host_cpu)
-            setup = getattr(sampler, "configure_host_cpu", None) or sampler.split_host_cpu
-            setup(1 if args.one_device else 2)
+            configure_host_cpu(1 if args.one_device else 2)  # as predict and grpo do
         print(json.dumps(SIDES[(args.what, args.side)](args)))
         return
 

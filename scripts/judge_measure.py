@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reasoning import judge as J
-from stages import gsm8k
-from stages.common import dumps_json, read_jsonl
+from reasoning import judge as J  # noqa: E402
+from stages import gsm8k  # noqa: E402
+from stages.common import dumps_json, read_jsonl  # noqa: E402
 
 SAMPLE = ROOT / "evalsets" / "gsm8k_test_sample.jsonl"
 KEYS = {

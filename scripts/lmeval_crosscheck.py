@@ -102,8 +102,11 @@ def compare(samples: Iterable[Mapping], tolerance: Mapping[str, float]) -> dict:
         our_answer, our_correct = ours(sample["doc"], response, tolerance)
         their_correct = bool(sample["exact_match"])
         entry = tasks.setdefault(sample["task"], {}).setdefault(
-            sample["filter"], {"n": 0, "agree": 0, "ours_correct": 0, "lmeval_correct": 0, "differences": []})
+            sample["filter"], {"n": 0, "agree": 0, "ours_correct": 0, "lmeval_correct": 0, "differences": [],
+                               "other_targets": []})
         entry["n"] += 1
+        if str(sample["target"]) != expected(sample["doc"])[0]:  # both sides must be scoring against the same answer
+            entry["other_targets"].append(sample["doc_id"])
         entry["ours_correct"] += our_correct
         entry["lmeval_correct"] += their_correct
         if our_correct == their_correct:
@@ -206,6 +209,13 @@ def markdown(report: Mapping) -> str:
                 lines.append(f"- {task} / {name} / doc {d['doc_id']}: **{d['category']}** (target {d['target']!r}; "
                              f"ours {d['ours']['answer']!r} → {d['ours']['correct']}, lm-eval "
                              f"{d['lmeval']['filtered']!r} → {d['lmeval']['correct']}): {_one_line(d['response'])}")
+    for task, filters in report["tasks"].items():
+        for name, e in filters.items():
+            if e["other_targets"]:
+                lines.append(f"- {task} / {name}: lm-eval's target is not our expected answer on docs {e['other_targets']}")
+    found = sorted({d["category"] for filters in report["tasks"].values() for e in filters.values()
+                    for d in e["differences"]})
+    lines += [f"- *{name}*: {CATEGORIES[name]}" for name in found]
     return "\n".join(lines)
 
 

@@ -170,8 +170,9 @@ def run(params: dict, root: Path = Path(".")):
     model, spec = load_model(params, model_dir, root)
     encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r, _ in chosen], add_special_tokens=False)
     pairs = [Pair(e.ids, tuple(tuple(c["tokens"]) for c in cs)) for e, (_, cs) in zip(encoded, chosen)]
+    source = "a right completion" if cfg.loss == "rft" else f"a pair ({rule})"
     print(f"preference: {cfg.steps} steps of {cfg.pairs_per_step} pairs, loss {cfg.loss}, from {len(pairs)} "
-          f"prompts with a pair ({rule}); on {jax.device_count()} {jax.devices()[0].platform} device(s)")
+          f"prompts with {source}; on {jax.device_count()} {jax.devices()[0].platform} device(s)")
     checkpoints = root / paths.PREFERENCE_CHECKPOINTS
     with live.curves(root / paths.PREFERENCE_LIVE, checkpoints) as on_log:
         try:
