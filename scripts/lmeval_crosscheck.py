@@ -105,7 +105,8 @@ def compare(samples: Iterable[Mapping], tolerance: Mapping[str, float]) -> dict:
             sample["filter"], {"n": 0, "agree": 0, "ours_correct": 0, "lmeval_correct": 0, "differences": [],
                                "other_targets": []})
         entry["n"] += 1
-        if str(sample["target"]) != expected(sample["doc"])[0]:  # both sides must be scoring against the same answer
+        # both sides must score against the same answer: lm-eval's target, read as a reply, is right by ours
+        if not ours(sample["doc"], f"<answer>{sample['target']}</answer>", tolerance)[1]:
             entry["other_targets"].append(sample["doc_id"])
         entry["ours_correct"] += our_correct
         entry["lmeval_correct"] += their_correct
