@@ -146,7 +146,7 @@ def preference_evidence(root: Path, params: dict) -> dict:
     With `preference.steps: 0` that model is the SFT model itself (the preference stage copied it)."""
     if params["preference"]["steps"] == 0:
         return {"steps": 0}
-    info = read_json(root / paths.PREFERRED / "preference_info.json")
+    info = read_json(root / paths.PREFERENCE_INFO)
     return {
         "steps": info["steps"],
         "loss": info["params"]["loss"],

@@ -36,6 +36,7 @@ from stages.common import (
     read_jsonl,
     run_stage,
     sha256_tree,
+    validate,
     write_json,
 )
 from training import chat, lora
@@ -48,7 +49,6 @@ from training.model import Gemma
 from training.cpu_tuning import configure_host_cpu
 from training.loop import MeshError, NonFiniteLoss, check_devices
 
-INFO_FILE = "grpo_info.json"
 LEARNER_KEYS = set(GRPOConfig.__dataclass_fields__) - {"seed", "mesh_data", "mesh_fsdp"}
 
 
@@ -232,7 +232,8 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
         with atomic_path(root / paths.POLICY) as out:
             save_trained(model, spec, out, model_dir, base_model=paths.PREFERRED.as_posix())
             shutil.copyfile(model_dir / paths.TRAINING_INFO.name, out / paths.TRAINING_INFO.name)
-            write_json(out / INFO_FILE, info)
+            validate(info, "grpo_info", str(paths.GRPO_INFO))  # what evidence will read, checked where it is made
+            write_json(out / paths.GRPO_INFO.name, info)
     live.finished(checkpoints)
     if result.resumed_from:
         print(f"grpo: resumed from the checkpoint of step {result.resumed_from} in {paths.GRPO_CHECKPOINTS}")

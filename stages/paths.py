@@ -28,6 +28,7 @@ SUBMISSION_RUNS = Path("submission_runs")  # evidence: submission_runs/<run_vers
 SUBMISSION = Path("submission")  # package: the zip
 SAMPLES = Path("data/samples.jsonl")  # samples -> preference, grpo: the SFT model's scored completions of training prompts
 PREFERRED = Path("data/preferred")  # preference -> grpo: the model after preference training (the SFT model at steps 0)
+PREFERENCE_INFO = PREFERRED / "preference_info.json"  # preference (when preference.steps is above 0): the run behind it
 PREFERENCE_CHECKPOINTS = Path("data/preference_checkpoints")  # preference's orbax checkpoints (persist)
 PREFERENCE_LIVE = Path("dvclive/preference")  # preference's dvclive folder: rewards, margin, pair accuracy, lengths
 POLICY = Path("data/policy")  # grpo: the RL policy, a Hugging Face directory (the SFT model when grpo.steps is 0)

@@ -44,7 +44,6 @@ from training.lora import LoRAError, LoRASpec
 from training.model import Gemma
 from training.preference import Pair, PreferenceConfig, train_preference
 
-INFO_FILE = "preference_info.json"
 LEARNER_KEYS = set(PreferenceConfig.__dataclass_fields__) - {"seed", "mesh_data", "mesh_fsdp"}
 
 
@@ -198,7 +197,7 @@ def run(params: dict, root: Path = Path(".")):
         with atomic_path(root / paths.PREFERRED) as out:
             save_trained(model, spec, out, model_dir, base_model=paths.MODEL.as_posix())
             shutil.copyfile(model_dir / paths.TRAINING_INFO.name, out / paths.TRAINING_INFO.name)
-            write_json(out / INFO_FILE, info)
+            write_json(out / paths.PREFERENCE_INFO.name, info)
     live.finished(checkpoints)
     if result.resumed_from:
         print(f"preference: resumed from the checkpoint of step {result.resumed_from} in "

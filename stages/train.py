@@ -92,25 +92,26 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
         except NonFiniteLoss as err:
             raise StageError(f"{paths.TRAIN}: training diverged: {err}") from None
 
-    info = {
-        "preset": params["model"]["preset"],
-        "checkpoint": params["model"]["checkpoint"],
-        "n_params": n_params,
-        "steps": cfg.steps,
-        "tokens_per_step": cfg.batch_size * cfg.seq_len,
-        "final_loss": result.final_loss,
-        "loss_history": [[s, v] for s, v in result.loss_history],
-        "packing": {"examples": len(examples), "rows": len(rows), "fill": round(rows.fill, 6), "truncated": rows.truncated},
-        "versions": versions(),
-        "devices": [str(d) for d in jax.devices()],
-    }
-    if spec.rank:  # only then: the default run's training_info.json keeps its bytes
-        trainable = sum(a.a.size + a.b.size for a in lora.adapters(model).values())
-        info["lora"] = {**dataclasses.asdict(spec), "trainable_params": int(trainable)}
-    validate(info, "training_info", str(paths.TRAINING_INFO))  # what evidence will read, checked where it is made
-    with atomic_path(root / paths.MODEL) as out:
-        save_trained(model, spec, out, root / paths.TOKENIZER, base_model=params["model"]["checkpoint"])
-        write_json(out / paths.TRAINING_INFO.name, info)
+        # Inside the curves' block: they replace the last good ones only once the model is written too.
+        info = {
+            "preset": params["model"]["preset"],
+            "checkpoint": params["model"]["checkpoint"],
+            "n_params": n_params,
+            "steps": cfg.steps,
+            "tokens_per_step": cfg.batch_size * cfg.seq_len,
+            "final_loss": result.final_loss,
+            "loss_history": [[s, v] for s, v in result.loss_history],
+            "packing": {"examples": len(examples), "rows": len(rows), "fill": round(rows.fill, 6), "truncated": rows.truncated},
+            "versions": versions(),
+            "devices": [str(d) for d in jax.devices()],
+        }
+        if spec.rank:  # only then: the default run's training_info.json keeps its bytes
+            trainable = sum(a.a.size + a.b.size for a in lora.adapters(model).values())
+            info["lora"] = {**dataclasses.asdict(spec), "trainable_params": int(trainable)}
+        validate(info, "training_info", str(paths.TRAINING_INFO))  # what evidence will read, checked where it is made
+        with atomic_path(root / paths.MODEL) as out:
+            save_trained(model, spec, out, root / paths.TOKENIZER, base_model=params["model"]["checkpoint"])
+            write_json(out / paths.TRAINING_INFO.name, info)
     live.finished(checkpoints)
     if result.resumed_from:
         print(f"train: resumed from the checkpoint of step {result.resumed_from} in {paths.CHECKPOINTS}")
