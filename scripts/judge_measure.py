@@ -132,7 +132,7 @@ def main() -> None:
     if args.local:
         from stages.common import sha256_tree
         from training.judge_local import LocalBackend
-        from training.sampler import configure_host_cpu
+        from training.cpu_tuning import configure_host_cpu
 
         configure_host_cpu()
         backend = LocalBackend(args.local, sha256_tree(args.local), "float32", batch_size=16)

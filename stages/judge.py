@@ -32,7 +32,7 @@ def make_judge(params: dict, root: Path = Path(".")) -> Judge:
         if p["backend"] == "local":
             model_dir = root / p["model"]
             if not (model_dir / "config.json").is_file():
-                raise param_error("judge", "model", root=root, message=f"judge.model: {p['model']!r} is not a Hugging "
+                raise param_error("judge", "model", root=root, message=f"{p['model']!r} is not a Hugging "
                                   "Face directory (config.json, model.safetensors, tokenizer.json)")
             from training.judge_local import LocalBackend  # JAX only when a local judge is asked for
 
@@ -94,7 +94,7 @@ def main() -> None:
     params = load_params()
     name = evalsets.main_argument(sys.argv, "judge")
     if params["evaluate"]["sets"].get(name, {}).get("judge") and params["judge"]["backend"] == "local":
-        from training.sampler import configure_host_cpu
+        from training.cpu_tuning import configure_host_cpu
 
         configure_host_cpu()  # before JAX starts: XLA:CPU set up for decoding, as predict does
     run(params, name)

@@ -414,3 +414,11 @@ def test_the_real_judge_never_scores_adversarial_replies_above_a_real_answer(gem
     # deterministic: a fresh cache gets the same reply from the model
     fresh = J.Judge(gemma_judge).judge([J.Task(QUESTION, REAL)])
     assert fresh[0]["replies"] == out[0]["replies"]
+
+
+def test_a_local_judge_without_a_checkpoint_is_a_one_line_params_error(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["judge"].update(backend="local", model="models/nope")
+    with pytest.raises(StageError, match=r"^params.yaml:\d+: judge.model: 'models/nope' is not a Hugging Face directory"):
+        judge_stage.make_judge(params, tmp_path)

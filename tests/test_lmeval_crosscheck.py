@@ -149,3 +149,15 @@ def test_categories_of_a_difference():
     assert crosscheck.category("18.00", "18.00") == "reading"
     assert crosscheck.category("$1,250", "1250") == "reading"
     assert crosscheck.category("540", "9") == "elsewhere"
+
+
+def test_a_folder_that_is_no_model_is_one_line_and_exit_1(tmp_path, capsys):
+    assert crosscheck.main([str(tmp_path), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path}: not a Hugging Face model directory (no config.json)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_logged_samples_name_the_folder(tmp_path):
+    with pytest.raises(crosscheck.StageError, match=r"no samples_tunix_gsm8k_sample_\*\.jsonl"):
+        crosscheck.logged_samples(tmp_path, [GSM8K])
