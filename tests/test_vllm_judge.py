@@ -68,19 +68,10 @@ def get(url: str, timeout: float = 5) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory) -> Path:
-    if weights is None or not VLLM_PYTHON.is_file():
-        pytest.fail("CI runs the vLLM judge tests: make gemma-env vllm-env")
-    from stages import base as base_stage
-
-    root = tmp_path_factory.mktemp("vllm_judge")
-    (root / "models").mkdir()
-    gguf = weights.assemble(root / "models" / weights.MODEL_NAME)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["model"].update(preset="gemma3-270m", checkpoint=f"models/{gguf.name}")
-    base_stage.run(params, root)
-    gguf.unlink()
-    return root / paths.BASE
+def model_dir(gemma270m) -> Path:
+    if not VLLM_PYTHON.is_file():
+        pytest.fail("CI runs the vLLM judge tests: make vllm-env")
+    return gemma270m[1]
 
 
 @pytest.fixture(scope="session")
