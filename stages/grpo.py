@@ -28,7 +28,6 @@ from stages import live, paths
 from stages.common import (
     StageError,
     atomic_path,
-    atomic_paths,
     load_params,
     load_tokenizer,
     param_error,
@@ -39,13 +38,11 @@ from stages.common import (
     validate,
     write_json,
 )
-from training import chat, lora
+from training import chat
 from training import tokenizer as tokenizers_io
 from training.grpo import GRPOConfig, GRPOResult, Prompt, grpo
-from training.hf_io import CheckpointError, load_pretrained, read_config, save_trained
+from training.hf_io import CheckpointError, read_config, save_trained
 from training.host_memory import reuse_freed_memory
-from training.lora import LoRAError, LoRASpec
-from training.model import Gemma
 from training.cpu_tuning import configure_host_cpu
 from training.loop import MeshError, NonFiniteLoss, check_devices
 
@@ -130,18 +127,6 @@ def filter_prompts(params: dict, records: list[dict], root: Path) -> list[dict]:
     return kept
 
 
-def pass_through(root: Path) -> None:
-    """`grpo.steps: 0`: the policy is the SFT model, byte for byte."""
-    with atomic_paths(root / paths.POLICY, root / paths.GRPO_LIVE) as (out, curves_dir):  # both or neither
-        shutil.copytree(root / paths.PREFERRED, out)
-        (curves_dir / "plots" / "metrics").mkdir(parents=True)
-        # A curve with a header and no rows: no step ran, and git carries the folder to a clone (an empty one it cannot).
-        (curves_dir / "plots" / "metrics" / "reward_mean.tsv").write_text("step\treward_mean\n", encoding="utf-8")
-        write_json(curves_dir / "metrics.json", {"steps": 0})
-    (root / paths.GRPO_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    print(f"grpo: steps 0, {paths.PREFERRED} passed through unchanged -> {paths.POLICY}")
-
-
 def curve_summary(history: list[dict]) -> dict:
     """The reward curve in a few numbers: first and last step, and the means of its first and last tenth."""
     if not history:
@@ -155,29 +140,13 @@ def curve_summary(history: list[dict]) -> dict:
     }  # fmt: skip
 
 
-def load_policy(params: dict, model_dir: Path, root: Path) -> tuple[Gemma, LoRASpec]:
-    """The SFT model to improve; with a LoRA rank above 0 (`grpo.lora`, or `model.lora` when that is null),
-    fresh adapters on it, held in the compute dtype: the SFT model is their frozen base, and so the KL
-    reference, with no second copy."""
-    model_params = params["model"]
-    section = "model" if params["grpo"].get("lora") is None else "grpo"
-    spec = LoRASpec.from_params(params[section].get("lora"))
-    param_dtype = model_params["compute_dtype"] if spec.rank else model_params["param_dtype"]
-    try:
-        model = load_pretrained(model_dir, dtype=model_params["compute_dtype"], param_dtype=param_dtype)
-        lora.add_adapters(model, spec, params["base"]["seed"])
-    except CheckpointError as err:
-        raise StageError(str(err)) from None
-    except LoRAError as err:
-        raise param_error(section, "lora", err.key, message=err, root=root) from None
-    return model, spec
-
-
 def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
     """RL on `root`'s SFT model with its training prompts; write the policy's HF directory and dvclive curves."""
     cfg = grpo_config(params)
     if cfg.steps == 0:
-        pass_through(root)
+        live.pass_through(root / paths.PREFERRED, root / paths.POLICY, root / paths.GRPO_LIVE,
+                          root / paths.GRPO_CHECKPOINTS, curve="reward_mean")
+        print(f"grpo: steps 0, {paths.PREFERRED} passed through unchanged -> {paths.POLICY}")
         return None
     model_dir = root / paths.PREFERRED
     try:
@@ -194,7 +163,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
     records = filter_prompts(params, read_checked_jsonl(root / paths.TRAIN, "trace", root / paths.TRAIN_MANIFEST), root)
     check_rewards(rewards, records[0], cfg.max_new_tokens, root)
     tok = load_tokenizer(model_dir, hint="the model directory must hold the tokenizer it was trained with")
-    model, spec = load_policy(params, model_dir, root)
+    model, spec = live.load_learner(params, "grpo", model_dir, root)
     encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r in records], add_special_tokens=False)
     prompts = [Prompt(e.ids, r["prompt"], r) for e, r in zip(encoded, records)]
 

@@ -1,5 +1,6 @@
-"""What the training stages (`train`, `grpo`) share around their loop: dvclive curves that resume
-with the orbax checkpoints, the progress bar, and clearing the checkpoints once the run is done.
+"""What the training stages (`train`, `preference`, `grpo`) share around their loop: dvclive curves that
+resume with the orbax checkpoints, the progress bar, clearing the checkpoints once the run is done, and for
+the stages after SFT, loading the model they improve and passing it through at `steps: 0`.
 
 A run's curves grow in a work folder beside its checkpoints and replace the stage's curves only when
 the run has finished: a run that fails (a diverged loss, a bad param found late, a kill) leaves the
@@ -15,7 +16,11 @@ from pathlib import Path
 from dvclive import Live
 from tqdm import tqdm
 
-from stages.common import atomic_paths
+from stages.common import StageError, atomic_paths, param_error, write_json
+from training import lora
+from training.hf_io import CheckpointError, load_pretrained
+from training.lora import LoRAError, LoRASpec
+from training.model import Gemma
 
 OnLog = Callable[[int, dict[str, float]], None]
 DVCLIVE_WRITES = ("metrics.json", "plots")  # what dvclive writes into its folder (as this stage runs it)
@@ -107,4 +112,34 @@ def finished(checkpoints: Path) -> None:
     """The run is done: nothing to resume (the folder stays, empty, as the persistent out DVC expects)."""
     shutil.rmtree(checkpoints, ignore_errors=True)
     shutil.rmtree(work_folder(checkpoints), ignore_errors=True)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+
+
+def load_learner(params: dict, section: str, model_dir: Path, root: Path) -> tuple[Gemma, LoRASpec]:
+    """The model a stage after SFT improves; with a LoRA rank above 0 (`<section>.lora`, or `model.lora` when
+    that is null), fresh adapters on it, held in the compute dtype: the model is their frozen base, and so
+    the reference, with no second copy."""
+    model_params = params["model"]
+    lora_section = "model" if params[section].get("lora") is None else section
+    spec = LoRASpec.from_params(params[lora_section].get("lora"))
+    param_dtype = model_params["compute_dtype"] if spec.rank else model_params["param_dtype"]
+    try:
+        model = load_pretrained(model_dir, dtype=model_params["compute_dtype"], param_dtype=param_dtype)
+        lora.add_adapters(model, spec, params["base"]["seed"])
+    except CheckpointError as err:
+        raise StageError(str(err)) from None
+    except LoRAError as err:
+        raise param_error(lora_section, "lora", err.key, message=err, root=root) from None
+    return model, spec
+
+
+def pass_through(source: Path, out: Path, curves_dir: Path, checkpoints: Path, curve: str) -> None:
+    """A stage at `steps: 0`: `out` is `source` byte for byte, and its curves (written with it: both or
+    neither) hold one curve with a header and no rows: no step ran, and git carries the folder to a clone
+    (an empty one it cannot)."""
+    with atomic_paths(out, curves_dir) as (model, curves):
+        shutil.copytree(source, model)
+        (curves / "plots" / "metrics").mkdir(parents=True)
+        (curves / "plots" / "metrics" / f"{curve}.tsv").write_text(f"step\t{curve}\n", encoding="utf-8")
+        write_json(curves / "metrics.json", {"steps": 0})
     checkpoints.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,6 @@ from stages import live, paths
 from stages.common import (
     StageError,
     atomic_path,
-    atomic_paths,
     load_params,
     load_tokenizer,
     param_error,
@@ -36,12 +35,10 @@ from stages.common import (
     sha256_tree,
     write_json,
 )
-from training import chat, lora
-from training.hf_io import CheckpointError, load_pretrained, save_trained
+from training import chat
+from training.hf_io import save_trained
 from training.host_memory import reuse_freed_memory
 from training.loop import MeshError, NonFiniteLoss, check_devices
-from training.lora import LoRAError, LoRASpec
-from training.model import Gemma
 from training.preference import Pair, PreferenceConfig, train_preference
 
 LEARNER_KEYS = set(PreferenceConfig.__dataclass_fields__) - {"seed", "mesh_data", "mesh_fsdp"}
@@ -109,35 +106,6 @@ def build_pairs(records: Sequence[dict], rule: str, loss: str) -> list[tuple[dic
 # ---------------------------------------------------------------- the stage
 
 
-def pass_through(root: Path) -> None:
-    """`preference.steps: 0`: data/preferred is the SFT model, byte for byte."""
-    with atomic_paths(root / paths.PREFERRED, root / paths.PREFERENCE_LIVE) as (out, curves_dir):  # both or neither
-        shutil.copytree(root / paths.MODEL, out)
-        (curves_dir / "plots" / "metrics").mkdir(parents=True)
-        # A curve with a header and no rows: no step ran, and git carries the folder to a clone.
-        (curves_dir / "plots" / "metrics" / "loss.tsv").write_text("step\tloss\n", encoding="utf-8")
-        write_json(curves_dir / "metrics.json", {"steps": 0})
-    (root / paths.PREFERENCE_CHECKPOINTS).mkdir(parents=True, exist_ok=True)
-    print(f"preference: steps 0, {paths.MODEL} passed through unchanged -> {paths.PREFERRED}")
-
-
-def load_model(params: dict, model_dir: Path, root: Path) -> tuple[Gemma, LoRASpec]:
-    """The SFT model to train; with a LoRA rank above 0 (`preference.lora`, or `model.lora` when that is null),
-    fresh adapters on it in the compute dtype: the SFT model is their frozen base and the reference."""
-    model_params = params["model"]
-    section = "model" if params["preference"].get("lora") is None else "preference"
-    spec = LoRASpec.from_params(params[section].get("lora"))
-    param_dtype = model_params["compute_dtype"] if spec.rank else model_params["param_dtype"]
-    try:
-        model = load_pretrained(model_dir, dtype=model_params["compute_dtype"], param_dtype=param_dtype)
-        lora.add_adapters(model, spec, params["base"]["seed"])
-    except CheckpointError as err:
-        raise StageError(str(err)) from None
-    except LoRAError as err:
-        raise param_error(section, "lora", err.key, message=err, root=root) from None
-    return model, spec
-
-
 def last_row_summary(history: list[dict]) -> dict:
     """The first and last logged rows' loss, margin and pair accuracy (those present)."""
     keys = ("loss", "margin", "pair_accuracy", "logp_chosen", "logp_rejected", "nll_chosen")
@@ -149,7 +117,9 @@ def run(params: dict, root: Path = Path(".")):
     """Preference training of `root`'s SFT model on its samples; write data/preferred and dvclive curves."""
     cfg = preference_config(params)
     if cfg.steps == 0:
-        pass_through(root)
+        live.pass_through(root / paths.MODEL, root / paths.PREFERRED, root / paths.PREFERENCE_LIVE,
+                          root / paths.PREFERENCE_CHECKPOINTS, curve="loss")
+        print(f"preference: steps 0, {paths.MODEL} passed through unchanged -> {paths.PREFERRED}")
         return None
     try:
         check_devices(cfg)
@@ -166,7 +136,7 @@ def run(params: dict, root: Path = Path(".")):
         raise StageError(f"{paths.SAMPLES}: no prompt gives {what} (ties dropped): sample more "
                          f"(samples.prompts, samples.completions) or change the rule")  # fmt: skip
     tok = load_tokenizer(model_dir, hint="the model directory must hold the tokenizer it was trained with")
-    model, spec = load_model(params, model_dir, root)
+    model, spec = live.load_learner(params, "preference", model_dir, root)
     encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r, _ in chosen], add_special_tokens=False)
     pairs = [Pair(e.ids, tuple(tuple(c["tokens"]) for c in cs)) for e, (_, cs) in zip(encoded, chosen)]
     source = "a right completion" if cfg.loss == "rft" else f"a pair ({rule})"
