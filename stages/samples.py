@@ -115,7 +115,7 @@ def run(params: dict, root: Path = Path(".")) -> list[dict]:
 
 def main() -> None:
     reuse_freed_memory()  # before JAX runs a program (training/host_memory.py)
-    configure_host_cpu()  # XLA:CPU set up for decoding (training/sampler.py)
+    configure_host_cpu()  # XLA:CPU set up for decoding (training/cpu_tuning.py)
     run(load_params())
 
 
