@@ -107,7 +107,10 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
         }
         if spec.rank:  # only then: the default run's training_info.json keeps its bytes
             trainable = sum(a.a.size + a.b.size for a in lora.adapters(model).values())
-            info["lora"] = {**dataclasses.asdict(spec), "trainable_params": int(trainable)}
+            # targets as the list JSON writes: the schema (checked before writing) knows no tuples
+            info["lora"] = {
+                **dataclasses.asdict(spec), "targets": list(spec.targets), "trainable_params": int(trainable)
+            }
         validate(info, "training_info", str(paths.TRAINING_INFO))  # what evidence will read, checked where it is made
         with atomic_path(root / paths.MODEL) as out:
             save_trained(model, spec, out, root / paths.TOKENIZER, base_model=params["model"]["checkpoint"])
