@@ -276,7 +276,9 @@ def gate(question: str, completion: str) -> str | None:
 def cache_key(identity: Mapping[str, Any], rubric: Rubric, question: str, completion: str) -> str:
     """sha256 of (judge identity, rubric, question, completion) in canonical JSON."""
     doc = {"judge": dict(identity), "rubric": rubric_json(rubric), "question": question, "completion": completion}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    # surrogatepass: a completion may hold a lone surrogate (JSON's "\ud800" reads as one), which has no
+    # UTF-8; every other text hashes exactly as plain UTF-8.
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class Cache:
@@ -308,7 +310,7 @@ class Cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(json.dumps(judgment, sort_keys=True, ensure_ascii=False))
+            f.write(json.dumps(judgment, sort_keys=True))  # ASCII escapes: any text, lone surrogates too, writes
         os.replace(tmp, path)
 
 

@@ -6,6 +6,7 @@ The client against a real vLLM server is tests/test_vllm_judge.py.
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import re
@@ -191,6 +192,19 @@ def test_duplicates_in_one_batch_ask_once_and_a_foreign_cache_file_is_asked_agai
     file.write_text("{not json")
     J.Judge(backend, cache=J.Cache(tmp_path)).judge([J.Task(QUESTION, REAL)])
     assert len(backend.prompts) == 2 and json.loads(file.read_text())["score"] == out[0]["score"]
+
+
+def test_a_completion_with_a_lone_surrogate_is_judged_cached_and_asked_once(tmp_path):
+    # A model can write "\ud800" in JSON, which reads as a lone surrogate: no UTF-8 exists for it.
+    reply = REAL.replace("7 apples", "7 apples\ud800")
+    backend = all_yes()
+    first = J.Judge(backend, cache=J.Cache(tmp_path)).judge([J.Task(QUESTION, reply)])
+    again = J.Judge(backend, cache=J.Cache(tmp_path)).judge([J.Task(QUESTION, reply)])
+    assert len(backend.prompts) == 1 and again == first
+    # every other text keeps the key it had: sha256 of its canonical JSON as plain UTF-8
+    doc = {"judge": {"m": 1}, "rubric": J.rubric_json(J.DEFAULT_RUBRIC), "question": QUESTION, "completion": "é " + REAL}
+    plain = hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    assert J.cache_key({"m": 1}, J.DEFAULT_RUBRIC, QUESTION, "é " + REAL) == plain
 
 
 # ------------------------------------------------------------------ defences
