@@ -11,9 +11,7 @@ import re
 # The last complete block: an opening tag, then content holding no further
 # opening tag of the same kind, then the closing tag. This way
 # "<answer>x<answer>y</answer>" yields "y", and an unclosed block is ignored.
-_BLOCK = {
-    tag: re.compile(rf"<{tag}>((?:(?!<{tag}>).)*?)</{tag}>", re.DOTALL) for tag in ("reasoning", "answer")
-}
+_BLOCK = {tag: re.compile(rf"<{tag}>((?:(?!<{tag}>).)*?)</{tag}>", re.DOTALL) for tag in ("reasoning", "answer")}
 _WHOLE = re.compile(r"\s*<reasoning>(.*?)</reasoning>\s*<answer>(.*?)</answer>\s*", re.DOTALL)
 _TAGS = ("<reasoning>", "</reasoning>", "<answer>", "</answer>")
 

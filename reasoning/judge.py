@@ -103,12 +103,16 @@ _EXAMPLE = {
     "question": "What is 12 + 30?",
     "reply": "<reasoning>12 + 30 = 42.</reasoning><answer>42</answer>",
     "criteria": (
-        ("The answer is 42.", "yes"), ("The reply gives a wrong sum.", "no"),
-        ("The reasoning shows the addition.", "yes"), ("The reply repeats the question without answering it.", "no"),
-        ("The reasoning uses both numbers of the question.", "yes"), ("The reply claims that 12 + 30 = 32.", "no"),
-        ("The answer is a whole number.", "yes"), ("The reply pads the answer with unrelated text.", "no"),
+        ("The answer is 42.", "yes"),
+        ("The reply gives a wrong sum.", "no"),
+        ("The reasoning shows the addition.", "yes"),
+        ("The reply repeats the question without answering it.", "no"),
+        ("The reasoning uses both numbers of the question.", "yes"),
+        ("The reply claims that 12 + 30 = 32.", "no"),
+        ("The answer is a whole number.", "yes"),
+        ("The reply pads the answer with unrelated text.", "no"),
     ),
-}  # fmt: skip
+}
 
 
 def _criteria_lines(texts: Sequence[str]) -> str:
@@ -138,8 +142,10 @@ def render_criterion(question: str, reply: str, criterion: Criterion) -> str:
     ex = _EXAMPLE
     return (
         f"{_INSTRUCTION} Answer with the single word yes or no.\n\n"
-        + "".join(f"{_item_block(ex['question'], ex['reply'])}\nCriterion: {text}\nVerdict: {verdict}\n\n"
-                  for text, verdict in ex["criteria"][:2])
+        + "".join(
+            f"{_item_block(ex['question'], ex['reply'])}\nCriterion: {text}\nVerdict: {verdict}\n\n"
+            for text, verdict in ex["criteria"][:2]
+        )
         + f"{_item_block(question, reply)}\nCriterion: {criterion.text}\nVerdict:"
     )
 
@@ -203,7 +209,7 @@ def parse_word(reply: str) -> tuple[bool | None, str | None]:
     m = _WORD.match(first)
     if not m:
         return None, "no verdict"
-    rest = first[m.end():].strip().lower()
+    rest = first[m.end() :].strip().lower()
     if re.search(r"\b(yes|no)\b", rest):
         return None, "two verdicts"
     return VERDICTS[m.group(1).lower()], None
@@ -226,8 +232,15 @@ def parse(template: str, replies: Sequence[str], rubric: Rubric) -> tuple[list[b
 
 # Replies that carry no content but read like the opening of a solution: judged correct by many judges.
 MASTER_KEYS = (
-    "Thought process:", "Let's solve this problem step by step.", "Solution", "Let me think.",
-    "Let's think step by step.", "The answer is", ":", ".", "解",
+    "Thought process:",
+    "Let's solve this problem step by step.",
+    "Solution",
+    "Let me think.",
+    "Let's think step by step.",
+    "The answer is",
+    ":",
+    ".",
+    "解",
 )
 MIN_WORDS = 3  # fewer words than this after the master-key phrases and tags are gone: nothing to judge
 COPY_SHARE = 0.8  # of the reply's word 4-grams found in the question: a copy
@@ -278,7 +291,9 @@ def cache_key(identity: Mapping[str, Any], rubric: Rubric, question: str, comple
     doc = {"judge": dict(identity), "rubric": rubric_json(rubric), "question": question, "completion": completion}
     # surrogatepass: a completion may hold a lone surrogate (JSON's "\ud800" reads as one), which has no
     # UTF-8; every other text hashes exactly as plain UTF-8.
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(
+        json.dumps(doc, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    ).hexdigest()
 
 
 class Cache:
@@ -336,8 +351,9 @@ class Task:
 class Judge:
     """Judges tasks with a backend and a template; judgments are cached by content."""
 
-    def __init__(self, backend: Backend, template: str = "rubric-lines", cache: Cache | None = None,
-                 defences: bool = True):  # fmt: skip
+    def __init__(
+        self, backend: Backend, template: str = "rubric-lines", cache: Cache | None = None, defences: bool = True
+    ):
         if template not in TEMPLATES:
             raise JudgeError(f"judge.template: {template!r} (expected one of {', '.join(TEMPLATES)})")
         self.backend, self.template, self.cache = backend, template, cache or Cache(None)
@@ -382,8 +398,14 @@ class Judge:
                 verdicts, why = parse(self.template, got, tasks[i].rubric)
                 score = rubric_score(tasks[i].rubric, verdicts) if verdicts is not None else None
                 self.failed += verdicts is None
-                out[i] = {"key": keys[i], "score": score, "verdicts": verdicts, "gate": None, "failure": why,
-                          "replies": list(got)}  # fmt: skip
+                out[i] = {
+                    "key": keys[i],
+                    "score": score,
+                    "verdicts": verdicts,
+                    "gate": None,
+                    "failure": why,
+                    "replies": list(got),
+                }
                 self.cache.put(keys[i], out[i])
         for i, k in enumerate(keys):  # a duplicate of a task judged above
             if out[i] is None:
@@ -412,8 +434,11 @@ def summary(judgments: Sequence[Mapping[str, Any]], rubrics: Sequence[Rubric]) -
     if rubrics and all(r == rubrics[0] for r in rubrics):
         asked = [j["verdicts"] for j in judgments if j.get("verdicts") is not None]
         out["criteria"] = [
-            {"criterion": c.text, "pitfall": c.pitfall,
-             "pass_rate": round(sum(v[i] for v in asked) / len(asked), 6) if asked else None}
+            {
+                "criterion": c.text,
+                "pitfall": c.pitfall,
+                "pass_rate": round(sum(v[i] for v in asked) / len(asked), 6) if asked else None,
+            }
             for i, c in enumerate(rubrics[0])
-        ]  # fmt: skip
+        ]
     return out

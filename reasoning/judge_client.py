@@ -34,9 +34,16 @@ class OpenAIBackend:
     (the text as one user message; the server applies the model's chat template)."""
 
     def __init__(
-        self, base_url: str, model: str, api: str = "completions", api_key_env: str | None = None,
-        concurrency: int = 4, timeout: float = 60.0, retries: int = 2, backoff: float = 1.0,
-    ):  # fmt: skip
+        self,
+        base_url: str,
+        model: str,
+        api: str = "completions",
+        api_key_env: str | None = None,
+        concurrency: int = 4,
+        timeout: float = 60.0,
+        retries: int = 2,
+        backoff: float = 1.0,
+    ):
         if api not in APIS:
             raise JudgeError(f"judge.api: {api!r} (expected one of {', '.join(APIS)})")
         self.base_url = base_url.rstrip("/")
@@ -50,8 +57,9 @@ class OpenAIBackend:
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if not key:
-                raise JudgeError(f"judge {self.url}: the environment variable {self.api_key_env} "
-                                 "(judge.api_key_env) is not set")
+                raise JudgeError(
+                    f"judge {self.url}: the environment variable {self.api_key_env} (judge.api_key_env) is not set"
+                )
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
@@ -91,8 +99,11 @@ class OpenAIBackend:
                 continue
             except urllib.error.URLError as err:
                 reason = err.reason
-                why = f"timed out after {self.timeout:g} s" if isinstance(reason, (TimeoutError, socket.timeout)) \
+                why = (
+                    f"timed out after {self.timeout:g} s"
+                    if isinstance(reason, (TimeoutError, socket.timeout))
                     else f"cannot connect ({getattr(reason, 'strerror', None) or reason})"
+                )
                 continue
             except (ConnectionError, OSError) as err:  # a connection dropped mid-reply
                 why = f"connection lost ({type(err).__name__})"

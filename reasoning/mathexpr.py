@@ -40,13 +40,16 @@ def _start() -> subprocess.Popen:
     if _worker is not None and _worker.poll() is None:
         return _worker
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    worker = subprocess.Popen(WORKER, cwd=ROOT, env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        WORKER, cwd=ROOT, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     line = _reply(worker, START_TIMEOUT_S)
     if line != READY:
         _kill(worker)
-        raise MathVerifyUnavailable("reasoning.mathexpr: the math-verify worker did not start "
-                                    "(is math-verify installed? pip install -r requirements.lock)")
+        raise MathVerifyUnavailable(
+            "reasoning.mathexpr: the math-verify worker did not start "
+            "(is math-verify installed? pip install -r requirements.lock)"
+        )
     _worker = worker
     return worker
 

@@ -69,8 +69,14 @@ def format_reward(r: Rollout) -> float:
 
 def _score(r: Rollout, rel_tolerance: float, partial_within: float) -> tuple[bool, bool]:
     answer = parse_completion(r.completion)["answer"]
-    return score_answer(answer, expected_answer(r.record), answer_type(r.record), rel_tolerance, partial_within,
-                        choices=r.record.get("choices"))
+    return score_answer(
+        answer,
+        expected_answer(r.record),
+        answer_type(r.record),
+        rel_tolerance,
+        partial_within,
+        choices=r.record.get("choices"),
+    )
 
 
 def correctness_reward(r: Rollout, rel_tolerance: float, partial_within: float) -> float:
@@ -142,8 +148,9 @@ def call_user_reward(spec: str, fn: Callable[..., float], r: Rollout) -> float:
     except Exception as err:
         raise RewardError(f"user reward {spec} raised {type(err).__name__}: {err}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RewardError(f"user reward {spec} returned {value!r} for record {r.record.get('id')!r}; "
-                          "expected a finite number")
+        raise RewardError(
+            f"user reward {spec} returned {value!r} for record {r.record.get('id')!r}; expected a finite number"
+        )
     return float(value)
 
 
@@ -165,8 +172,9 @@ class RewardSet:
         if unknown:
             raise RewardError(f"unknown reward {unknown[0]!r} (built-ins: {', '.join(BUILTIN)})")
         if self.working_credit not in WORKING_CREDITS:
-            raise RewardError(f"grpo.working_credit: {self.working_credit!r} "
-                              f"(expected one of {', '.join(WORKING_CREDITS)})")
+            raise RewardError(
+                f"grpo.working_credit: {self.working_credit!r} (expected one of {', '.join(WORKING_CREDITS)})"
+            )
         self._user_fns = {spec: load_user_reward(spec, self.search_path) for spec in self.user}
 
     @property

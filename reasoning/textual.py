@@ -64,8 +64,10 @@ def expected_choice(expected: str, choices: Sequence[str] | None) -> int:
         raise ValueError("a choice answer needs its choices")
     i = pick(expected, choices)
     if i is None:
-        raise ValueError(f"expected answer {expected!r} is not one of the {len(choices)} choices "
-                         f"(a letter A-{string.ascii_uppercase[len(choices) - 1]} or an option's text)")
+        raise ValueError(
+            f"expected answer {expected!r} is not one of the {len(choices)} choices "
+            f"(a letter A-{string.ascii_uppercase[len(choices) - 1]} or an option's text)"
+        )
     return i
 
 

@@ -73,8 +73,16 @@ class Claim:
     value: Fraction | None = None  # the number the claim ends on (result, note, chain), for `ends_with`
 
     def as_dict(self) -> dict:
-        return {"text": self.text, "start": self.start, "end": self.end, "kind": self.kind,
-                "stated": self.stated, "expected": self.expected, "ok": self.ok, "should": self.should}  # fmt: skip
+        return {
+            "text": self.text,
+            "start": self.start,
+            "end": self.end,
+            "kind": self.kind,
+            "stated": self.stated,
+            "expected": self.expected,
+            "ok": self.ok,
+            "should": self.should,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +172,7 @@ def _decimal(x: Fraction) -> str:
         d //= 2 if d % 2 == 0 else 5
         places += 1
     digits = str(abs(x.numerator) * 10**places // x.denominator).rjust(places + 1, "0")
-    whole, frac = digits[: len(digits) - places], digits[len(digits) - places:].rstrip("0")
+    whole, frac = digits[: len(digits) - places], digits[len(digits) - places :].rstrip("0")
     return ("-" if x < 0 else "") + whole + ("." + frac if frac else "")
 
 
@@ -341,7 +349,12 @@ class _Expr:
 def _is_range(toks: list[_Tok], line: str, offset: int) -> bool:
     """`5-10` written without spaces and going down: a range, not a subtraction."""
     for a, op, b in zip(toks, toks[1:], toks[2:]):
-        if (a.kind, op.kind, b.kind) == ("num", "op", "num") and op.text == "-" and a.end == op.start and op.end == b.start:
+        if (
+            (a.kind, op.kind, b.kind) == ("num", "op", "num")
+            and op.text == "-"
+            and a.end == op.start
+            and op.end == b.start
+        ):
             try:
                 x, y = _read_num(a.text).value, _read_num(b.text).value
             except (_Unreadable, ValueError):
@@ -379,7 +392,7 @@ class _Shifted:
         if isinstance(key, slice):
             start, stop = key.start or 0, len(self) if key.stop is None else key.stop
             pad = " " * max(0, min(stop, self.offset) - start)
-            return pad + self.line[max(0, start - self.offset):max(0, stop - self.offset)]
+            return pad + self.line[max(0, start - self.offset) : max(0, stop - self.offset)]
         return " " if key < self.offset else self.line[key - self.offset]
 
 
@@ -449,8 +462,11 @@ def _check_chain(
             value = expr.parse()
         except (_Unreadable, ZeroDivisionError, ValueError):
             return []
-        bare = len(side) == 1 and side[0].kind == "num" or (
-            len(side) == 2 and side[0].text == "-" and side[1].kind == "num")
+        bare = (
+            len(side) == 1
+            and side[0].kind == "num"
+            or (len(side) == 2 and side[0].text == "-" and side[1].kind == "num")
+        )
         parsed.append((side, value, expr, bare))
     if parsed[0][3]:  # a bare number first: "1 hour = 60", "Step 5 = 12": a statement, not a computation
         return []
@@ -458,7 +474,7 @@ def _check_chain(
     if not all_percent:
         if any(e.additive_percent for _, _, e, _ in parsed):
             return []
-        for side, _, expr, bare in parsed:
+        for _, _, expr, bare in parsed:
             if bare and expr.nums[0].percent:
                 return []  # 20% = $30: a percent of a base the text does not state
     claims = []
@@ -470,17 +486,16 @@ def _check_chain(
             ok = agrees(value, num.places, pvalue, rel_tolerance)
             shown = fmt(pvalue * 100 if num.percent else pvalue, num.places, num.thousands)
             lit = side[-1]
-            stated = text[side[0].start:side[-1].end]
+            stated = text[side[0].start : side[-1].end]
             # The sign goes in front of the currency sign: -$5, as _rewrite_number writes it.
             expected = _rewrite_number(lit.text, shown)
-            should = text[start:side[0].start] + expected
+            should = text[start : side[0].start] + expected
         else:
             ok = abs(value - pvalue) <= Fraction(rel_tolerance) * max(1, abs(pvalue))
-            stated = text[side[0].start:end]
+            stated = text[side[0].start : end]
             expected = fmt(pvalue)
-            should = text[start:side[0].start] + expected
-        claims.append(Claim("chain", claim_text, start, end, stated, expected, ok,
-                            claim_text if ok else should, value))
+            should = text[start : side[0].start] + expected
+        claims.append(Claim("chain", claim_text, start, end, stated, expected, ok, claim_text if ok else should, value))
     return claims
 
 
@@ -521,9 +536,10 @@ def _note_claims(line: str, offset: int, rel_tolerance: float) -> tuple[list[Cla
         shown = fmt(value * 100 if stated.percent else value, stated.places, stated.thousands)
         expected = _rewrite_number(rhs.lstrip("-"), shown)
         start, end = offset + m.start(), offset + m.start() + 2 + len(m[1]) + 1 + len(m[2]) + 2
-        note = line[m.start():m.start() + (end - start)]
-        claims.append(Claim("note", note, start, end, rhs, expected, ok,
-                            note if ok else f"<<{lhs}={expected}>>", stated_value))
+        note = line[m.start() : m.start() + (end - start)]
+        claims.append(
+            Claim("note", note, start, end, rhs, expected, ok, note if ok else f"<<{lhs}={expected}>>", stated_value)
+        )
     return claims, "".join(blanked)
 
 
@@ -549,8 +565,9 @@ def _division_claims(line: str, offset: int) -> tuple[list[Claim], str]:
         if fact is None:  # by zero, or past the bounds: no claim
             continue
         ok, should = fact
-        claims.append(Claim("division", m[0], offset + m.start(), offset + m.end(), m[0], should, ok,
-                            m[0] if ok else should))
+        claims.append(
+            Claim("division", m[0], offset + m.start(), offset + m.end(), m[0], should, ok, m[0] if ok else should)
+        )
     return claims, "".join(blanked)
 
 
@@ -620,8 +637,18 @@ def _fact_claims(facts: str, start: int, reference: list[str] | None, rel_tolera
             stated, expected = fact.rsplit("=", 1)[-1] if "=" in fact else fact, want.rsplit("=", 1)[-1] if want else ""
             if _DIVISION.fullmatch(fact) or _DIVISION.fullmatch(want) or not re.search(r"[-+×]", fact + want):
                 stated, expected = fact, want  # a division or a digit comparison is read whole
-            claims.append(Claim("column", fact, pos, pos + len(fact), stated, expected or "(no such column)", ok,
-                                fact if ok else (want or "(no such column)")))
+            claims.append(
+                Claim(
+                    "column",
+                    fact,
+                    pos,
+                    pos + len(fact),
+                    stated,
+                    expected or "(no such column)",
+                    ok,
+                    fact if ok else (want or "(no such column)"),
+                )
+            )
         pos += len(fact) + 2
     return claims
 
@@ -650,16 +677,37 @@ def _column_claims(line: str, offset: int, rel_tolerance: float) -> list[Claim] 
                 rv = _exact(Fraction(x), rop, Fraction(y))
                 rv = -rv if rewrite.startswith("-(") else rv
                 ok, want = rv == value, rewrite
-            claims.append(Claim("rewrite", rewrite, offset + m.start("rewrite"), offset + m.end("rewrite"),
-                                rewrite, want or rewrite, ok, rewrite if ok else want))
+            claims.append(
+                Claim(
+                    "rewrite",
+                    rewrite,
+                    offset + m.start("rewrite"),
+                    offset + m.end("rewrite"),
+                    rewrite,
+                    want or rewrite,
+                    ok,
+                    rewrite if ok else want,
+                )
+            )
         claims.extend(_fact_claims(m["facts"], offset + m.start("facts"), ref[1] if ref else None, rel_tolerance))
         result = _read_num(m["result"].lstrip("-"))
         stated = -result.value if m["result"].startswith("-") else result.value
         ok = agrees(stated, result.places, value, rel_tolerance)
         places = max(len(n.partition(".")[2]) for n in (a, b))
         expected = fmt(value, result.places if ok else min(places, result.places) if _terminates(value) else places)
-        claims.append(Claim("result", f"so {m['result']}", offset + m.start("result") - 3, offset + m.end("result"),
-                            m["result"], expected, ok, f"so {m['result']}" if ok else f"so {expected}", stated))
+        claims.append(
+            Claim(
+                "result",
+                f"so {m['result']}",
+                offset + m.start("result") - 3,
+                offset + m.end("result"),
+                m["result"],
+                expected,
+                ok,
+                f"so {m['result']}" if ok else f"so {expected}",
+                stated,
+            )
+        )
         return claims
     m = _VERSUS.match(line)
     if m:
@@ -676,8 +724,18 @@ def _column_claims(line: str, offset: int, rel_tolerance: float) -> list[Claim] 
         ok = truth == m["sign"] and (m["c"], m["d"]) == (a, b)
         stated = f"{m['c']} {m['sign']} {m['d']}"
         want = f"{a} {sign} {b}"
-        claims.append(Claim("compare", f"so {stated}", offset + m.start("c") - 3, offset + m.end("d"),
-                            stated, want, ok, f"so {stated}" if ok else f"so {want}"))
+        claims.append(
+            Claim(
+                "compare",
+                f"so {stated}",
+                offset + m.start("c") - 3,
+                offset + m.end("d"),
+                stated,
+                want,
+                ok,
+                f"so {stated}" if ok else f"so {want}",
+            )
+        )
         return claims
     m = _COMPARE.match(line)
     if m:
@@ -685,8 +743,18 @@ def _column_claims(line: str, offset: int, rel_tolerance: float) -> list[Claim] 
         truth = ">" if x > y else "<" if x < y else "="
         stated = line
         want = f"{m['a']} {truth} {m['b']}"
-        return [Claim("compare", line, offset, offset + len(line), m["sign"], truth, truth == m["sign"],
-                      line if truth == m["sign"] else want)]
+        return [
+            Claim(
+                "compare",
+                line,
+                offset,
+                offset + len(line),
+                m["sign"],
+                truth,
+                truth == m["sign"],
+                line if truth == m["sign"] else want,
+            )
+        ]
     return None
 
 
@@ -722,7 +790,8 @@ def summary(working: Working) -> dict:
     return {
         "n_claims": working.n_claims,
         "n_false": working.n_false,
-        "first_false": None if first is None else {
-            "text": first.text, "should": first.should, "stated": first.stated, "expected": first.expected},
+        "first_false": None
+        if first is None
+        else {"text": first.text, "should": first.should, "stated": first.stated, "expected": first.expected},
         "ends_with": None if working.ends_with is None else fmt(working.ends_with),
-    }  # fmt: skip
+    }

@@ -30,17 +30,24 @@ def row(n: int, record: dict, split: str) -> dict:
     assert [m[1] for m in options] == list("ABCDE")[: len(options)], record["options"]
     choices = [" ".join(m[2].split()) for m in options]
     listed = "\n".join(f"({m[1]}) {text}" for m, text in zip(options, choices, strict=True))
-    return {"id": f"aqua-{split}-{n:03d}", "prompt": f"{record['question'].strip()}\nOptions:\n{listed}",
-            "choices": choices, "answer": record["correct"]}
+    return {
+        "id": f"aqua-{split}-{n:03d}",
+        "prompt": f"{record['question'].strip()}\nOptions:\n{listed}",
+        "choices": choices,
+        "answer": record["correct"],
+    }
 
 
 def build(source: Path) -> list[dict]:
-    test, dev = ([json.loads(line) for line in (source / name).read_text(encoding="utf-8").splitlines() if line.strip()]
-                 for name in ("test.json", "dev.json"))
+    test, dev = (
+        [json.loads(line) for line in (source / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+        for name in ("test.json", "dev.json")
+    )
     chosen = sorted(random.Random("aqua:test").sample(range(len(test)), SAMPLE))
     rows = [{**row(i, test[i], "test"), "exemplar": False} for i in chosen]
-    return rows + [{**row(i, dev[i], "dev"), "reasoning": dev[i]["rationale"].strip(), "exemplar": True}
-                   for i in range(EXEMPLARS)]
+    return rows + [
+        {**row(i, dev[i], "dev"), "reasoning": dev[i]["rationale"].strip(), "exemplar": True} for i in range(EXEMPLARS)
+    ]
 
 
 def main() -> None:

@@ -40,8 +40,9 @@ ANSWER_TYPES = {  # the tasks whose answer is not an option of the prompt
 }
 _LETTERED = re.compile(r"^\(([A-Z])\) (.+)$")
 _LISTED = re.compile(r"^- (.+)$")
-_COT = re.compile(r"Q: (.*?)\nA: Let's think step by step\.\s(.*?) So the answer is (.*?)\.?\s*(?=\n\nQ: |\Z)",
-                  re.DOTALL)
+_COT = re.compile(
+    r"Q: (.*?)\nA: Let's think step by step\.\s(.*?) So the answer is (.*?)\.?\s*(?=\n\nQ: |\Z)", re.DOTALL
+)
 
 
 def options(prompt: str) -> list[str] | None:
@@ -101,8 +102,10 @@ def main() -> None:
     args = parser.parse_args()
     rows = build(args.source)
     OUT.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
-    print(f"{OUT.relative_to(ROOT)}: {sum(not r['exemplar'] for r in rows)} items, "
-          f"{sum(r['exemplar'] for r in rows)} exemplars")
+    print(
+        f"{OUT.relative_to(ROOT)}: {sum(not r['exemplar'] for r in rows)} items, "
+        f"{sum(r['exemplar'] for r in rows)} exemplars"
+    )
 
 
 if __name__ == "__main__":

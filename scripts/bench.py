@@ -109,8 +109,10 @@ def decode_bytes_per_step(cfg, args) -> float:
     (at the run's mean length; sliding layers at most their window)."""
     itemsize = 2 if args.dtype == "bfloat16" else 4
     mean_length = args.prompt + args.new_tokens / 2
-    spans = [min(mean_length, cfg.sliding_window or mean_length) if kind == "sliding_attention" else mean_length
-             for kind in cfg.layer_types]  # fmt: skip
+    spans = [
+        min(mean_length, cfg.sliding_window or mean_length) if kind == "sliding_attention" else mean_length
+        for kind in cfg.layer_types
+    ]
     kv = 2 * cfg.num_key_value_heads * cfg.head_dim * sum(spans) * args.batch
     return (cfg.num_params() + kv) * itemsize
 
@@ -127,7 +129,7 @@ def jax_matmul_roof(dtype: str) -> float:
         a = jnp.ones((m, k), dtype)
         b = jnp.ones((k, n), dtype)
         f = jax.jit(lambda x, y: x @ y)
-        t = median_seconds(lambda: f(a, b).block_until_ready(), 10)
+        t = median_seconds(lambda f=f, a=a, b=b: f(a, b).block_until_ready(), 10)
         best = max(best, 2 * m * k * n / t / 1e9)
     return best
 
@@ -161,8 +163,12 @@ def jax_train(args) -> dict:
     batch = random_batch(args, cfg.vocab_size)
     compiled = make_train_step(graphdef, tx, tc).lower(params, opt_state, frozen, batch, np.int32(0)).compile()
     trainable = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-    result = {"trainable_params": trainable, **xla_memory_mib(compiled),
-              "device": jax_device_name(), "mode": f"LoRA r={rank}" if rank else "full"}  # fmt: skip
+    result = {
+        "trainable_params": trainable,
+        **xla_memory_mib(compiled),
+        "device": jax_device_name(),
+        "mode": f"LoRA r={rank}" if rank else "full",
+    }
     if compile_only:
         return result | {"tokens_per_s": None, "peak_rss_mib": peak_rss_mib(), "peak_device_mib": None}
     holder = {"p": params, "o": opt_state}
@@ -174,7 +180,11 @@ def jax_train(args) -> dict:
     t = median_seconds(one, args.repeats, warmup=1 if args.lora_rank else 2)
     tokens = args.batch * args.seq
     if args.lora_rank:
-        return result | {"tokens_per_s": tokens / t, "peak_rss_mib": peak_rss_mib(), "peak_device_mib": jax_peak_device_mib()}
+        return result | {
+            "tokens_per_s": tokens / t,
+            "peak_rss_mib": peak_rss_mib(),
+            "peak_device_mib": jax_peak_device_mib(),
+        }
     return {
         "tokens_per_s": tokens / t,
         "peak_rss_mib": peak_rss_mib(),
@@ -211,8 +221,11 @@ def xla_memory_mib(compiled) -> dict[str, float]:
     fresh_outputs = stats.output_size_in_bytes - stats.alias_size_in_bytes
     total = stats.argument_size_in_bytes + fresh_outputs + stats.temp_size_in_bytes
     mib = lambda n: n / 2**20
-    return {"xla_peak_mib": mib(total), "xla_arguments_mib": mib(stats.argument_size_in_bytes),
-            "xla_temp_mib": mib(stats.temp_size_in_bytes)}  # fmt: skip
+    return {
+        "xla_peak_mib": mib(total),
+        "xla_arguments_mib": mib(stats.argument_size_in_bytes),
+        "xla_temp_mib": mib(stats.temp_size_in_bytes),
+    }
 
 
 def random_batch(args, vocab: int) -> dict[str, np.ndarray]:
@@ -257,8 +270,16 @@ def torch_train(args) -> dict:
     model, torch = torch_model(args)
     device, device_name, sync = torch_device(torch, args)
     model.to(device).train()
-    return torch_step_rate(args, torch, model, list(model.parameters()), torch.optim.AdamW(model.parameters(), lr=1e-3),
-                           device, device_name, sync)  # fmt: skip
+    return torch_step_rate(
+        args,
+        torch,
+        model,
+        list(model.parameters()),
+        torch.optim.AdamW(model.parameters(), lr=1e-3),
+        device,
+        device_name,
+        sync,
+    )
 
 
 def torch_step_rate(args, torch, model, trainable, opt, device, device_name, sync, warmup: int | None = None) -> dict:
@@ -320,8 +341,13 @@ def torch_generate(args) -> dict:
     def one():
         with torch.no_grad():
             out = model.generate(
-                input_ids=prompts, attention_mask=torch.ones_like(prompts), max_new_tokens=args.new_tokens,
-                min_new_tokens=args.new_tokens, do_sample=False, use_cache=True, pad_token_id=0,
+                input_ids=prompts,
+                attention_mask=torch.ones_like(prompts),
+                max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=0,
             )
         assert out.shape[1] == args.prompt + args.new_tokens
         sync()
@@ -351,8 +377,10 @@ def decode_flops_per_token(cfg, args) -> float:
     """One new token's FLOPs: 2N (every matmul weight once, the tied LM head included) and attention
     over the keys so far at the run's mean length (sliding layers at most their window)."""
     mean_length = args.prompt + args.new_tokens / 2
-    spans = [min(mean_length, cfg.sliding_window or mean_length) if kind == "sliding_attention" else mean_length
-             for kind in cfg.layer_types]  # fmt: skip
+    spans = [
+        min(mean_length, cfg.sliding_window or mean_length) if kind == "sliding_attention" else mean_length
+        for kind in cfg.layer_types
+    ]
     return 2 * matmul_params(cfg) + 4 * cfg.num_attention_heads * cfg.head_dim * sum(spans)
 
 
@@ -361,10 +389,15 @@ def prefill_flops_per_row(cfg, args) -> float:
     matmul weights less the tied head, which reads the last position only) and causal attention."""
     head = cfg.vocab_size * cfg.hidden_size
     layers = matmul_params(cfg) - head
-    spans = [min(args.prompt, cfg.sliding_window or args.prompt) if kind == "sliding_attention" else args.prompt
-             for kind in cfg.layer_types]  # fmt: skip
-    return 2 * layers * args.prompt + 2 * head + sum(4 * cfg.num_attention_heads * cfg.head_dim * span * args.prompt / 2
-                                                      for span in spans)  # fmt: skip
+    spans = [
+        min(args.prompt, cfg.sliding_window or args.prompt) if kind == "sliding_attention" else args.prompt
+        for kind in cfg.layer_types
+    ]
+    return (
+        2 * layers * args.prompt
+        + 2 * head
+        + sum(4 * cfg.num_attention_heads * cfg.head_dim * span * args.prompt / 2 for span in spans)
+    )
 
 
 def generate_flops_per_new_token(cfg, args) -> float:
@@ -391,9 +424,11 @@ def machine_roof(args) -> dict:
         for m, k, n in shapes:
             a, b = jnp.ones((m, k), dtype), jnp.ones((k, n), dtype)
             mm = jax.jit(lambda x, y: x @ y)
-            best = max(best, 2 * m * k * n / median_seconds(lambda: mm(a, b).block_until_ready(), 5) / 1e9)
+            best = max(
+                best, 2 * m * k * n / median_seconds(lambda mm=mm, a=a, b=b: mm(a, b).block_until_ready(), 5) / 1e9
+            )
             ta, tb = torch.ones((m, k), dtype=getattr(torch, dtype)), torch.ones((k, n), dtype=getattr(torch, dtype))
-            best = max(best, 2 * m * k * n / median_seconds(lambda: ta @ tb, 5) / 1e9)
+            best = max(best, 2 * m * k * n / median_seconds(lambda ta=ta, tb=tb: ta @ tb, 5) / 1e9)
         out[f"roof_gflops_{dtype}"] = best
     big = torch.ones(2**26, dtype=torch.float32)
     out["bandwidth_gbps"] = big.numel() * 4 / median_seconds(lambda: big.sum(), 5) / 1e9
@@ -414,8 +449,9 @@ def jax_lora(args) -> dict:
     if args.checkpoint:
         model = load_pretrained(Path(args.checkpoint), dtype=args.dtype, param_dtype=base_dtype, remat=args.remat)
     else:
-        model = nnx.eval_shape(lambda: Gemma(cfg, rngs=nnx.Rngs(0), dtype=args.dtype, param_dtype=base_dtype,
-                                             remat=args.remat))  # fmt: skip
+        model = nnx.eval_shape(
+            lambda: Gemma(cfg, rngs=nnx.Rngs(0), dtype=args.dtype, param_dtype=base_dtype, remat=args.remat)
+        )
         fill_random(model)
     lora.add_adapters(model, lora.LoRASpec(rank=args.lora_rank, alpha=float(2 * args.lora_rank)), seed=0)
     graphdef, params, frozen = lora.split_trainable(model)
@@ -432,8 +468,12 @@ def jax_lora(args) -> dict:
         jax.block_until_ready(m["loss"])
 
     t = median_seconds(one, args.repeats, warmup=1)
-    return {"tokens_per_s": args.batch * args.seq / t, "peak_rss_mib": peak_rss_mib(), "device": jax_device_name(),
-            "xla_peak_mib": xla_memory_mib(compiled)["xla_peak_mib"]}  # fmt: skip
+    return {
+        "tokens_per_s": args.batch * args.seq / t,
+        "peak_rss_mib": peak_rss_mib(),
+        "device": jax_device_name(),
+        "xla_peak_mib": xla_memory_mib(compiled)["xla_peak_mib"],
+    }
 
 
 def torch_lora(args) -> dict:
@@ -443,8 +483,14 @@ def torch_lora(args) -> dict:
 
     model, torch = torch_model(args)
     device, device_name, sync = torch_device(torch, args)
-    spec = LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank, lora_dropout=0.0, target_modules=list(TARGETS),
-                      bias="none", task_type="CAUSAL_LM")  # fmt: skip
+    spec = LoraConfig(
+        r=args.lora_rank,
+        lora_alpha=2 * args.lora_rank,
+        lora_dropout=0.0,
+        target_modules=list(TARGETS),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model.to(device), spec)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -459,17 +505,29 @@ def print_lora_vs_peft(args, roof: dict, ours: dict, ref: dict | None) -> None:
     flops = lora_flops_per_token(cfg, args.seq, args.lora_rank, TARGETS)
     roof_gflops = max(roof["roof_gflops_float32"], roof["roof_gflops_bfloat16"] if args.dtype == "bfloat16" else 0)
     name = args.checkpoint or f"{args.preset}, random weights"
-    print(f"LoRA benchmark ({name}; rank {args.lora_rank}, alpha {2 * args.lora_rank}, every projection; batch "
-          f"{args.batch} x {args.seq}; compute {args.dtype}, frozen base {args.base_dtype or args.dtype})\n")  # fmt: skip
+    print(
+        f"LoRA benchmark ({name}; rank {args.lora_rank}, alpha {2 * args.lora_rank}, every projection; batch "
+        f"{args.batch} x {args.seq}; compute {args.dtype}, frozen base {args.base_dtype or args.dtype})\n"
+    )
     rows = [("", "tokens/s", "GFLOP/s", "share of the matmul roof", "peak RSS (MiB)", "device")]
     for label, side in (("tunix-rt (JAX)", ours), ("transformers + peft (PyTorch)", ref)):
         if side:
             g = flops * side["tokens_per_s"] / 1e9
-            rows.append((label, f"{side['tokens_per_s']:.1f}", f"{g:.1f}", f"{g / roof_gflops:.1%}",
-                         f"{side['peak_rss_mib']:.0f}", side["device"]))  # fmt: skip
+            rows.append(
+                (
+                    label,
+                    f"{side['tokens_per_s']:.1f}",
+                    f"{g:.1f}",
+                    f"{g / roof_gflops:.1%}",
+                    f"{side['peak_rss_mib']:.0f}",
+                    side["device"],
+                )
+            )
     print(table(rows))
-    print(f"\nmatmul roof ({args.dtype}, best of JAX and PyTorch in this run): {roof_gflops:.1f} GFLOP/s; "
-          f"{flops / 1e9:.2f} GFLOP a token (4N + 3 x attention + 6 x adapters)")  # fmt: skip
+    print(
+        f"\nmatmul roof ({args.dtype}, best of JAX and PyTorch in this run): {roof_gflops:.1f} GFLOP/s; "
+        f"{flops / 1e9:.2f} GFLOP a token (4N + 3 x attention + 6 x adapters)"
+    )
     if ref:
         print(f"speed-up over transformers + peft: {ours['tokens_per_s'] / ref['tokens_per_s']:.2f}x")
 
@@ -478,24 +536,45 @@ def print_generate_by_batch(args, roof: dict, results: list[tuple[int, dict, dic
     cfg = model_config(args)
     roof_gflops = max(roof["roof_gflops_float32"], roof["roof_gflops_bfloat16"] if args.dtype == "bfloat16" else 0)
     name = args.checkpoint or f"{args.preset}, random weights"
-    print(f"generate benchmark ({name}; greedy, prompt {args.prompt}, {args.new_tokens} new tokens, {args.dtype}"
-          f"{', LM head ' + args.head_dtype if args.head_dtype else ''})\n")  # fmt: skip
-    rows = [("batch", "tunix-rt new tokens/s", "transformers new tokens/s", "ratio", "share of compute roof",
-             "share of bandwidth", "tunix-rt peak RSS (MiB)", "transformers peak RSS (MiB)")]  # fmt: skip
+    print(
+        f"generate benchmark ({name}; greedy, prompt {args.prompt}, {args.new_tokens} new tokens, {args.dtype}"
+        f"{', LM head ' + args.head_dtype if args.head_dtype else ''})\n"
+    )
+    rows = [
+        (
+            "batch",
+            "tunix-rt new tokens/s",
+            "transformers new tokens/s",
+            "ratio",
+            "share of compute roof",
+            "share of bandwidth",
+            "tunix-rt peak RSS (MiB)",
+            "transformers peak RSS (MiB)",
+        )
+    ]
     for batch, ours, ref in results:
         args.batch = batch
         flop_share = generate_flops_per_new_token(cfg, args) * ours["new_tokens_per_s"] / 1e9 / roof_gflops
         byte_share = decode_bytes_per_step(cfg, args) * ours["new_tokens_per_s"] / batch / 1e9 / roof["bandwidth_gbps"]
-        rows.append((str(batch), f"{ours['new_tokens_per_s']:.1f}", f"{ref['new_tokens_per_s']:.1f}" if ref else "",
-                     f"{ours['new_tokens_per_s'] / ref['new_tokens_per_s']:.2f}x" if ref else "", f"{flop_share:.1%}",
-                     f"{byte_share:.1%}", f"{ours['peak_rss_mib']:.0f}", f"{ref['peak_rss_mib']:.0f}" if ref else ""))  # fmt: skip
+        rows.append(
+            (
+                str(batch),
+                f"{ours['new_tokens_per_s']:.1f}",
+                f"{ref['new_tokens_per_s']:.1f}" if ref else "",
+                f"{ours['new_tokens_per_s'] / ref['new_tokens_per_s']:.2f}x" if ref else "",
+                f"{flop_share:.1%}",
+                f"{byte_share:.1%}",
+                f"{ours['peak_rss_mib']:.0f}",
+                f"{ref['peak_rss_mib']:.0f}" if ref else "",
+            )
+        )
     print(table(rows))
-    print(f"\nmachine in this run: matmul roof {roof_gflops:.1f} GFLOP/s ({args.dtype}, best of JAX and PyTorch), "
-          f"memory bandwidth {roof['bandwidth_gbps']:.1f} GB/s; compute share: the prompt's prefill and 2N + attention "
-          f"a new token, {generate_flops_per_new_token(cfg, args) / 1e9:.3f} GFLOP a new token in all; "
-          f"bandwidth share: every weight and the keys and values read once a decode step")  # fmt: skip
-
-
+    print(
+        f"\nmachine in this run: matmul roof {roof_gflops:.1f} GFLOP/s ({args.dtype}, best of JAX and PyTorch), "
+        f"memory bandwidth {roof['bandwidth_gbps']:.1f} GB/s; compute share: the prompt's prefill and 2N + attention "
+        f"a new token, {generate_flops_per_new_token(cfg, args) / 1e9:.3f} GFLOP a new token in all; "
+        f"bandwidth share: every weight and the keys and values read once a decode step"
+    )
 
 
 # ---------------------------------------------------------------- a GRPO step, this code beside another commit's
@@ -506,10 +585,10 @@ def jax_grpo(args) -> dict:
     rewards): the first step compiles and is left out, the median of the rest is reported."""
     from tokenizers import Tokenizer
 
+    import training
     from stages.common import load_params
     from stages.grpo import reward_set
     from stages.gsm8k import parse_row
-    import training
     from training import chat, lora
     from training import tokenizer as tokenizers_io
     from training.grpo import GRPOConfig, Prompt, grpo
@@ -533,8 +612,15 @@ def jax_grpo(args) -> dict:
         text = tok.decode(tokens.tolist(), skip_special_tokens=False)
         return rewards.score(Rollout(prompt.text, text, prompt.record, n, truncated, args.new_tokens))
 
-    fields = dict(steps=1 + args.repeats, prompts_per_step=args.prompts, group_size=args.group,
-                  max_new_tokens=args.new_tokens, learning_rate=5e-5, dynamic_sampling=False, **args.grpo_set)  # fmt: skip
+    fields = dict(
+        steps=1 + args.repeats,
+        prompts_per_step=args.prompts,
+        group_size=args.group,
+        max_new_tokens=args.new_tokens,
+        learning_rate=5e-5,
+        dynamic_sampling=False,
+        **args.grpo_set,
+    )
     cfg = GRPOConfig(**fields)
     stamps, rows_logged = [time.perf_counter()], []
 
@@ -545,8 +631,7 @@ def jax_grpo(args) -> dict:
     # --to-budget: an id never sampled ends the rows, so every completion runs to the budget (the work of a
     # model that writes long, as the recipe's SFT model does, from any checkpoint)
     eos_ids = [model.config.vocab_size] if args.to_budget else tokenizers_io.stop_ids(tok)
-    grpo(model, prompts, reward_fn, cfg, eos_ids=eos_ids, pad_id=tok.token_to_id("<pad>") or 0,
-         on_log=on_log)  # fmt: skip
+    grpo(model, prompts, reward_fn, cfg, eos_ids=eos_ids, pad_id=tok.token_to_id("<pad>") or 0, on_log=on_log)
     timed = rows_logged[1:]
     median = lambda xs: statistics.median(xs)
     return {
@@ -554,22 +639,26 @@ def jax_grpo(args) -> dict:
         "rollout_tokens_per_s": median([r["rollout_tokens_per_second"] for r in timed]),
         "update_tokens_per_s": median([r["update_tokens_per_second"] for r in timed]),
         "completion_length": statistics.mean(r["completion_length"] for r in timed),
-        "first_step_s": stamps[1] - stamps[0], "peak_rss_mib": peak_rss_mib(), "device": jax_device_name(),
+        "first_step_s": stamps[1] - stamps[0],
+        "peak_rss_mib": peak_rss_mib(),
+        "device": jax_device_name(),
         "code": str(code),
         "config": {**{k: v for k, v in fields.items() if k != "steps"}, "lora_rank": args.lora_rank},
-    }  # fmt: skip
+    }
 
 
 def baseline_tree(rev: str) -> Path:
     """A checkout of `rev` (a git worktree beside the temp files, made once) whose code a side can run."""
     import tempfile
 
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True,
-                         check=True).stdout.strip()  # fmt: skip
+    sha = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", rev], capture_output=True, text=True, check=True
+    ).stdout.strip()
     tree = Path(tempfile.gettempdir()) / f"tunix-rt-bench-{sha}"
     if not tree.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), sha], check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), sha], check=True, capture_output=True
+        )
     return tree
 
 
@@ -586,15 +675,34 @@ def without_grpo_set(argv: list[str]) -> list[str]:
 
 def print_grpo(args, sides: list[tuple[str, dict]]) -> None:
     c = sides[0][1]["config"]
-    print(f"GRPO step benchmark ({args.checkpoint}; LoRA rank {c['lora_rank']}; {c['prompts_per_step']} prompts x "
-          f"{c['group_size']} completions, at most {c['max_new_tokens']} new tokens; {args.dtype}; median of "
-          f"{args.repeats} steps after a compiling one)\n")  # fmt: skip
-    rows = [("code", "s a step", "rollout new tokens/s", "update tokens/s", "mean completion", "first step (s)",
-             "peak RSS (MiB)")]  # fmt: skip
+    print(
+        f"GRPO step benchmark ({args.checkpoint}; LoRA rank {c['lora_rank']}; {c['prompts_per_step']} prompts x "
+        f"{c['group_size']} completions, at most {c['max_new_tokens']} new tokens; {args.dtype}; median of "
+        f"{args.repeats} steps after a compiling one)\n"
+    )
+    rows = [
+        (
+            "code",
+            "s a step",
+            "rollout new tokens/s",
+            "update tokens/s",
+            "mean completion",
+            "first step (s)",
+            "peak RSS (MiB)",
+        )
+    ]
     for label, side in sides:
-        rows.append((label, f"{side['step_s']:.1f}", f"{side['rollout_tokens_per_s']:.1f}",
-                     f"{side['update_tokens_per_s']:.1f}", f"{side['completion_length']:.1f}",
-                     f"{side['first_step_s']:.1f}", f"{side['peak_rss_mib']:.0f}"))  # fmt: skip
+        rows.append(
+            (
+                label,
+                f"{side['step_s']:.1f}",
+                f"{side['rollout_tokens_per_s']:.1f}",
+                f"{side['update_tokens_per_s']:.1f}",
+                f"{side['completion_length']:.1f}",
+                f"{side['first_step_s']:.1f}",
+                f"{side['peak_rss_mib']:.0f}",
+            )
+        )
     print(table(rows))
     if len(sides) == 2:
         print(f"\nthis code over {sides[1][0]}: {sides[1][1]['step_s'] / sides[0][1]['step_s']:.2f}x a step")
@@ -643,24 +751,41 @@ def table(rows: list[tuple[str, ...]]) -> str:
 def print_lora_table(args, full: dict, lora: dict) -> None:
     """Full fine-tuning beside LoRA: what each trains, XLA's compiled peak, and what a run measured."""
     on_device = (lora["peak_device_mib"] or full["peak_device_mib"]) is not None
-    print(f"train benchmark, full fine-tuning vs LoRA ({args.preset}, batch {args.batch}, seq {args.seq}, "
-          f"compute {args.dtype}, remat {'on' if args.remat else 'off'}; full: float32 master weights + AdamW, "
-          f"LoRA: base frozen in {args.dtype}, adapters float32 + AdamW)\n")  # fmt: skip
-    head = ("", "trainable params", "XLA: arguments (MiB)", "XLA: temporaries (MiB)", "XLA compiled peak (MiB)",
-            "peak RSS (MiB)")  # fmt: skip
+    print(
+        f"train benchmark, full fine-tuning vs LoRA ({args.preset}, batch {args.batch}, seq {args.seq}, "
+        f"compute {args.dtype}, remat {'on' if args.remat else 'off'}; full: float32 master weights + AdamW, "
+        f"LoRA: base frozen in {args.dtype}, adapters float32 + AdamW)\n"
+    )
+    head = (
+        "",
+        "trainable params",
+        "XLA: arguments (MiB)",
+        "XLA: temporaries (MiB)",
+        "XLA compiled peak (MiB)",
+        "peak RSS (MiB)",
+    )
     rows = [head + (("peak device memory (MiB)",) if on_device else ()) + ("tokens/s", "device")]
     for side in (full, lora):
         ran = side["tokens_per_s"] is not None
         memory = (f"{side['peak_device_mib']:.0f}" if ran else "not run",) if on_device else ()
-        rows.append((
-            side["mode"], f"{side['trainable_params'] / 1e6:.2f}M", f"{side['xla_arguments_mib']:.0f}",
-            f"{side['xla_temp_mib']:.0f}", f"{side['xla_peak_mib']:.0f}",
-            f"{side['peak_rss_mib']:.0f}" if ran else "not run (compiled only)", *memory,
-            f"{side['tokens_per_s']:.1f}" if ran else "not run", side["device"],
-        ))  # fmt: skip
+        rows.append(
+            (
+                side["mode"],
+                f"{side['trainable_params'] / 1e6:.2f}M",
+                f"{side['xla_arguments_mib']:.0f}",
+                f"{side['xla_temp_mib']:.0f}",
+                f"{side['xla_peak_mib']:.0f}",
+                f"{side['peak_rss_mib']:.0f}" if ran else "not run (compiled only)",
+                *memory,
+                f"{side['tokens_per_s']:.1f}" if ran else "not run",
+                side["device"],
+            )
+        )
     print(table(rows))
-    print("\nXLA compiled peak: the compiled step's arguments (params, optimizer state, frozen base, batch) + "
-          "temporaries + outputs not written over donated arguments, from XLA's memory_analysis() on this backend.")  # fmt: skip
+    print(
+        "\nXLA compiled peak: the compiled step's arguments (params, optimizer state, frozen base, batch) + "
+        "temporaries + outputs not written over donated arguments, from XLA's memory_analysis() on this backend."
+    )
 
 
 def print_train_table(args, ours: dict, ref: dict | None) -> None:
@@ -674,8 +799,16 @@ def print_train_table(args, ours: dict, ref: dict | None) -> None:
     for name, side in (("tunix-rt (JAX)", ours), ("transformers (PyTorch)", ref)):
         if side:
             memory = (f"{side['peak_device_mib']:.0f}",) if on_device else ()
-            rows.append((name, f"{side['tokens_per_s']:.0f}", *(f"{gflops(side, k):.1f}" for k in flops),
-                         f"{side['peak_rss_mib']:.0f}", *memory, side["device"]))  # fmt: skip
+            rows.append(
+                (
+                    name,
+                    f"{side['tokens_per_s']:.0f}",
+                    *(f"{gflops(side, k):.1f}" for k in flops),
+                    f"{side['peak_rss_mib']:.0f}",
+                    *memory,
+                    side["device"],
+                )
+            )
     rows.append(("matmul roof (JAX)", "", f"{ours['roof_gflops']:.1f}", "", "", *([""] if on_device else []), ""))
     print(table(rows))
     both = lambda peak_gflops: ", ".join(f"{gflops(ours, k) / peak_gflops:.1%} ({k})" for k in flops)
@@ -690,13 +823,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python scripts/bench.py", description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=["train", "generate", "lora", "roof", "grpo"])
     parser.add_argument("--preset", default="tiny", choices=["tiny", "gemma3-270m", "gemma3-1b", "gemma2-2b"])
-    parser.add_argument("--checkpoint", help="a Hugging Face model directory: both sides load its weights (its "
-                        "config.json gives the shape, --preset is then unused)")
+    parser.add_argument(
+        "--checkpoint",
+        help="a Hugging Face model directory: both sides load its weights (its "
+        "config.json gives the shape, --preset is then unused)",
+    )
     parser.add_argument("--batches", help="generate: comma-separated batch sizes, each side at each (e.g. 1,16,64)")
-    parser.add_argument("--base-dtype", choices=["float32", "bfloat16"],
-                        help="lora: the frozen base's dtype on our side (default: --dtype)")
-    parser.add_argument("--head-dtype", choices=["float32", "bfloat16"],
-                        help="generate: our sampler's LM head dtype (default: the model's)")
+    parser.add_argument(
+        "--base-dtype",
+        choices=["float32", "bfloat16"],
+        help="lora: the frozen base's dtype on our side (default: --dtype)",
+    )
+    parser.add_argument(
+        "--head-dtype",
+        choices=["float32", "bfloat16"],
+        help="generate: our sampler's LM head dtype (default: the model's)",
+    )
     parser.add_argument("--vocab", type=int, default=1024, help="tiny preset vocabulary")
     parser.add_argument("--batch", type=int)
     parser.add_argument("--seq", type=int, default=256)
@@ -706,27 +848,57 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--remat", action="store_true")
     parser.add_argument("--repeats", type=int, help="timed repeats (default 10; grpo: 3 steps)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--peak-tflops", type=float, help="the device's datasheet peak, for MFU (H100/H200 bf16 dense: 989)")
-    parser.add_argument("--peak-gbps", type=float, help="generate: the device's memory bandwidth, for the streaming bound (H200: 4800)")
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the device's datasheet peak, for MFU (H100/H200 bf16 dense: 989)"
+    )
+    parser.add_argument(
+        "--peak-gbps", type=float, help="generate: the device's memory bandwidth, for the streaming bound (H200: 4800)"
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the PyTorch side (e.g. on a GPU host)")
-    parser.add_argument("--lora-rank", type=int, default=0,
-                        help="train: full fine-tuning beside LoRA of this rank; lora: the rank (default 16)")
-    parser.add_argument("--compile-only", action="store_true",
-                        help="--lora-rank: compile each side and report XLA's memory analysis, run nothing")
-    parser.add_argument("--full-compile-only", action="store_true",
-                        help="--lora-rank: the full fine-tuning side is compiled, not run (when it does not fit)")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="our side: leave glibc malloc as it is (training/host_memory.py not applied), for A/B")
-    parser.add_argument("--one-device", action="store_true",
-                        help="generate: our side decodes the batch in one program (one host device), for A/B")
+    parser.add_argument(
+        "--lora-rank",
+        type=int,
+        default=0,
+        help="train: full fine-tuning beside LoRA of this rank; lora: the rank (default 16)",
+    )
+    parser.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="--lora-rank: compile each side and report XLA's memory analysis, run nothing",
+    )
+    parser.add_argument(
+        "--full-compile-only",
+        action="store_true",
+        help="--lora-rank: the full fine-tuning side is compiled, not run (when it does not fit)",
+    )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="our side: leave glibc malloc as it is (training/host_memory.py not applied), for A/B",
+    )
+    parser.add_argument(
+        "--one-device",
+        action="store_true",
+        help="generate: our side decodes the batch in one program (one host device), for A/B",
+    )
     parser.add_argument("--prompts", type=int, default=2, help="grpo: prompts (groups) a step")
     parser.add_argument("--group", type=int, default=8, help="grpo: completions a prompt")
-    parser.add_argument("--baseline",
-                        help="grpo: a git revision (one with training/cpu_tuning.py) whose code runs the same steps beside this one")
-    parser.add_argument("--to-budget", action="store_true",
-                        help="grpo: no completion ends before --new-tokens (the same work from any checkpoint)")
-    parser.add_argument("--grpo-set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="grpo: a GRPOConfig field for this code's side (e.g. rollout_head_dtype=bfloat16)")
+    parser.add_argument(
+        "--baseline",
+        help="grpo: a git revision (one with training/cpu_tuning.py) whose code runs the same steps beside this one",
+    )
+    parser.add_argument(
+        "--to-budget",
+        action="store_true",
+        help="grpo: no completion ends before --new-tokens (the same work from any checkpoint)",
+    )
+    parser.add_argument(
+        "--grpo-set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="grpo: a GRPOConfig field for this code's side (e.g. rollout_head_dtype=bfloat16)",
+    )
     parser.add_argument("--side", choices=["jax", "jax-lora", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--code", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -754,8 +926,10 @@ def main(argv: list[str] | None = None) -> None:
     raw = sys.argv[1:] if argv is None else argv
     if args.what == "roof":
         roof = run_side(raw, "jax")
-        print(f"matmul roof: {roof['roof_gflops_float32']:.1f} GFLOP/s float32, {roof['roof_gflops_bfloat16']:.1f} "
-              f"bfloat16 (best of JAX and PyTorch); memory bandwidth {roof['bandwidth_gbps']:.1f} GB/s")  # fmt: skip
+        print(
+            f"matmul roof: {roof['roof_gflops_float32']:.1f} GFLOP/s float32, {roof['roof_gflops_bfloat16']:.1f} "
+            f"bfloat16 (best of JAX and PyTorch); memory bandwidth {roof['bandwidth_gbps']:.1f} GB/s"
+        )
         return
     if args.what == "grpo":
         if not args.checkpoint:
@@ -788,23 +962,36 @@ def main(argv: list[str] | None = None) -> None:
     ours = run_side(raw, "jax")
     ref = None if args.no_reference else run_side(raw, "torch")
     shape = f"{args.preset}, batch {args.batch}, " + (
-        f"seq {args.seq}, {args.dtype}" if args.what == "train" else f"prompt {args.prompt}, {args.new_tokens} new tokens"
+        f"seq {args.seq}, {args.dtype}"
+        if args.what == "train"
+        else f"prompt {args.prompt}, {args.new_tokens} new tokens"
     )
     print(f"{args.what} benchmark ({shape})\n")
     if args.what == "train":
         print_train_table(args, ours, ref)
     else:
         rows = [("", "new tokens/s", "peak RSS (MiB)", "device")]
-        rows.append(("tunix-rt (JAX)", f"{ours['new_tokens_per_s']:.0f}", f"{ours['peak_rss_mib']:.0f}", ours["device"]))
+        rows.append(
+            ("tunix-rt (JAX)", f"{ours['new_tokens_per_s']:.0f}", f"{ours['peak_rss_mib']:.0f}", ours["device"])
+        )
         if ref:
-            rows.append(("transformers generate (PyTorch)", f"{ref['new_tokens_per_s']:.0f}", f"{ref['peak_rss_mib']:.0f}", ref["device"]))
+            rows.append(
+                (
+                    "transformers generate (PyTorch)",
+                    f"{ref['new_tokens_per_s']:.0f}",
+                    f"{ref['peak_rss_mib']:.0f}",
+                    ref["device"],
+                )
+            )
         print(table(rows))
         if ref:
             print(f"\nspeed-up over PyTorch: {ours['new_tokens_per_s'] / ref['new_tokens_per_s']:.2f}x")
         if args.peak_gbps:
             bound = args.batch * args.peak_gbps * 1e9 / decode_bytes_per_step(model_config(args), args)
-            print(f"share of the weight + KV streaming bound ({bound:,.0f} new tokens/s at {args.peak_gbps:g} GB/s): "
-                  f"{ours['new_tokens_per_s'] / bound:.1%}")  # fmt: skip
+            print(
+                f"share of the weight + KV streaming bound ({bound:,.0f} new tokens/s at {args.peak_gbps:g} GB/s): "
+                f"{ours['new_tokens_per_s'] / bound:.1%}"
+            )
 
 
 if __name__ == "__main__":

@@ -64,10 +64,16 @@ def score(model: Path, items_path: Path, params: dict) -> dict:
     seconds = time.perf_counter() - t0
     rows = score_predictions(items, predictions, params["evaluate"], items_path, Path("<predictions>"))
     metrics, _ = summarize(rows, describe_set("dev", items_path, "items", len(items)))
-    return {"model": str(model), "n": len(items), "primary_score": metrics["primary_score"],
-            "partial_accuracy": metrics["partial_accuracy"], "format_accuracy": metrics["format_accuracy"],
-            "section": metrics["section"], "mean_tokens": metrics["trace_tokens"]["mean"],
-            "predict_seconds": round(seconds, 1)}
+    return {
+        "model": str(model),
+        "n": len(items),
+        "primary_score": metrics["primary_score"],
+        "partial_accuracy": metrics["partial_accuracy"],
+        "format_accuracy": metrics["format_accuracy"],
+        "section": metrics["section"],
+        "mean_tokens": metrics["trace_tokens"]["mean"],
+        "predict_seconds": round(seconds, 1),
+    }
 
 
 def vote(samples: list[tuple[str | None, bool]]) -> tuple[float, bool, bool]:
@@ -86,22 +92,41 @@ def headroom(model: Path, items_path: Path, params: dict, k: int, temperature: f
     p = params["predict"]
     greedy = score(model, items_path, params)
     t0 = time.perf_counter()
-    samples = predict([item for item in items for _ in range(k)], model, p["batch_size"], p["max_new_tokens"],
-                      params["model"]["compute_dtype"], temperature=temperature, seed=seed)
+    samples = predict(
+        [item for item in items for _ in range(k)],
+        model,
+        p["batch_size"],
+        p["max_new_tokens"],
+        params["model"]["compute_dtype"],
+        temperature=temperature,
+        seed=seed,
+    )
     # rows[j][i]: item i's j-th sample, scored as evaluate scores
-    rows = [score_predictions(items, samples[j::k], params["evaluate"], items_path, Path("<samples>")) for j in range(k)]
+    rows = [
+        score_predictions(items, samples[j::k], params["evaluate"], items_path, Path("<samples>")) for j in range(k)
+    ]
     by_section: dict[str, list[tuple[float, bool, bool]]] = {}
     for i, item in enumerate(items):
         by_section.setdefault(item["section"], []).append(vote([(r[i]["answer"], bool(r[i]["correct"])) for r in rows]))
     every = [x for xs in by_section.values() for x in xs]
-    summary = lambda xs: {"sampled": round(sum(x[0] for x in xs) / len(xs), 3),
-                          f"maj@{k}": round(sum(x[1] for x in xs) / len(xs), 3),
-                          f"pass@{k}": round(sum(x[2] for x in xs) / len(xs), 3)}  # fmt: skip
-    return {"model": str(model), "n": len(items), "k": k, "temperature": temperature,
-            "greedy": round(greedy["primary_score"], 3), **summary(every),
-            "section": {name: {"greedy": round(greedy["section"][name], 3), **summary(xs)}
-                        for name, xs in sorted(by_section.items())},
-            "sample_seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
+    summary = lambda xs: {
+        "sampled": round(sum(x[0] for x in xs) / len(xs), 3),
+        f"maj@{k}": round(sum(x[1] for x in xs) / len(xs), 3),
+        f"pass@{k}": round(sum(x[2] for x in xs) / len(xs), 3),
+    }
+    return {
+        "model": str(model),
+        "n": len(items),
+        "k": k,
+        "temperature": temperature,
+        "greedy": round(greedy["primary_score"], 3),
+        **summary(every),
+        "section": {
+            name: {"greedy": round(greedy["section"][name], 3), **summary(xs)}
+            for name, xs in sorted(by_section.items())
+        },
+        "sample_seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def positive(text: str) -> int:

@@ -47,12 +47,16 @@ def completions(n: int) -> list[dict]:
         question, steps, final = gsm8k.parse_row(row, f"{SAMPLE}:{k + 1}")
         working = "\n".join(steps)
         wrong_final = str(int(float(final.replace(",", ""))) + 1 + k % 9)
-        wrong_working = re.sub(r"(\d[\d,.]*)(?!.*\d)", wrong_final, working, count=1, flags=re.DOTALL) if working else working
-        out.append({
-            "question": " ".join(question.split()),
-            "right": f"<reasoning>{working}</reasoning><answer>{final}</answer>",
-            "wrong": f"<reasoning>{wrong_working}</reasoning><answer>{wrong_final}</answer>",
-        })  # fmt: skip
+        wrong_working = (
+            re.sub(r"(\d[\d,.]*)(?!.*\d)", wrong_final, working, count=1, flags=re.DOTALL) if working else working
+        )
+        out.append(
+            {
+                "question": " ".join(question.split()),
+                "right": f"<reasoning>{working}</reasoning><answer>{final}</answer>",
+                "wrong": f"<reasoning>{wrong_working}</reasoning><answer>{wrong_final}</answer>",
+            }
+        )
     return out
 
 
@@ -83,9 +87,14 @@ def measure(backend, n: int, template: str) -> dict:
     judged = judge.judge(tasks)
     seconds = time.perf_counter() - start
     right, wrong = judged[0::2], judged[1::2]
-    pairs = [(r["score"], w["score"]) for r, w in zip(right, wrong) if r["score"] is not None and w["score"] is not None]
-    decided = [(j["score"], kind == "right") for j, kind in zip(judged, ["right", "wrong"] * len(items))
-               if j["score"] is not None]  # fmt: skip
+    pairs = [
+        (r["score"], w["score"]) for r, w in zip(right, wrong) if r["score"] is not None and w["score"] is not None
+    ]
+    decided = [
+        (j["score"], kind == "right")
+        for j, kind in zip(judged, ["right", "wrong"] * len(items))
+        if j["score"] is not None
+    ]
     lengths = [len(it["right"].split()) for it in items]
     length_pairs = [(lengths[i], r["score"]) for i, r in enumerate(right) if r["score"] is not None]
     bare = J.Judge(backend, template, defences=False)
@@ -97,10 +106,12 @@ def measure(backend, n: int, template: str) -> dict:
         keys[name] = {
             "bare_mean_score": round(statistics.fmean(ok), 4) if ok else None,
             "bare_failed": len(raw) - len(ok),
-            "bare_above_right": sum(a["score"] is not None and r["score"] is not None and a["score"] > r["score"]
-                                    for a, r in zip(raw, right)),
+            "bare_above_right": sum(
+                a["score"] is not None and r["score"] is not None and a["score"] > r["score"]
+                for a, r in zip(raw, right)
+            ),
             "defended_max_score": max(j["score"] for j in gated),
-        }  # fmt: skip
+        }
     return {
         "judge": judge.identity,
         "items": len(items),
@@ -131,8 +142,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.local:
         from stages.common import sha256_tree
-        from training.judge_local import LocalBackend
         from training.cpu_tuning import configure_host_cpu
+        from training.judge_local import LocalBackend
 
         configure_host_cpu()
         backend = LocalBackend(args.local, sha256_tree(args.local), "float32", batch_size=16)

@@ -58,8 +58,12 @@ CATEGORIES = {
     "elsewhere": "lm-eval took its answer from outside our answer block",
 }
 # Offline: the datasets come from our JSONL, the model from a local directory; nothing may be fetched.
-OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "HF_HUB_DISABLE_TELEMETRY": "1"}
+OFFLINE = {
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
 
 
 def expected(doc: Mapping) -> tuple[str, str, list | None]:
@@ -73,8 +77,9 @@ def ours(doc: Mapping, response: str, tolerance: Mapping[str, float]) -> tuple[s
     """(our parsed answer, our verdict) for one response, as evaluate scores a prediction."""
     answer = parse_completion(response)["answer"]
     gold, answer_type, choices = expected(doc)
-    correct, _ = score_answer(answer, gold, answer_type, tolerance["rel_tolerance"], tolerance["partial_within"],
-                              choices=choices)
+    correct, _ = score_answer(
+        answer, gold, answer_type, tolerance["rel_tolerance"], tolerance["partial_within"], choices=choices
+    )
     return answer, correct
 
 
@@ -102,8 +107,9 @@ def compare(samples: Iterable[Mapping], tolerance: Mapping[str, float]) -> dict:
         our_answer, our_correct = ours(sample["doc"], response, tolerance)
         their_correct = bool(sample["exact_match"])
         entry = tasks.setdefault(sample["task"], {}).setdefault(
-            sample["filter"], {"n": 0, "agree": 0, "ours_correct": 0, "lmeval_correct": 0, "differences": [],
-                               "other_targets": []})
+            sample["filter"],
+            {"n": 0, "agree": 0, "ours_correct": 0, "lmeval_correct": 0, "differences": [], "other_targets": []},
+        )
         entry["n"] += 1
         # both sides must score against the same answer: lm-eval's target, read as a reply, is right by ours
         if not ours(sample["doc"], f"<answer>{sample['target']}</answer>", tolerance)[1]:
@@ -113,11 +119,16 @@ def compare(samples: Iterable[Mapping], tolerance: Mapping[str, float]) -> dict:
         if our_correct == their_correct:
             entry["agree"] += 1
         else:
-            entry["differences"].append({
-                "doc_id": sample["doc_id"], "category": category(our_answer, filtered), "target": sample["target"],
-                "ours": {"answer": our_answer, "correct": our_correct},
-                "lmeval": {"filtered": filtered, "correct": their_correct}, "response": response,
-            })
+            entry["differences"].append(
+                {
+                    "doc_id": sample["doc_id"],
+                    "category": category(our_answer, filtered),
+                    "target": sample["target"],
+                    "ours": {"answer": our_answer, "correct": our_correct},
+                    "lmeval": {"filtered": filtered, "correct": their_correct},
+                    "response": response,
+                }
+            )
     overall: dict[str, dict] = {}
     for filters in tasks.values():
         for name, entry in filters.items():
@@ -127,8 +138,12 @@ def compare(samples: Iterable[Mapping], tolerance: Mapping[str, float]) -> dict:
             total["agree"] += entry["agree"]
     for total in overall.values():
         total["agreement"] = total["agree"] / total["n"]
-    return {"goal": {"filter": STRICT, "min_agreement": GOAL}, "categories": CATEGORIES, "tasks": tasks,
-            "overall": overall}
+    return {
+        "goal": {"filter": STRICT, "min_agreement": GOAL},
+        "categories": CATEGORIES,
+        "tasks": tasks,
+        "overall": overall,
+    }
 
 
 def meets_goal(report: Mapping) -> bool:
@@ -145,14 +160,30 @@ def require_env() -> None:
         raise StageError(f"{LMEVAL_PYTHON}: not found: build lm-eval's environment first (make lmeval-env)")
 
 
-def run_harness(model_dir: Path, tasks: Iterable[str], output: Path, limit: int | None, device: str,
-                batch_size: int) -> None:
+def run_harness(
+    model_dir: Path, tasks: Iterable[str], output: Path, limit: int | None, device: str, batch_size: int
+) -> None:
     """`lm_eval run --model hf` on `model_dir` with our task YAMLs, its samples logged under `output`."""
     require_env()
-    cmd = [str(LMEVAL_VENV / "bin" / "lm_eval"), "run", "--model", "hf",
-           "--model_args", f"pretrained={model_dir.resolve()},dtype=float32", "--tasks", ",".join(tasks),
-           "--include_path", str(INCLUDE_PATH), "--log_samples", "--output_path", str(output.resolve()),
-           "--device", device, "--batch_size", str(batch_size)]
+    cmd = [
+        str(LMEVAL_VENV / "bin" / "lm_eval"),
+        "run",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={model_dir.resolve()},dtype=float32",
+        "--tasks",
+        ",".join(tasks),
+        "--include_path",
+        str(INCLUDE_PATH),
+        "--log_samples",
+        "--output_path",
+        str(output.resolve()),
+        "--device",
+        device,
+        "--batch_size",
+        str(batch_size),
+    ]
     if limit is not None:
         cmd += ["--limit", str(limit)]
     result = subprocess.run(cmd, cwd=ROOT, env=harness_env())
@@ -177,9 +208,18 @@ def harness_verdicts(responses: Mapping[str, Iterable[tuple[int, str]]]) -> list
     """lm-eval's filters and metric on given replies, task name -> [(doc_id, reply)], as logged samples
     (scripts/lmeval_filters.py in .venv-lmeval: one process, lm_eval imported once)."""
     require_env()
-    request = {"include_path": str(INCLUDE_PATH), "tasks": {task: [list(r) for r in rs] for task, rs in responses.items()}}
-    result = subprocess.run([str(LMEVAL_PYTHON), str(ROOT / "scripts" / "lmeval_filters.py")], cwd=ROOT,
-                            env=harness_env(), input=json.dumps(request), capture_output=True, text=True)
+    request = {
+        "include_path": str(INCLUDE_PATH),
+        "tasks": {task: [list(r) for r in rs] for task, rs in responses.items()},
+    }
+    result = subprocess.run(
+        [str(LMEVAL_PYTHON), str(ROOT / "scripts" / "lmeval_filters.py")],
+        cwd=ROOT,
+        env=harness_env(),
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise StageError(f"scripts/lmeval_filters.py exited {result.returncode}: {result.stderr.strip()[-2000:]}")
     return json.loads(result.stdout)
@@ -198,24 +238,33 @@ def _one_line(text: str, width: int = 100) -> str:
 
 def markdown(report: Mapping) -> str:
     """The summary table, then every difference with its category."""
-    lines = ["| task | filter | items | agree | agreement | ours right | lm-eval right |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| task | filter | items | agree | agreement | ours right | lm-eval right |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for task, filters in report["tasks"].items():
         for name, e in filters.items():
-            lines.append(f"| {task} | {name} | {e['n']} | {e['agree']} | {e['agreement']:.1%} | {e['ours_correct']} "
-                         f"| {e['lmeval_correct']} |")
+            lines.append(
+                f"| {task} | {name} | {e['n']} | {e['agree']} | {e['agreement']:.1%} | {e['ours_correct']} "
+                f"| {e['lmeval_correct']} |"
+            )
     for task, filters in report["tasks"].items():
         for name, e in filters.items():
             for d in e["differences"]:
-                lines.append(f"- {task} / {name} / doc {d['doc_id']}: **{d['category']}** (target {d['target']!r}; "
-                             f"ours {d['ours']['answer']!r} → {d['ours']['correct']}, lm-eval "
-                             f"{d['lmeval']['filtered']!r} → {d['lmeval']['correct']}): {_one_line(d['response'])}")
+                lines.append(
+                    f"- {task} / {name} / doc {d['doc_id']}: **{d['category']}** (target {d['target']!r}; "
+                    f"ours {d['ours']['answer']!r} → {d['ours']['correct']}, lm-eval "
+                    f"{d['lmeval']['filtered']!r} → {d['lmeval']['correct']}): {_one_line(d['response'])}"
+                )
     for task, filters in report["tasks"].items():
         for name, e in filters.items():
             if e["other_targets"]:
-                lines.append(f"- {task} / {name}: lm-eval's target is not our expected answer on docs {e['other_targets']}")
-    found = sorted({d["category"] for filters in report["tasks"].values() for e in filters.values()
-                    for d in e["differences"]})
+                lines.append(
+                    f"- {task} / {name}: lm-eval's target is not our expected answer on docs {e['other_targets']}"
+                )
+    found = sorted(
+        {d["category"] for filters in report["tasks"].values() for e in filters.values() for d in e["differences"]}
+    )
     lines += [f"- *{name}*: {CATEGORIES[name]}" for name in found]
     return "\n".join(lines)
 
@@ -245,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     goal = "met" if meets_goal(report) else "NOT met"
     overall = report["overall"].get(STRICT)
     if overall:
-        print(f"\n{STRICT} agreement over all items: {overall['agree']}/{overall['n']} = {overall['agreement']:.1%}; "
-              f"goal (>= {GOAL:.0%}): {goal}")
+        print(
+            f"\n{STRICT} agreement over all items: {overall['agree']}/{overall['n']} = {overall['agreement']:.1%}; "
+            f"goal (>= {GOAL:.0%}): {goal}"
+        )
     return 0 if meets_goal(report) else 2
 
 

@@ -25,8 +25,13 @@ def verdicts(task, task_name: str, responses: list[tuple[int, str]]) -> list[dic
     instances = []
     for doc_id, text in responses:
         doc = docs[doc_id]
-        instance = Instance(request_type=task.OUTPUT_TYPE, doc=doc, arguments=(task.doc_to_text(doc),),
-                            idx=0, metadata=(task_name, doc_id, 1))
+        instance = Instance(
+            request_type=task.OUTPUT_TYPE,
+            doc=doc,
+            arguments=(task.doc_to_text(doc),),
+            idx=0,
+            metadata=(task_name, doc_id, 1),
+        )
         instance.resps.append(text)
         instances.append(instance)
     for ensemble in task._filters:  # the evaluator's task.apply_filters(), on our instances
@@ -35,11 +40,18 @@ def verdicts(task, task_name: str, responses: list[tuple[int, str]]) -> list[dic
     for ensemble in task._filters:
         for instance in instances:
             filtered = instance.filtered_resps[ensemble.name]
-            samples.append({
-                "task": task_name, "doc_id": instance.doc_id, "doc": instance.doc,
-                "target": task.doc_to_target(instance.doc), "resps": [instance.resps],
-                "filtered_resps": [filtered], "filter": ensemble.name, **task.process_results(instance.doc, [filtered]),
-            })
+            samples.append(
+                {
+                    "task": task_name,
+                    "doc_id": instance.doc_id,
+                    "doc": instance.doc,
+                    "target": task.doc_to_target(instance.doc),
+                    "resps": [instance.resps],
+                    "filtered_resps": [filtered],
+                    "filter": ensemble.name,
+                    **task.process_results(instance.doc, [filtered]),
+                }
+            )
     return samples
 
 

@@ -198,8 +198,11 @@ def check_load(directory: Path, dtype: str) -> dict:
     start = time.perf_counter()
     model = load_pretrained(directory, dtype=dtype, param_dtype=dtype)
     jax.block_until_ready(jax.tree.leaves(model))
-    return {"load_s": round(time.perf_counter() - start, 2), "rss_before_gib": round(before, 3),
-            "peak_rss_gib": round(peak_rss_gib(), 3)}  # fmt: skip
+    return {
+        "load_s": round(time.perf_counter() - start, 2),
+        "rss_before_gib": round(before, 3),
+        "peak_rss_gib": round(peak_rss_gib(), 3),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

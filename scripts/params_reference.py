@@ -132,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     rel = OUT.relative_to(ROOT)
     if args.check:
         if not OUT.is_file() or OUT.read_text() != text:
-            print(f"error: {rel} is out of step with {SCHEMA.relative_to(ROOT)}; "
-                  f"run: python scripts/params_reference.py", file=sys.stderr)
+            print(
+                f"error: {rel} is out of step with {SCHEMA.relative_to(ROOT)}; run: python scripts/params_reference.py",
+                file=sys.stderr,
+            )
             return 1
         print(f"{rel} is up to date")
         return 0

@@ -27,8 +27,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from stages.common import (  # noqa: E402
-    PARAMS_FILE, StageError, error_path, field_path, load_params, read_yaml, run_stage, schema_error, shorten, yaml_line,
-)  # fmt: skip
+    PARAMS_FILE,
+    StageError,
+    error_path,
+    field_path,
+    load_params,
+    read_yaml,
+    run_stage,
+    schema_error,
+    shorten,
+    yaml_line,
+)
 
 # A key Hydra's override grammar takes bare in a dotted path (its ID); any other (`my_rewards:fn`) is
 # written inside a mapping value, escaped.
@@ -46,12 +55,17 @@ def set_params(params: dict, workspace: Any = None, prefix: str = "") -> list[st
         name = f"{prefix}{key}"
         there = isinstance(workspace, dict) and key in workspace
         below = workspace[key] if there else None
-        if isinstance(value, dict) and value and all(BARE_KEY.fullmatch(k) for k in value) and (
-            not there or isinstance(below, dict)
+        if (
+            isinstance(value, dict)
+            and value
+            and all(BARE_KEY.fullmatch(k) for k in value)
+            and (not there or isinstance(below, dict))
         ):
             out += set_params(value, below, f"{name}.")
         else:
-            merge = isinstance(value, dict) and value and isinstance(below, dict)  # Hydra adds no key to a mapping with `=`
+            merge = (
+                isinstance(value, dict) and value and isinstance(below, dict)
+            )  # Hydra adds no key to a mapping with `=`
             op = ("++" if merge else "") if there else "+"
             out.append(f"{op}{name}={override(value)}")
     return out
@@ -77,7 +91,9 @@ def read_recipe(recipe: Path) -> tuple[dict, str]:
         raise StageError(f"{recipe}: expected a mapping with `name` (a string) and `params` (a mapping)")
     for key, kind in (("name", str), ("params", dict)):
         if not isinstance(spec.get(key), kind):
-            raise StageError(f"{recipe}:{yaml_line(text, [key])}: {key}: expected {'a string' if kind is str else 'a mapping'}")
+            raise StageError(
+                f"{recipe}:{yaml_line(text, [key])}: {key}: expected {'a string' if kind is str else 'a mapping'}"
+            )
     bad = _not_json(spec["params"], [])
     if bad is not None:
         keys, what = bad
@@ -123,7 +139,11 @@ def check(spec: dict, text: str, recipe: Path, workspace: dict, params_file: str
         keys += [k for k in err.instance if k not in allowed][:1]  # the unexpected key's own line
     ours, node = [], spec["params"]
     for key in keys:  # the part of the path the recipe itself holds
-        held = key in node if isinstance(node, dict) else isinstance(node, list) and isinstance(key, int) and key < len(node)
+        held = (
+            key in node
+            if isinstance(node, dict)
+            else isinstance(node, list) and isinstance(key, int) and key < len(node)
+        )
         if not held:
             break
         ours.append(key)

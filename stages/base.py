@@ -26,8 +26,16 @@ from safetensors import safe_open
 
 from stages import paths
 from stages.common import (
-    StageError, atomic_path, load_params, param_error, params_where, run_stage, sha256_file, shorten, write_json,
-)  # fmt: skip
+    StageError,
+    atomic_path,
+    load_params,
+    param_error,
+    params_where,
+    run_stage,
+    sha256_file,
+    shorten,
+    write_json,
+)
 from training.config import shape_mismatch
 from training.hf_io import WEIGHT_FILES, CheckpointError, read_config
 from training.tokenizer import TOKENIZER_FILES
@@ -43,23 +51,37 @@ def checkpoint_path(model: dict, root: Path) -> Path:
     a link to a folder, so the weights behind one could change and nothing would re-run."""
     named = model.get("checkpoint")
     if not named:
-        raise param_error("model", "checkpoint", root=root,
-                          message=f"preset {model['preset']} needs a Hugging Face directory or a GGUF file")  # fmt: skip
+        raise param_error(
+            "model",
+            "checkpoint",
+            root=root,
+            message=f"preset {model['preset']} needs a Hugging Face directory or a GGUF file",
+        )
     models = Path(os.path.abspath(root / paths.MODELS))
     absolute = Path(os.path.abspath(root / named))  # lexically, `..` included: the links are checked below
     if models not in absolute.parents:
-        raise param_error("model", "checkpoint", root=root, message=(
-            f"{named} is outside {paths.MODELS}/, the folder DVC tracks for base weights "
-            f"(link it there: ln -s {absolute} {paths.MODELS}/)"
-        ))  # fmt: skip
+        raise param_error(
+            "model",
+            "checkpoint",
+            root=root,
+            message=(
+                f"{named} is outside {paths.MODELS}/, the folder DVC tracks for base weights "
+                f"(link it there: ln -s {absolute} {paths.MODELS}/)"
+            ),
+        )
     path = root / paths.MODELS / absolute.relative_to(models)
     linked = _linked_folder(root, path)
     if linked is not None:
-        raise param_error("model", "checkpoint", root=root, message=(
-            f"{linked.relative_to(root)} is a link to a folder, which DVC does not follow (weights changed behind it "
-            f"would never re-run the pipeline): replace it with a folder of the checkpoint's files, copied or each "
-            f"linked (stages.base.link_into_models links them)"
-        ))  # fmt: skip
+        raise param_error(
+            "model",
+            "checkpoint",
+            root=root,
+            message=(
+                f"{linked.relative_to(root)} is a link to a folder, which DVC does not follow (weights changed behind it "
+                f"would never re-run the pipeline): replace it with a folder of the checkpoint's files, copied or each "
+                f"linked (stages.base.link_into_models links them)"
+            ),
+        )
     if not path.exists():
         where = params_where("model", "checkpoint", root=root)
         raise StageError(f"{named}: not found ({where}: model.checkpoint, a Hugging Face directory or a .gguf file)")
@@ -172,7 +194,9 @@ def run(params: dict, root: Path = Path(".")) -> dict:
                 info["format"] = write_base(model, source, out)
             except CheckpointError as err:
                 raise StageError(str(err)) from None
-            info["files"] = {f.relative_to(source).as_posix() if source.is_dir() else f.name: sha256_file(f) for f in files}
+            info["files"] = {
+                f.relative_to(source).as_posix() if source.is_dir() else f.name: sha256_file(f) for f in files
+            }
             info["num_parameters"] = read_config(out).num_params()
         write_json(out / BASE_FILE, info)
     what = "none (trained from scratch)" if info["checkpoint"] is None else f"{info['checkpoint']} ({info['format']})"

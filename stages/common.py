@@ -161,9 +161,7 @@ def read_yaml(path: str | Path) -> tuple[Any, str]:
 def _strict_integers(name: str) -> jsonschema.protocols.Validator:
     """`name`'s validator with `integer` meaning a Python int: jsonschema's own takes 24000.0 for one."""
     validator = schema_validator(name)
-    ints = validator.TYPE_CHECKER.redefine(
-        "integer", lambda checker, x: isinstance(x, int) and not isinstance(x, bool)
-    )  # fmt: skip
+    ints = validator.TYPE_CHECKER.redefine("integer", lambda checker, x: isinstance(x, int) and not isinstance(x, bool))
     return jsonschema.validators.extend(type(validator), type_checker=ints)(validator.schema)
 
 
@@ -245,7 +243,9 @@ def read_jsonl(path: str | Path, schema: str | None = None, id_field: str | None
     return [record for _, record in read_jsonl_lines(path, schema, id_field)]
 
 
-def read_jsonl_lines(path: str | Path, schema: str | None = None, id_field: str | None = "id") -> list[tuple[int, dict]]:
+def read_jsonl_lines(
+    path: str | Path, schema: str | None = None, id_field: str | None = "id"
+) -> list[tuple[int, dict]]:
     """(1-based line number, record) of every record of a JSONL file, checked as `read_jsonl` checks them."""
     path = Path(path)
     try:
@@ -261,8 +261,10 @@ def read_jsonl_lines(path: str | Path, schema: str | None = None, id_field: str 
             continue
         where = f"{path}:{lineno}"
         if len(line) > MAX_LINE_BYTES:
-            raise StageError(f"{where}: {_largest_field(line)}: line is {len(line) / 1e6:.1f} MB, "
-                             f"more than the {MAX_LINE_BYTES / 1e6:.1f} MB a record may hold")
+            raise StageError(
+                f"{where}: {_largest_field(line)}: line is {len(line) / 1e6:.1f} MB, "
+                f"more than the {MAX_LINE_BYTES / 1e6:.1f} MB a record may hold"
+            )
         try:
             record = json.loads(line.decode("utf-8"))
         except UnicodeDecodeError as err:

@@ -83,8 +83,10 @@ class FileSet:
                 self.exemplars.append(record)
                 continue
             if record["id"] in seen:
-                raise StageError(f"{where}: {self.fields.get('id', 'id')}: duplicate id {record['id']!r} "
-                                 f"(first at {seen[record['id']]})")
+                raise StageError(
+                    f"{where}: {self.fields.get('id', 'id')}: duplicate id {record['id']!r} "
+                    f"(first at {seen[record['id']]})"
+                )
             seen[record["id"]] = where
             self.items.append(record)
         if not self.items:
@@ -101,14 +103,19 @@ class FileSet:
             columns.update(dict.fromkeys(row))
         for role, name in self.fields.items():
             if role == "section":
-                raise StageError(f"{self._where('fields', role)}: section is our own set's; "
-                                 "name the breakdown otherwise")
+                raise StageError(
+                    f"{self._where('fields', role)}: section is our own set's; name the breakdown otherwise"
+                )
             if name not in columns:
-                raise StageError(f"{self._where('fields', role)}: {name!r} is not a field of {self.evalset.path} "
-                                 f"(fields: {', '.join(columns)})")
+                raise StageError(
+                    f"{self._where('fields', role)}: {name!r} is not a field of {self.evalset.path} "
+                    f"(fields: {', '.join(columns)})"
+                )
         if self.evalset.few_shot and not {"exemplar", "reasoning"} <= set(self.fields):
-            raise StageError(f"{self._where('few_shot')}: few_shot needs exemplar rows: map fields.exemplar "
-                             "(true on an exemplar row) and fields.reasoning")
+            raise StageError(
+                f"{self._where('few_shot')}: few_shot needs exemplar rows: map fields.exemplar "
+                "(true on an exemplar row) and fields.reasoning"
+            )
 
     def _record(self, k: int, where: str, row: Mapping[str, Any]) -> dict:
         f = self.fields
@@ -119,8 +126,10 @@ class FileSet:
         if "answer_type" in f and row.get(f["answer_type"]) is not None:
             answer_type = row[f["answer_type"]]
             if answer_type not in ANSWER_TYPES:
-                raise StageError(f"{where}: {f['answer_type']}: unknown answer type {answer_type!r} "
-                                 f"(one of {', '.join(ANSWER_TYPES)})")
+                raise StageError(
+                    f"{where}: {f['answer_type']}: unknown answer type {answer_type!r} "
+                    f"(one of {', '.join(ANSWER_TYPES)})"
+                )
         record = {
             "id": _text(row.get(f["id"]), where, f["id"]) if "id" in f else f"item-{k:04d}",
             "prompt": _text(row.get(f["prompt"]), where, f["prompt"]),
@@ -128,24 +137,30 @@ class FileSet:
             "answer_type": answer_type,
             "section": SECTION,
             "exemplar": bool(exemplar),
-            "groups": {name: _text(row.get(f[name]), where, f[name]) for name in breakdowns(f)
-                       if name not in ("category", "difficulty")},
+            "groups": {
+                name: _text(row.get(f[name]), where, f[name])
+                for name in breakdowns(f)
+                if name not in ("category", "difficulty")
+            },
         }
         record["category"] = _text(row.get(f["category"]), where, f["category"]) if "category" in f else "general"
         record["difficulty"] = _text(row.get(f["difficulty"]), where, f["difficulty"]) if "difficulty" in f else UNRATED
         if "choices" in f and row.get(f["choices"]) is not None:
             record["choices"] = _choices(row[f["choices"]], where, f["choices"])
         elif answer_type == "choice":
-            raise StageError(f"{where}: {f.get('choices', 'choices')}: a choice answer needs its options "
-                             "(a list, the field fields.choices names)")
+            raise StageError(
+                f"{where}: {f.get('choices', 'choices')}: a choice answer needs its options "
+                "(a list, the field fields.choices names)"
+            )
         try:  # the answer must read as its type: a number, one of the options, math, …
             score_answer(None, record["expected_answer"], answer_type, 0.0, 0.0, record.get("choices"))
         except ValueError as err:
             raise StageError(f"{where}: {f['answer']}: {err}") from None
         if record["exemplar"]:
             if "reasoning" not in f:
-                raise StageError(f"{where}: {f['exemplar']}: an exemplar row needs its reasoning "
-                                 "(map fields.reasoning)")
+                raise StageError(
+                    f"{where}: {f['exemplar']}: an exemplar row needs its reasoning (map fields.reasoning)"
+                )
             record["reasoning"] = _text(row.get(f["reasoning"]), where, f["reasoning"])
         return record
 
@@ -159,8 +174,15 @@ class FileSet:
             key = (item["category"], item["difficulty"], item["groups"])
             shots = [e for e in self.exemplars if (e["category"], e["difficulty"], e["groups"]) == key][:n]
             if len(shots) < n:
-                raise StageError(f"{self._where('few_shot')}: {n} exemplars asked, item {item['id']} of "
-                                 f"{self.evalset.path} has {len(shots)}")
-            out.append("".join(f"{e['prompt']}\n<reasoning>{e['reasoning']}</reasoning>"
-                               f"<answer>{e['expected_answer']}</answer>\n\n" for e in shots) + item["prompt"])
+                raise StageError(
+                    f"{self._where('few_shot')}: {n} exemplars asked, item {item['id']} of "
+                    f"{self.evalset.path} has {len(shots)}"
+                )
+            out.append(
+                "".join(
+                    f"{e['prompt']}\n<reasoning>{e['reasoning']}</reasoning><answer>{e['expected_answer']}</answer>\n\n"
+                    for e in shots
+                )
+                + item["prompt"]
+            )
         return out

@@ -51,8 +51,10 @@ def _duplicate_name(root: Path) -> str | None:
     for key_node, _ in node.value:
         line = key_node.start_mark.line + 1
         if key_node.value in first:
-            return (f"{PARAMS_FILE}:{line}: evaluate.sets.{key_node.value}: set name used twice "
-                    f"(first on line {first[key_node.value]})")
+            return (
+                f"{PARAMS_FILE}:{line}: evaluate.sets.{key_node.value}: set name used twice "
+                f"(first on line {first[key_node.value]})"
+            )
         first[key_node.value] = line
     return None
 
@@ -67,15 +69,21 @@ def configured(params: Mapping[str, Any], root: Path = Path(".")) -> list[EvalSe
     for name, spec in sets.items():
         path = Path(spec["path"])
         if path.is_absolute() or paths.EVALSETS not in path.parents or ".." in path.parts:
-            raise StageError(f"{params_where('evaluate', 'sets', name, 'path', root=root)}: evaluate.sets.{name}.path: "
-                             f"{spec['path']!r} is not under {paths.EVALSETS}/ (seed and package track that folder)")
+            raise StageError(
+                f"{params_where('evaluate', 'sets', name, 'path', root=root)}: evaluate.sets.{name}.path: "
+                f"{spec['path']!r} is not under {paths.EVALSETS}/ (seed and package track that folder)"
+            )
         if not (root / path).is_file():
             where = params_where("evaluate", "sets", name, "path", root=root)
             raise StageError(f"{spec['path']}: file not found ({where}: evaluate.sets.{name}.path)")
         out.append(_evalset(name, spec, path, root))
     primaries = [s.name for s in out if s.primary]
     if len(primaries) != 1:
-        why = "no set is marked primary: true" if not primaries else f"{len(primaries)} sets are marked primary ({', '.join(primaries)}); mark one"
+        why = (
+            "no set is marked primary: true"
+            if not primaries
+            else f"{len(primaries)} sets are marked primary ({', '.join(primaries)}); mark one"
+        )
         raise StageError(f"{params_where('evaluate', 'sets', root=root)}: evaluate.sets: {why}")
     return out
 
@@ -85,10 +93,23 @@ def _evalset(name: str, spec: Mapping[str, Any], path: Path, root: Path) -> Eval
     if fmt != "file":
         for key in ("fields", "answer_type", "few_shot"):
             if spec.get(key):
-                raise param_error("evaluate", "sets", name, key, root=root,
-                                  message=f"only a set of format file takes {key} ({fmt} fixes its fields and answers)")
-    return EvalSet(name, path, fmt, bool(spec.get("primary", False)), dict(spec.get("fields") or {}),
-                   spec.get("answer_type", "number"), int(spec.get("few_shot", 0)))
+                raise param_error(
+                    "evaluate",
+                    "sets",
+                    name,
+                    key,
+                    root=root,
+                    message=f"only a set of format file takes {key} ({fmt} fixes its fields and answers)",
+                )
+    return EvalSet(
+        name,
+        path,
+        fmt,
+        bool(spec.get("primary", False)),
+        dict(spec.get("fields") or {}),
+        spec.get("answer_type", "number"),
+        int(spec.get("few_shot", 0)),
+    )
 
 
 def primary(params: Mapping[str, Any], root: Path = Path(".")) -> EvalSet:
@@ -101,8 +122,10 @@ def named(params: Mapping[str, Any], name: str, root: Path = Path(".")) -> EvalS
     for s in sets:
         if s.name == name:
             return s
-    raise StageError(f"{params_where('evaluate', 'sets', root=root)}: evaluate.sets: no set named {name!r} "
-                     f"(configured: {', '.join(s.name for s in sets)})")
+    raise StageError(
+        f"{params_where('evaluate', 'sets', root=root)}: evaluate.sets: no set named {name!r} "
+        f"(configured: {', '.join(s.name for s in sets)})"
+    )
 
 
 def load_items(evalset: EvalSet, root: Path = Path(".")) -> list[dict]:

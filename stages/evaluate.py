@@ -34,7 +34,16 @@ from reasoning.scoring import parse_number, score_answer
 from reasoning.working import check
 from reasoning.working import summary as working_summary
 from stages import evalsets, paths
-from stages.common import StageError, dumps_json, load_params, read_jsonl, run_stage, sha256_file, validate, write_json_all
+from stages.common import (
+    StageError,
+    dumps_json,
+    load_params,
+    read_jsonl,
+    run_stage,
+    sha256_file,
+    validate,
+    write_json_all,
+)
 
 SECTIONS = ("core", "trace_sensitive", "edge_case")
 GROUPS = ("section", "category", "difficulty")
@@ -79,14 +88,20 @@ def score_predictions(
     for item in items:
         pred = by_id.get(item["id"])
         if pred is None:
-            raise StageError(f"{predictions_path}: id: no prediction for eval item {item['id']!r} ({_where(eval_path, item['id'])})")
+            raise StageError(
+                f"{predictions_path}: id: no prediction for eval item {item['id']!r} ({_where(eval_path, item['id'])})"
+            )
         parsed = parse_completion(pred["completion"])
         expected = item["expected_answer"]
         expected = expected if isinstance(expected, str) else json.dumps(expected)  # 42 -> "42", true -> "true"
         score = functools.partial(
-            score_answer, expected=expected, answer_type=item["answer_type"], rel_tolerance=params["rel_tolerance"],
-            partial_within=params["partial_within"], choices=item.get("choices"),
-        )  # fmt: skip
+            score_answer,
+            expected=expected,
+            answer_type=item["answer_type"],
+            rel_tolerance=params["rel_tolerance"],
+            partial_within=params["partial_within"],
+            choices=item.get("choices"),
+        )
         try:
             correct, partial = score(parsed["answer"])
         except ValueError as err:
@@ -110,9 +125,12 @@ def score_predictions(
                 "format_ok": parsed["format_ok"],
                 "n_tokens": pred["n_tokens"],
                 "truncated": pred["truncated"],
-                "working": {**working_summary(working),
-                            "consistent": _consistent(working.ends_with, parsed["answer"], item["answer_type"],
-                                                      params["rel_tolerance"])},
+                "working": {
+                    **working_summary(working),
+                    "consistent": _consistent(
+                        working.ends_with, parsed["answer"], item["answer_type"], params["rel_tolerance"]
+                    ),
+                },
                 **({"groups": item["groups"]} if item.get("groups") else {}),  # a format file set's breakdowns
             }
         )
@@ -190,8 +208,11 @@ def summarize(rows: list[dict], eval_set: dict) -> tuple[dict, dict]:
             "max": max(tokens),
         },
         "section": {s: breakdowns["section"].get(s, {}).get("accuracy") for s in SECTIONS},
-        **({"by": {key: {value: stats["accuracy"] for value, stats in breakdowns[key].items()} for key in extra}}
-           if extra else {}),
+        **(
+            {"by": {key: {value: stats["accuracy"] for value, stats in breakdowns[key].items()} for key in extra}}
+            if extra
+            else {}
+        ),
         "working": working_metrics(rows),
     }
     scorecard = {"eval_set": eval_set, "items": rows, "breakdowns": breakdowns}
@@ -223,7 +244,9 @@ def attach_judgments(name: str, params: dict, metrics: dict, scorecard: dict, ro
     for row in scorecard["items"]:
         record = by_id.get(row["id"])
         if record is None:
-            raise StageError(f"{paths.judgments(name)}: id: no judgment for eval item {row['id']!r} (dvc repro judge@{name})")
+            raise StageError(
+                f"{paths.judgments(name)}: id: no judgment for eval item {row['id']!r} (dvc repro judge@{name})"
+            )
         row["judge"] = {k: record[k] for k in ("score", "verdicts", "gate", "failure")}
     records = [by_id[row["id"]] for row in scorecard["items"]]
     rubrics = [parse_rubric(None)] * len(records)  # eval items carry no rubric of their own: the default
@@ -236,14 +259,23 @@ def attach_judgments(name: str, params: dict, metrics: dict, scorecard: dict, ro
 
 def describe_set(name: str, path: Path, fmt: str, n_items: int, root: Path = Path(".")) -> dict:
     """How metrics and scorecards name an eval set: its name, path, format, sha256 and size."""
-    return {"name": name, "path": path.as_posix(), "format": fmt, "sha256": sha256_file(root / path),
-            "n_items": n_items}  # fmt: skip
+    return {
+        "name": name,
+        "path": path.as_posix(),
+        "format": fmt,
+        "sha256": sha256_file(root / path),
+        "n_items": n_items,
+    }
 
 
 def write_reports(name: str, metrics: dict, scorecard: dict, root: Path = Path(".")) -> None:
     """Both reports or neither: they must agree, so one is never replaced while the other cannot be."""
-    write_json_all({root / paths.set_metrics(name): evalsets.metrics_document(name, metrics),
-                    root / paths.set_scorecard(name): scorecard})  # fmt: skip
+    write_json_all(
+        {
+            root / paths.set_metrics(name): evalsets.metrics_document(name, metrics),
+            root / paths.set_scorecard(name): scorecard,
+        }
+    )
 
 
 def run(params: dict, name: str, root: Path = Path(".")) -> dict:

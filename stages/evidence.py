@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from stages import evalsets, paths
 from stages.common import (
     StageError,
     atomic_path,
@@ -27,9 +28,13 @@ from stages.common import (
     sha256_tree,
     validate,
 )
-from stages import evalsets, paths
 
-LOCKED_STAGES = ("seed", "tokenizer", "train", "grpo")  # then predict@<set> and evaluate@<set> for every set, and report
+LOCKED_STAGES = (
+    "seed",
+    "tokenizer",
+    "train",
+    "grpo",
+)  # then predict@<set> and evaluate@<set> for every set, and report
 # Training telemetry (tokens/s, timestamps) differs run to run: not part of what a run is.
 TELEMETRY_PREFIX = "dvclive"
 COMMAND = "dvc repro"
@@ -183,14 +188,18 @@ def build_evidence(root: Path, params: dict, commit: str) -> tuple[dict, dict, s
     sets = evalsets.configured(params, root)
     primary = next(s for s in sets if s.primary)
     if metrics.get("primary_set") != primary.name:
-        raise StageError(f"{paths.METRICS}: primary_set: {metrics.get('primary_set')!r}, params say {primary.name!r}; run dvc repro")
+        raise StageError(
+            f"{paths.METRICS}: primary_set: {metrics.get('primary_set')!r}, params say {primary.name!r}; run dvc repro"
+        )
     set_metrics = {s.name: evalsets.read_metrics(s.name, root) for s in sets}
     scorecards = {s.name: read_json(root / paths.set_scorecard(s.name), "scorecard") for s in sets}
     for s in sets:  # the reports must be of the set as configured now
         about = scorecards[s.name]["eval_set"]
         if (about["name"], about["path"], about["format"]) != (s.name, s.path.as_posix(), s.format):
-            raise StageError(f"{paths.set_scorecard(s.name)}: eval_set: scored {about['path']} ({about['format']}), "
-                             f"params say {s.path.as_posix()} ({s.format}); run dvc repro")
+            raise StageError(
+                f"{paths.set_scorecard(s.name)}: eval_set: scored {about['path']} ({about['format']}), "
+                f"params say {s.path.as_posix()} ({s.format}); run dvc repro"
+            )
     manifest = {
         "run_version": run_version,
         "model": {
@@ -258,10 +267,12 @@ def working_line(metrics: dict) -> str:
     w = metrics.get("working")
     if w is None:
         return "working: not scored"
-    return (f"working: {w['n_claims'] - w['n_false_claims']} of {w['n_claims']} claims hold "
-            f"(claim_accuracy {_fmt(w['claim_accuracy'])}), checkable_share {_fmt(w['checkable_share'])}, "
-            f"consistency {_fmt(w['consistency'])}, right answer over false working {w['right_over_false']}, "
-            f"wrong answer over true working {w['wrong_over_true']}")
+    return (
+        f"working: {w['n_claims'] - w['n_false_claims']} of {w['n_claims']} claims hold "
+        f"(claim_accuracy {_fmt(w['claim_accuracy'])}), checkable_share {_fmt(w['checkable_share'])}, "
+        f"consistency {_fmt(w['consistency'])}, right answer over false working {w['right_over_false']}, "
+        f"wrong answer over true working {w['wrong_over_true']}"
+    )
 
 
 def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
@@ -279,8 +290,10 @@ def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
         f"id: {m['id']}",
         f"parameters: {m['n_params']:,}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in sorted(manifest["environment"]["versions"].items())),
-        "devices: " + ", ".join(d_ if isinstance(d_, str) else json.dumps(d_, sort_keys=True)
-                                for d_ in manifest["environment"]["devices"]),
+        "devices: "
+        + ", ".join(
+            d_ if isinstance(d_, str) else json.dumps(d_, sort_keys=True) for d_ in manifest["environment"]["devices"]
+        ),
         "",
         "== dataset",
         f"path: {d['path']}",
@@ -295,8 +308,10 @@ def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
     out += ["", "== eval sets"]
     for name, e in manifest["eval_sets"].items():
         score = _fmt(summary["sets"][name]["primary_score"])
-        out.append(f"{name}{' (primary)' if e['primary'] else ''}: {e['path']} ({e['format']}), {e['n_items']} items, "
-                   f"sha256 {e['sha256']}, primary_score {score}")
+        out.append(
+            f"{name}{' (primary)' if e['primary'] else ''}: {e['path']} ({e['format']}), {e['n_items']} items, "
+            f"sha256 {e['sha256']}, primary_score {score}"
+        )
         out.append(f"  {working_line(summary['sets'][name])}")
     out += [
         "",
@@ -307,8 +322,13 @@ def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
     ]
     out += [f"{step:>8d}  {loss:>10.6f}" for step, loss in loss_history]
     rl = manifest["rl"]
-    out += ["", "== reinforcement learning (grpo)", f"steps: {rl['steps']}", f"started from: {rl['sft_model_sha256']}",
-            f"policy id: {rl['policy_id']}"]
+    out += [
+        "",
+        "== reinforcement learning (grpo)",
+        f"steps: {rl['steps']}",
+        f"started from: {rl['sft_model_sha256']}",
+        f"policy id: {rl['policy_id']}",
+    ]
     if rl["steps"]:
         out.append("reward: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(rl["reward_curve"].items())))
     out += [

@@ -40,10 +40,10 @@ from stages.common import (
 )
 from training import chat
 from training import tokenizer as tokenizers_io
+from training.cpu_tuning import configure_host_cpu
 from training.grpo import GRPOConfig, GRPOResult, Prompt, grpo
 from training.hf_io import CheckpointError, read_config, save_trained
 from training.host_memory import reuse_freed_memory
-from training.cpu_tuning import configure_host_cpu
 from training.loop import MeshError, NonFiniteLoss, check_devices
 
 LEARNER_KEYS = set(GRPOConfig.__dataclass_fields__) - {"seed", "mesh_data", "mesh_fsdp"}
@@ -54,9 +54,11 @@ def grpo_config(params: dict) -> GRPOConfig:
     p = params["grpo"]
     mesh = params["train"]["mesh"]
     return GRPOConfig(
-        seed=params["base"]["seed"], mesh_data=mesh["data"], mesh_fsdp=mesh["fsdp"],
+        seed=params["base"]["seed"],
+        mesh_data=mesh["data"],
+        mesh_fsdp=mesh["fsdp"],
         **{k: v for k, v in p.items() if k in LEARNER_KEYS},
-    )  # fmt: skip
+    )
 
 
 def check_params(params: dict, root: Path, vocab_size: int) -> None:
@@ -64,19 +66,34 @@ def check_params(params: dict, root: Path, vocab_size: int) -> None:
     (the schema checks each value alone; these are about what they mean together, or for this model)."""
     p = params["grpo"]
     if not any(p["rewards"].values()) and not any(p["user_rewards"].values()):
-        raise param_error("grpo", "rewards", root=root, message=(
-            "every weight is 0 and no grpo.user_rewards weighs anything: every rollout would score 0 and RL "
-            "would learn nothing (give a reward a weight, or set grpo.steps: 0)"
-        ))  # fmt: skip
+        raise param_error(
+            "grpo",
+            "rewards",
+            root=root,
+            message=(
+                "every weight is 0 and no grpo.user_rewards weighs anything: every rollout would score 0 and RL "
+                "would learn nothing (give a reward a weight, or set grpo.steps: 0)"
+            ),
+        )
     if p["top_k"] == 1:
-        raise param_error("grpo", "top_k", root=root, message=(
-            "1 is greedy decoding: every completion of a group would be the same and no group would have a "
-            "signal (0 turns top-k off)"
-        ))  # fmt: skip
+        raise param_error(
+            "grpo",
+            "top_k",
+            root=root,
+            message=(
+                "1 is greedy decoding: every completion of a group would be the same and no group would have a "
+                "signal (0 turns top-k off)"
+            ),
+        )
     if p["top_k"] > vocab_size:
-        raise param_error("grpo", "top_k", root=root, message=(
-            f"{p['top_k']} is more than the {vocab_size} tokens of {paths.PREFERRED}'s vocabulary (0 turns top-k off)"
-        ))  # fmt: skip
+        raise param_error(
+            "grpo",
+            "top_k",
+            root=root,
+            message=(
+                f"{p['top_k']} is more than the {vocab_size} tokens of {paths.PREFERRED}'s vocabulary (0 turns top-k off)"
+            ),
+        )
 
 
 def reward_set(params: dict, root: Path) -> RewardSet:
@@ -89,10 +106,15 @@ def reward_set(params: dict, root: Path) -> RewardSet:
         judge = make_judge(params, root)
     try:
         return RewardSet(
-            weights=p["rewards"], user=p["user_rewards"], rel_tolerance=params["evaluate"]["rel_tolerance"],
-            partial_within=params["evaluate"]["partial_within"], overlength_buffer=p["overlength_buffer"],
-            search_path=[root], working_credit=p.get("working_credit", "share"), judge=judge,
-        )  # fmt: skip
+            weights=p["rewards"],
+            user=p["user_rewards"],
+            rel_tolerance=params["evaluate"]["rel_tolerance"],
+            partial_within=params["evaluate"]["partial_within"],
+            overlength_buffer=p["overlength_buffer"],
+            search_path=[root],
+            working_credit=p.get("working_credit", "share"),
+            judge=judge,
+        )
     except RewardError as err:
         raise param_error("grpo", "user_rewards", message=err, root=root) from None
 
@@ -118,12 +140,19 @@ def filter_prompts(params: dict, records: list[dict], root: Path) -> list[dict]:
     mixed = {s["id"] for s in samples if 0.0 < s["pass_rate"] < 1.0}
     kept = [r for r in records if r["id"] in mixed]
     if not kept:
-        raise param_error("grpo", "prompt_filter", root=root, message=(
-            f"pass_rate: none of the {len(samples)} prompts in {paths.SAMPLES} has a pass rate strictly between "
-            f"0 and 1 (sample more: samples.prompts, samples.completions)"
-        ))  # fmt: skip
-    print(f"grpo: prompt_filter pass_rate kept {len(kept)} of {len(samples)} sampled prompts "
-          f"({len(kept) / len(samples):.0%}) of {len(records)} training prompts")
+        raise param_error(
+            "grpo",
+            "prompt_filter",
+            root=root,
+            message=(
+                f"pass_rate: none of the {len(samples)} prompts in {paths.SAMPLES} has a pass rate strictly between "
+                f"0 and 1 (sample more: samples.prompts, samples.completions)"
+            ),
+        )
+    print(
+        f"grpo: prompt_filter pass_rate kept {len(kept)} of {len(samples)} sampled prompts "
+        f"({len(kept) / len(samples):.0%}) of {len(records)} training prompts"
+    )
     return kept
 
 
@@ -134,18 +163,25 @@ def curve_summary(history: list[dict]) -> dict:
     rewards = [row["reward_mean"] for row in history]
     tenth = max(1, len(rewards) // 10)
     return {
-        "first": rewards[0], "last": rewards[-1],
-        "first_tenth_mean": float(np.mean(rewards[:tenth])), "last_tenth_mean": float(np.mean(rewards[-tenth:])),
+        "first": rewards[0],
+        "last": rewards[-1],
+        "first_tenth_mean": float(np.mean(rewards[:tenth])),
+        "last_tenth_mean": float(np.mean(rewards[-tenth:])),
         "zero_variance_share_mean": float(np.mean([row["zero_variance_share"] for row in history])),
-    }  # fmt: skip
+    }
 
 
 def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
     """RL on `root`'s SFT model with its training prompts; write the policy's HF directory and dvclive curves."""
     cfg = grpo_config(params)
     if cfg.steps == 0:
-        live.pass_through(root / paths.PREFERRED, root / paths.POLICY, root / paths.GRPO_LIVE,
-                          root / paths.GRPO_CHECKPOINTS, curve="reward_mean")
+        live.pass_through(
+            root / paths.PREFERRED,
+            root / paths.POLICY,
+            root / paths.GRPO_LIVE,
+            root / paths.GRPO_CHECKPOINTS,
+            curve="reward_mean",
+        )
         print(f"grpo: steps 0, {paths.PREFERRED} passed through unchanged -> {paths.POLICY}")
         return None
     model_dir = root / paths.PREFERRED
@@ -181,9 +217,16 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
         progress = live.progress(cfg.steps, "grpo")
         try:
             result = grpo(
-                model, prompts, reward_fn, cfg, eos_ids=tokenizers_io.stop_ids(tok), pad_id=tok.token_to_id("<pad>") or 0,
-                checkpoint_dir=checkpoints, on_log=on_log, progress=progress,
-            )  # fmt: skip
+                model,
+                prompts,
+                reward_fn,
+                cfg,
+                eos_ids=tokenizers_io.stop_ids(tok),
+                pad_id=tok.token_to_id("<pad>") or 0,
+                checkpoint_dir=checkpoints,
+                on_log=on_log,
+                progress=progress,
+            )
         except NonFiniteLoss as err:
             raise StageError(f"{paths.POLICY}: RL diverged: {err}") from None
         except RewardError as err:

@@ -32,16 +32,22 @@ def make_judge(params: dict, root: Path = Path(".")) -> Judge:
         if p["backend"] == "local":
             model_dir = root / p["model"]
             if not (model_dir / "config.json").is_file():
-                raise param_error("judge", "model", root=root, message=f"{p['model']!r} is not a Hugging "
-                                  "Face directory (config.json, model.safetensors, tokenizer.json)")
+                raise param_error(
+                    "judge",
+                    "model",
+                    root=root,
+                    message=f"{p['model']!r} is not a Hugging "
+                    "Face directory (config.json, model.safetensors, tokenizer.json)",
+                )
             from training.judge_local import LocalBackend  # JAX only when a local judge is asked for
 
             backend = LocalBackend(model_dir, sha256_tree(model_dir), p["dtype"], p["batch_size"])
         else:
             from reasoning.judge_client import OpenAIBackend
 
-            backend = OpenAIBackend(p["base_url"], p["model"], p["api"], p["api_key_env"], p["concurrency"],
-                                    p["timeout"], p["retries"])  # fmt: skip
+            backend = OpenAIBackend(
+                p["base_url"], p["model"], p["api"], p["api_key_env"], p["concurrency"], p["timeout"], p["retries"]
+            )
         cache_dir = p["cache_dir"]
         return Judge(backend, p["template"], Cache(root / cache_dir if cache_dir else None))
     except JudgeError as err:
@@ -81,12 +87,16 @@ def run(params: dict, name: str, root: Path = Path(".")) -> list[dict]:
         judgments = judge.judge(tasks)
     except JudgeError as err:
         raise StageError(str(err)) from None
-    records = [{"id": item["id"], "judge": judge.identity, **{k: j[k] for k in RECORD_KEYS}}
-               for item, j in zip(items, judgments)]  # fmt: skip
+    records = [
+        {"id": item["id"], "judge": judge.identity, **{k: j[k] for k in RECORD_KEYS}}
+        for item, j in zip(items, judgments)
+    ]
     write_jsonl(out, records)
     failed = sum(r["score"] is None for r in records)
-    print(f"judge {name}: {len(records)} completions, {judge.asked} prompts asked in {time.perf_counter() - start:.1f} s, "
-          f"{failed} failed -> {paths.judgments(name)}")
+    print(
+        f"judge {name}: {len(records)} completions, {judge.asked} prompts asked in {time.perf_counter() - start:.1f} s, "
+        f"{failed} failed -> {paths.judgments(name)}"
+    )
     return records
 
 

@@ -13,9 +13,9 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from dvclive import Live
 from tqdm import tqdm
 
+from dvclive import Live
 from stages.common import StageError, atomic_paths, param_error, write_json
 from training import lora
 from training.hf_io import CheckpointError, load_pretrained

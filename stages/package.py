@@ -17,20 +17,38 @@ from pathlib import Path
 
 import yaml
 
-from stages.common import StageError, atomic_path, load_params, read_json, run_stage
 from stages import paths
+from stages.common import StageError, atomic_path, load_params, read_json, run_stage
 from stages.evidence import LOG_FILE, MANIFEST_FILE, SUMMARY_FILE, is_telemetry, read_yaml
 
 PACKAGE_STAGE = "package"
 REQUIRED = ("params.yaml", "dvc.yaml", paths.TRAIN_MANIFEST.as_posix(), paths.DECONTAMINATION.as_posix())
-GLOBS = ("evalsets/*.jsonl", "evalsets/LICENSE-*", "evalsets/README.md",  # the sets travel with their licences
-         "notebooks/*.ipynb", "stages/*.py", "reasoning/**/*.py", "training/*.py", "schemas/*.json")
+GLOBS = (
+    "evalsets/*.jsonl",
+    "evalsets/LICENSE-*",
+    "evalsets/README.md",  # the sets travel with their licences
+    "notebooks/*.ipynb",
+    "stages/*.py",
+    "reasoning/**/*.py",
+    "training/*.py",
+    "schemas/*.json",
+)
 README_NAME = "SUBMISSION_README.md"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip can hold
 ZIP_LEVEL = 9
 
-_SECRET_NAMES = {".env", ".netrc", ".pypirc", ".npmrc", ".git-credentials", "kaggle.json", "id_rsa", "id_dsa",
-                 "id_ecdsa", "id_ed25519"}
+_SECRET_NAMES = {
+    ".env",
+    ".netrc",
+    ".pypirc",
+    ".npmrc",
+    ".git-credentials",
+    "kaggle.json",
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+}
 _SECRET_SUFFIXES = (".pem", ".key", ".p12", ".pfx", ".jks", ".keystore", ".crt")
 _SECRET_WORDS = ("credential", "secret", "password", "passwd", "apikey", "api_key", "private_key")
 
@@ -135,8 +153,9 @@ def submission_readme(manifest: dict, summary: dict, names: list[str]) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for name, s in sorted(summary["breakdowns"]["section"].items()):
-        lines.append(f"| {name} | {s['n']} | {fmt(s['accuracy'])} | {fmt(s['format_accuracy'])} "
-                     f"| {fmt(s['partial_accuracy'])} |")
+        lines.append(
+            f"| {name} | {s['n']} | {fmt(s['accuracy'])} | {fmt(s['format_accuracy'])} | {fmt(s['partial_accuracy'])} |"
+        )
     lines += [
         "",
         "Every eval set (`evaluate.sets`):",
@@ -146,8 +165,10 @@ def submission_readme(manifest: dict, summary: dict, names: list[str]) -> str:
     ]
     for name, e in manifest["eval_sets"].items():
         s = summary["sets"][name]
-        lines.append(f"| {name}{' (primary)' if e['primary'] else ''} | `{e['path']}` | {e['n_items']} "
-                     f"| {fmt(s['primary_score'])} | {fmt(s['format_accuracy'])} | `{e['sha256']}` |")
+        lines.append(
+            f"| {name}{' (primary)' if e['primary'] else ''} | `{e['path']}` | {e['n_items']} "
+            f"| {fmt(s['primary_score'])} | {fmt(s['format_accuracy'])} | `{e['sha256']}` |"
+        )
     lines += [
         "",
         "## Run",

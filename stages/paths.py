@@ -26,7 +26,9 @@ SET_REPORTS = Path("reports/sets")  # evaluate: one folder per eval set
 METRICS = Path("reports/metrics.json")  # report: the primary set's metrics (primary_score for dvc exp show, sweeps)
 SUBMISSION_RUNS = Path("submission_runs")  # evidence: submission_runs/<run_version>/
 SUBMISSION = Path("submission")  # package: the zip
-SAMPLES = Path("data/samples.jsonl")  # samples -> preference, grpo: the SFT model's scored completions of training prompts
+SAMPLES = Path(
+    "data/samples.jsonl"
+)  # samples -> preference, grpo: the SFT model's scored completions of training prompts
 PREFERRED = Path("data/preferred")  # preference -> grpo: the model after preference training (the SFT model at steps 0)
 PREFERENCE_INFO = PREFERRED / "preference_info.json"  # preference (when preference.steps is above 0): the run behind it
 PREFERENCE_CHECKPOINTS = Path("data/preference_checkpoints")  # preference's orbax checkpoints (persist)

@@ -27,8 +27,13 @@ from training.sampler import Sampler, SamplingConfig
 
 
 def predict(
-    items: list[dict], model_dir: Path, batch_size: int, max_new_tokens: int, dtype: str,
-    temperature: float = 0.0, seed: int = 0,
+    items: list[dict],
+    model_dir: Path,
+    batch_size: int,
+    max_new_tokens: int,
+    dtype: str,
+    temperature: float = 0.0,
+    seed: int = 0,
 ) -> list[dict]:
     """One prediction per item, in item order: greedy, or sampled at `temperature` (batch keys from `seed`)."""
     try:
@@ -37,8 +42,10 @@ def predict(
         raise StageError(str(err)) from None
     tok = load_tokenizer(model_dir, hint="the model directory must hold the tokenizer it was trained with")
     if tok.get_vocab_size() > vocab_size:  # ids past the embedding would be silently clamped, not refused
-        raise StageError(f"{model_dir / 'tokenizer.json'}: vocab_size: the tokenizer has {tok.get_vocab_size()} "
-                         f"tokens, the model ({model_dir / 'config.json'}) only {vocab_size}")
+        raise StageError(
+            f"{model_dir / 'tokenizer.json'}: vocab_size: the tokenizer has {tok.get_vocab_size()} "
+            f"tokens, the model ({model_dir / 'config.json'}) only {vocab_size}"
+        )
     try:
         model = load_pretrained(model_dir, dtype=dtype, param_dtype=dtype)
     except CheckpointError as err:
@@ -81,7 +88,9 @@ def run(params: dict, name: str, root: Path = Path(".")) -> list[dict]:
     write_jsonl(root / out, records)
     n_trunc = sum(r["truncated"] for r in records)
     n_ok = sum(r["format_ok"] for r in records)
-    print(f"predict {name}: {len(records)} items on {jax.devices()[0].platform}, {n_ok} well-formed, {n_trunc} truncated -> {out}")
+    print(
+        f"predict {name}: {len(records)} items on {jax.devices()[0].platform}, {n_ok} well-formed, {n_trunc} truncated -> {out}"
+    )
     return records
 
 

@@ -48,9 +48,11 @@ def preference_config(params: dict) -> PreferenceConfig:
     """The learner's config: params `preference`, the seed of `base`, the mesh of `train`."""
     mesh = params["train"]["mesh"]
     return PreferenceConfig(
-        seed=params["base"]["seed"], mesh_data=mesh["data"], mesh_fsdp=mesh["fsdp"],
+        seed=params["base"]["seed"],
+        mesh_data=mesh["data"],
+        mesh_fsdp=mesh["fsdp"],
         **{k: v for k, v in params["preference"].items() if k in LEARNER_KEYS},
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------- pairs
@@ -87,9 +89,11 @@ def read_samples(root: Path, model_sha: str) -> list[dict]:
     records = read_jsonl(path, schema="samples")
     for lineno, record in enumerate(records, start=1):
         if record["model_sha256"] != model_sha:
-            raise StageError(f"{paths.SAMPLES}:{lineno}: model_sha256: made by another model "
-                             f"({record['model_sha256'][:12]}…, {paths.MODEL} is {model_sha[:12]}…): "
-                             f"run the samples stage again")  # fmt: skip
+            raise StageError(
+                f"{paths.SAMPLES}:{lineno}: model_sha256: made by another model "
+                f"({record['model_sha256'][:12]}…, {paths.MODEL} is {model_sha[:12]}…): "
+                f"run the samples stage again"
+            )
     return records
 
 
@@ -117,8 +121,13 @@ def run(params: dict, root: Path = Path(".")):
     """Preference training of `root`'s SFT model on its samples; write data/preferred and dvclive curves."""
     cfg = preference_config(params)
     if cfg.steps == 0:
-        live.pass_through(root / paths.MODEL, root / paths.PREFERRED, root / paths.PREFERENCE_LIVE,
-                          root / paths.PREFERENCE_CHECKPOINTS, curve="loss")
+        live.pass_through(
+            root / paths.MODEL,
+            root / paths.PREFERRED,
+            root / paths.PREFERENCE_LIVE,
+            root / paths.PREFERENCE_CHECKPOINTS,
+            curve="loss",
+        )
         print(f"preference: steps 0, {paths.MODEL} passed through unchanged -> {paths.PREFERRED}")
         return None
     try:
@@ -133,21 +142,31 @@ def run(params: dict, root: Path = Path(".")):
     chosen = build_pairs(read_samples(root, model_sha), rule, cfg.loss)
     if not chosen:
         what = "a right completion" if cfg.loss == "rft" else f"a pair by preference.pairs {rule!r}"
-        raise StageError(f"{paths.SAMPLES}: no prompt gives {what} (ties dropped): sample more "
-                         f"(samples.prompts, samples.completions) or change the rule")  # fmt: skip
+        raise StageError(
+            f"{paths.SAMPLES}: no prompt gives {what} (ties dropped): sample more "
+            f"(samples.prompts, samples.completions) or change the rule"
+        )
     tok = load_tokenizer(model_dir, hint="the model directory must hold the tokenizer it was trained with")
     model, spec = live.load_learner(params, "preference", model_dir, root)
     encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r, _ in chosen], add_special_tokens=False)
     pairs = [Pair(e.ids, tuple(tuple(c["tokens"]) for c in cs)) for e, (_, cs) in zip(encoded, chosen)]
     source = "a right completion" if cfg.loss == "rft" else f"a pair ({rule})"
-    print(f"preference: {cfg.steps} steps of {cfg.pairs_per_step} pairs, loss {cfg.loss}, from {len(pairs)} "
-          f"prompts with {source}; on {jax.device_count()} {jax.devices()[0].platform} device(s)")
+    print(
+        f"preference: {cfg.steps} steps of {cfg.pairs_per_step} pairs, loss {cfg.loss}, from {len(pairs)} "
+        f"prompts with {source}; on {jax.device_count()} {jax.devices()[0].platform} device(s)"
+    )
     checkpoints = root / paths.PREFERENCE_CHECKPOINTS
     with live.curves(root / paths.PREFERENCE_LIVE, checkpoints) as on_log:
         try:
-            result = train_preference(model, pairs, cfg, pad_id=tok.token_to_id("<pad>") or 0,
-                                      checkpoint_dir=checkpoints, on_log=on_log,
-                                      progress=live.progress(cfg.steps, "preference"))  # fmt: skip
+            result = train_preference(
+                model,
+                pairs,
+                cfg,
+                pad_id=tok.token_to_id("<pad>") or 0,
+                checkpoint_dir=checkpoints,
+                on_log=on_log,
+                progress=live.progress(cfg.steps, "preference"),
+            )
         except NonFiniteLoss as err:
             raise StageError(f"{paths.PREFERRED}: preference training diverged: {err}") from None
 
@@ -158,20 +177,25 @@ def run(params: dict, root: Path = Path(".")):
             "samples": {"path": paths.SAMPLES.as_posix(), "sha256": sha256_file(root / paths.SAMPLES)},
             "params": params["preference"],
             "steps": cfg.steps,
-            "pairs": {"count": len(pairs), "rule": rule, "chosen_reward_mean": float(np.mean(rewards(0))),
-                      **({"rejected_reward_mean": float(np.mean(rewards(1)))} if rewards(1) else {})},
+            "pairs": {
+                "count": len(pairs),
+                "rule": rule,
+                "chosen_reward_mean": float(np.mean(rewards(0))),
+                **({"rejected_reward_mean": float(np.mean(rewards(1)))} if rewards(1) else {}),
+            },
             "reference_logps_mean": None if result.reference is None else np.mean(result.reference, axis=0).tolist(),
             "curve": last_row_summary(result.history),
             "history": result.history,
-        }  # fmt: skip
+        }
         with atomic_path(root / paths.PREFERRED) as out:
             save_trained(model, spec, out, model_dir, base_model=paths.MODEL.as_posix())
             shutil.copyfile(model_dir / paths.TRAINING_INFO.name, out / paths.TRAINING_INFO.name)
             write_json(out / paths.PREFERENCE_INFO.name, info)
     live.finished(checkpoints)
     if result.resumed_from:
-        print(f"preference: resumed from the checkpoint of step {result.resumed_from} in "
-              f"{paths.PREFERENCE_CHECKPOINTS}")  # fmt: skip
+        print(
+            f"preference: resumed from the checkpoint of step {result.resumed_from} in {paths.PREFERENCE_CHECKPOINTS}"
+        )
     last = info["curve"]["last"]
     print(f"preference: loss {info['curve']['first']['loss']:.4f} -> {last['loss']:.4f} -> {paths.PREFERRED}")
     return result

@@ -41,14 +41,19 @@ from training.sampler import Sampler, SamplingConfig
 def completion_record(tok, tokens: np.ndarray, n: int, truncated: bool) -> dict:
     """A completion's text (up to its end of turn) and its token ids, the end of turn included when it ended."""
     kept = tokens[: n if truncated else n + 1]
-    return {"text": tok.decode(tokens[:n].tolist(), skip_special_tokens=False), "tokens": [int(t) for t in kept],
-            "n_tokens": int(n), "truncated": bool(truncated)}  # fmt: skip
+    return {
+        "text": tok.decode(tokens[:n].tolist(), skip_special_tokens=False),
+        "tokens": [int(t) for t in kept],
+        "n_tokens": int(n),
+        "truncated": bool(truncated),
+    }
 
 
 def score(record: dict, completion: dict, rewards: RewardSet, evaluate: dict, max_tokens: int) -> dict:
     """The completion with its reward, each part's value and whether it is right."""
-    rollout = Rollout(record["prompt"], completion["text"], record, completion["n_tokens"], completion["truncated"],
-                      max_tokens)  # fmt: skip
+    rollout = Rollout(
+        record["prompt"], completion["text"], record, completion["n_tokens"], completion["truncated"], max_tokens
+    )
     total, parts = rewards.score(rollout)
     right = correctness_reward(rollout, evaluate["rel_tolerance"], evaluate["partial_within"]) == 1.0
     return {**completion, "reward": float(total), "parts": {k: float(v) for k, v in parts.items()}, "correct": right}
@@ -77,8 +82,10 @@ def sample_records(params: dict, root: Path) -> list[dict]:
     greedy = SamplingConfig(p["max_new_tokens"])
     key, k, chunk = jax.random.key(params["base"]["seed"]), p["completions"], p["prompts_per_batch"]
     out = []
-    print(f"samples: {k} completions{' + the greedy one' if p['include_greedy'] else ''} of {len(records)} "
-          f"training prompts (≤ {p['max_new_tokens']} tokens, temperature {p['temperature']})")
+    print(
+        f"samples: {k} completions{' + the greedy one' if p['include_greedy'] else ''} of {len(records)} "
+        f"training prompts (≤ {p['max_new_tokens']} tokens, temperature {p['temperature']})"
+    )
     for start in range(0, len(records), chunk):
         batch = records[start : start + chunk]
         prompts = tok.encode_batch([chat.render_prompt(r["prompt"]) for r in batch], add_special_tokens=False)
@@ -91,12 +98,20 @@ def sample_records(params: dict, root: Path) -> list[dict]:
             for g, row, is_greedy in rows:
                 c = completion_record(tok, g.tokens[row], int(g.lengths[row]), bool(g.truncated[row]))
                 try:
-                    completions.append({**score(record, c, rewards, params["evaluate"], p["max_new_tokens"]),
-                                        "greedy": is_greedy})  # fmt: skip
+                    completions.append(
+                        {**score(record, c, rewards, params["evaluate"], p["max_new_tokens"]), "greedy": is_greedy}
+                    )
                 except RewardError as err:
                     raise param_error("grpo", "user_rewards", message=err, root=root) from None
-            out.append({"id": record["id"], "prompt": record["prompt"], "model_sha256": model_sha,
-                        "pass_rate": pass_rate(completions), "completions": completions})  # fmt: skip
+            out.append(
+                {
+                    "id": record["id"],
+                    "prompt": record["prompt"],
+                    "model_sha256": model_sha,
+                    "pass_rate": pass_rate(completions),
+                    "completions": completions,
+                }
+            )
     return out
 
 
@@ -106,8 +121,10 @@ def run(params: dict, root: Path = Path(".")) -> list[dict]:
     write_jsonl(root / paths.SAMPLES, records)
     if records:
         rates = np.asarray([r["pass_rate"] for r in records])
-        print(f"samples: mean pass rate {rates.mean():.3f}; {np.mean((rates > 0) & (rates < 1)):.0%} of prompts "
-              f"between 0 and 1 -> {paths.SAMPLES}")
+        print(
+            f"samples: mean pass rate {rates.mean():.3f}; {np.mean((rates > 0) & (rates < 1)):.0%} of prompts "
+            f"between 0 and 1 -> {paths.SAMPLES}"
+        )
     else:
         print(f"samples: samples.prompts is 0: {paths.SAMPLES} is empty")
     return records

@@ -40,7 +40,6 @@ from stages.common import (
     write_jsonl,
 )
 
-
 MAX_ATTEMPTS = 1000  # fresh draws per trace before giving up on avoiding eval prompts
 POLICIES = ("drop", "fail")
 
@@ -67,7 +66,9 @@ def apportion(size: int, mix: Mapping[str, float]) -> dict[str, int]:
     weights = {family: float(mix.get(family, 0)) for family in tasks.FAMILIES}
     total = sum(weights.values())
     if total <= 0:
-        raise StageError(f"{params_where('seed', 'mix')}: seed.mix: every weight is 0; give a task family a positive weight")
+        raise StageError(
+            f"{params_where('seed', 'mix')}: seed.mix: every weight is 0; give a task family a positive weight"
+        )
     quotas = {family: size * w / total for family, w in weights.items()}
     counts = {family: int(q) for family, q in quotas.items()}
     by_remainder = sorted(tasks.FAMILIES, key=lambda f: (-(quotas[f] - counts[f]), tasks.FAMILIES.index(f)))
@@ -103,8 +104,10 @@ def generate_dataset(
             if rejected is not None:
                 rejected.append(task.prompt)
         else:
-            raise StageError(f"{paths.EVALSETS}: prompt: every {family} task drawn equals an eval prompt; "
-                             "the eval sets cover the whole family")
+            raise StageError(
+                f"{paths.EVALSETS}: prompt: every {family} task drawn equals an eval prompt; "
+                "the eval sets cover the whole family"
+            )
         records.append(task.trace(f"{task.category}-{index:06d}", task_seed))
     return records, skipped
 
@@ -139,7 +142,11 @@ def count_records(records: Iterable[Mapping]) -> dict[str, dict[str, int]]:
         by_category[meta["category"]] = by_category.get(meta["category"], 0) + 1
         by_difficulty[meta["difficulty"]] += 1
         by_generator[meta["generator"]] += 1
-    return {"by_category": by_category, "by_difficulty": by_difficulty, "by_generator": dict(sorted(by_generator.items()))}
+    return {
+        "by_category": by_category,
+        "by_difficulty": by_difficulty,
+        "by_generator": dict(sorted(by_generator.items())),
+    }
 
 
 # ---------------------------------------------------------------- the stage
@@ -151,12 +158,15 @@ _WORKING = {"compute": worked.show_work, "compare": worked.show_comparison}
 
 def with_work(record: dict) -> dict:
     """The trace with every compute step worked column by column, every comparison digit by digit."""
-    steps = [{**s, "content": _WORKING[s["type"]](s["content"])} if s["type"] in _WORKING else s
-             for s in record["steps"]]
+    steps = [
+        {**s, "content": _WORKING[s["type"]](s["content"])} if s["type"] in _WORKING else s for s in record["steps"]
+    ]
     return {**record, "steps": steps}
 
 
-def _imported_rows(src: sources.Source, index: decontam.EvalIndex, policy: str, report: dict, root: Path) -> tuple[list, int]:
+def _imported_rows(
+    src: sources.Source, index: decontam.EvalIndex, policy: str, report: dict, root: Path
+) -> tuple[list, int]:
     """(rows kept, rows dropped) of a file-backed source: contaminated rows are dropped (counted per
     set and rule in `report`) or refused."""
     rows = sources.gsm8k_rows(src, root) if src.type == "gsm8k" else sources.file_rows(src, root)
@@ -191,20 +201,38 @@ def build(params: Mapping[str, Any], root: Path = Path(".")) -> tuple[list[dict]
     items = {s.name: evalsets.load_items(s, root) for s in sets}
     index = decontam.EvalIndex(items)
     report = {
-        s.name: {"path": s.path.as_posix(), "format": s.format, "sha256": sha256_file(root / s.path),
-                 "prompts": len(items[s.name]), "redrawn": 0, "dropped_exact": 0, "dropped_ngram": 0,
-                 "synthetic_ngram_shared": 0}
+        s.name: {
+            "path": s.path.as_posix(),
+            "format": s.format,
+            "sha256": sha256_file(root / s.path),
+            "prompts": len(items[s.name]),
+            "redrawn": 0,
+            "dropped_exact": 0,
+            "dropped_ngram": 0,
+            "synthetic_ngram_shared": 0,
+        }
         for s in sets
     }
     imported = {src.name: _imported_rows(src, index, policy, report, root) for src in srcs if src.type != "synthetic"}
-    caps = {src.name: min(src.limit if src.limit is not None else math.inf,
-                          len(imported[src.name][0]) if src.name in imported else math.inf) for src in srcs}
+    caps = {
+        src.name: min(
+            src.limit if src.limit is not None else math.inf,
+            len(imported[src.name][0]) if src.name in imported else math.inf,
+        )
+        for src in srcs
+    }
     counts = sources.apportion(cfg["size"], {src.name: src.weight for src in srcs}, caps)
     by_source: dict[str, list[dict]] = {}
     numbers = Counter()
     summary = []
     for src in srcs:
-        entry = {"name": src.name, "type": src.type, "weight": src.weight, "limit": src.limit, "records": counts[src.name]}
+        entry = {
+            "name": src.name,
+            "type": src.type,
+            "weight": src.weight,
+            "limit": src.limit,
+            "records": counts[src.name],
+        }
         if src.type == "synthetic":
             rejected: list[str] = []
             records, _ = generate_dataset(counts[src.name], cfg["mix"], base["seed"], index.prompts(), rejected)
@@ -222,16 +250,24 @@ def build(params: Mapping[str, Any], root: Path = Path(".")) -> tuple[list[dict]
             for row in rows:
                 numbers[src.type] += 1
                 records.append(sources.trace(src, *row, seed=base["seed"], number=numbers[src.type]))
-            entry.update({"path": src.path, "sha256": sha256_file(root / src.path),
-                          "rows": len(kept) + dropped, "dropped": dropped})
+            entry.update(
+                {
+                    "path": src.path,
+                    "sha256": sha256_file(root / src.path),
+                    "rows": len(kept) + dropped,
+                    "dropped": dropped,
+                }
+            )
         by_source[src.name] = records
         summary.append(entry)
     records = [r for src in srcs for r in by_source[src.name]]
     if len(srcs) > 1:  # mixed: interleave the sources (the trainer packs neighbouring traces into one row)
         random.Random(base["seed"]).shuffle(records)
     if not records:
-        raise StageError(f"{params_where('seed', 'sources', root=root)}: seed.sources: no traces "
-                         "(every source is empty, capped at 0 or dropped by decontamination)")
+        raise StageError(
+            f"{params_where('seed', 'sources', root=root)}: seed.sources: no traces "
+            "(every source is empty, capped at 0 or dropped by decontamination)"
+        )
     if cfg["show_work"]:
         records = [with_work(r) for r in records]
     check_no_leaks(records, {p: f"{ids[0][1]} of eval set {ids[0][0]}" for p, ids in index.exact.items()}, paths.TRAIN)
@@ -273,9 +309,11 @@ def main() -> None:
     manifest = run(params)
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"]["by_source"].items())
     deco = manifest["decontamination"]
-    print(f"seed: wrote {manifest['size']} traces to {paths.TRAIN} ({counts}); against "
-          f"{len(params['evaluate']['sets'])} eval set(s): redrew {deco['redrawn']} synthetic prompts, dropped {deco['dropped']} imported records "
-          f"(details: {paths.DECONTAMINATION})")
+    print(
+        f"seed: wrote {manifest['size']} traces to {paths.TRAIN} ({counts}); against "
+        f"{len(params['evaluate']['sets'])} eval set(s): redrew {deco['redrawn']} synthetic prompts, dropped {deco['dropped']} imported records "
+        f"(details: {paths.DECONTAMINATION})"
+    )
 
 
 if __name__ == "__main__":

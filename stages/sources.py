@@ -63,7 +63,9 @@ class Source:
 def configured(cfg: Mapping[str, Any], root: Path = Path(".")) -> list[Source]:
     """The sources of the `seed` params section, checked; the legacy single-source keys still work."""
     if "sources" not in cfg:  # seed.source: synthetic | gsm8k (+ seed.gsm8k_path), as before seed.sources
-        legacy = Source(None, cfg.get("source", "synthetic"), cfg.get("source", "synthetic"), path=cfg.get("gsm8k_path"))
+        legacy = Source(
+            None, cfg.get("source", "synthetic"), cfg.get("source", "synthetic"), path=cfg.get("gsm8k_path")
+        )
         if legacy.type == "gsm8k" and not legacy.path:
             raise StageError(f"{legacy.where('path', root=root)}: required when seed.source is gsm8k")
         if legacy.type == "gsm8k":
@@ -71,15 +73,25 @@ def configured(cfg: Mapping[str, Any], root: Path = Path(".")) -> list[Source]:
         return [legacy]
     if "source" in cfg or "gsm8k_path" in cfg:
         key = "source" if "source" in cfg else "gsm8k_path"
-        raise StageError(f"{params_where('seed', key, root=root)}: seed.{key}: replaced by seed.sources; "
-                         "remove it (seed.sources: [{type: gsm8k, path: …}] imports a GSM8K file)")
+        raise StageError(
+            f"{params_where('seed', key, root=root)}: seed.{key}: replaced by seed.sources; "
+            "remove it (seed.sources: [{type: gsm8k, path: …}] imports a GSM8K file)"
+        )
     sources: list[Source] = []
     for i, raw in enumerate(cfg["sources"]):
         kind = raw["type"]
         default_name = Path(raw["path"]).stem if kind == "file" and raw.get("path") else kind
         fields = dict(raw.get("fields") or DEFAULT_FIELDS) if kind == "file" else {}
-        src = Source(i, raw.get("name", default_name), kind, float(raw.get("weight", 1)), raw.get("limit"),
-                     raw.get("path"), raw.get("format"), fields)
+        src = Source(
+            i,
+            raw.get("name", default_name),
+            kind,
+            float(raw.get("weight", 1)),
+            raw.get("limit"),
+            raw.get("path"),
+            raw.get("format"),
+            fields,
+        )
         if kind == "synthetic" and src.path is not None:
             raise StageError(f"{src.where('path', root=root)}: a synthetic source reads no file; remove path")
         if kind != "synthetic" and not src.path:
@@ -94,10 +106,14 @@ def configured(cfg: Mapping[str, Any], root: Path = Path(".")) -> list[Source]:
             _check_fields(src, root)
         for other in sources:
             if other.name == src.name:
-                raise StageError(f"{src.where('name', root=root)}: source name {src.name!r} used twice "
-                                 f"(also seed.sources[{other.index}]); give each source its own name")
+                raise StageError(
+                    f"{src.where('name', root=root)}: source name {src.name!r} used twice "
+                    f"(also seed.sources[{other.index}]); give each source its own name"
+                )
             if kind == "synthetic" and other.type == "synthetic":
-                raise StageError(f"{src.where('type', root=root)}: only one synthetic source (seed.mix weights its families)")
+                raise StageError(
+                    f"{src.where('type', root=root)}: only one synthetic source (seed.mix weights its families)"
+                )
         sources.append(src)
     if not any(s.weight > 0 for s in sources):
         raise StageError(f"{params_where('seed', 'sources', root=root)}: seed.sources: every weight is 0")
@@ -108,8 +124,10 @@ def _check_path(src: Source, root: Path) -> None:
     """An imported file lives under trainsets/ (the folder the seed stage tracks) and exists."""
     path = Path(src.path)
     if path.is_absolute() or paths.TRAINSETS not in path.parents or ".." in path.parts:
-        raise StageError(f"{src.where('path', root=root)}: {src.path!r} is not under {paths.TRAINSETS}/ "
-                         "(the seed stage tracks that folder, so a changed file re-runs it)")
+        raise StageError(
+            f"{src.where('path', root=root)}: {src.path!r} is not under {paths.TRAINSETS}/ "
+            "(the seed stage tracks that folder, so a changed file re-runs it)"
+        )
     if not (root / path).is_file():
         raise StageError(f"{src.path}: file not found ({src.where('path', root=root)})")
 
@@ -117,12 +135,16 @@ def _check_path(src: Source, root: Path) -> None:
 def _check_fields(src: Source, root: Path) -> None:
     fields = src.fields
     if "messages" in fields and set(fields) - {"messages"}:
-        raise StageError(f"{src.where('fields', root=root)}: give either messages (a chat export) or "
-                         "prompt, answer and reasoning, not both")
+        raise StageError(
+            f"{src.where('fields', root=root)}: give either messages (a chat export) or "
+            "prompt, answer and reasoning, not both"
+        )
     if "messages" not in fields and set(fields) != {"prompt", "answer", "reasoning"}:
         missing = sorted({"prompt", "answer", "reasoning"} - set(fields))
-        raise StageError(f"{src.where('fields', root=root)}: missing {', '.join(missing)} "
-                         "(name the file's prompt, answer and reasoning fields, or its messages)")
+        raise StageError(
+            f"{src.where('fields', root=root)}: missing {', '.join(missing)} "
+            "(name the file's prompt, answer and reasoning fields, or its messages)"
+        )
 
 
 def file_format(src: Source, root: Path = Path(".")) -> str:
@@ -147,7 +169,9 @@ def apportion(size: int, weights: Mapping[str, float], caps: Mapping[str, float]
         total = sum(weights[n] for n in active)
         quotas = {n: remaining * weights[n] / total for n in active}
         share = {n: math.floor(q) for n, q in quotas.items()}
-        for n in sorted(active, key=lambda n: (-(quotas[n] - share[n]), active.index(n)))[: remaining - sum(share.values())]:
+        for n in sorted(active, key=lambda n: (-(quotas[n] - share[n]), active.index(n)))[
+            : remaining - sum(share.values())
+        ]:
             share[n] += 1
         capped = [n for n in active if share[n] >= caps[n]]
         if not capped:
@@ -225,8 +249,10 @@ def file_rows(src: Source, root: Path = Path(".")) -> list[tuple[int, str, list[
     columns = list(rows[0])
     for role, name in src.fields.items():
         if name not in columns:
-            raise StageError(f"{src.where('fields', role, root=root)}: {name!r} is not a field of {src.path} "
-                             f"(fields: {', '.join(columns)})")
+            raise StageError(
+                f"{src.where('fields', role, root=root)}: {name!r} is not a field of {src.path} "
+                f"(fields: {', '.join(columns)})"
+            )
     out = []
     for k, row in enumerate(rows, start=1):
         where = f"{src.path}: row {k}"

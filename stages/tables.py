@@ -78,9 +78,11 @@ def read_table(path: Path, fmt: str, shown: str | Path | None = None) -> list[di
     shown = path if shown is None else shown
     if not path.is_file():
         raise StageError(f"{shown}: file not found")
-    with (tempfile.TemporaryDirectory(prefix="tunix-rt-datasets-") as cache,
-          # offline, and nothing read or written under the user's home (HF_HOME defaults to ~/.cache/huggingface)
-          _environment(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", HF_HOME=cache, HF_DATASETS_CACHE=cache)):
+    with (
+        tempfile.TemporaryDirectory(prefix="tunix-rt-datasets-") as cache,
+        # offline, and nothing read or written under the user's home (HF_HOME defaults to ~/.cache/huggingface)
+        _environment(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", HF_HOME=cache, HF_DATASETS_CACHE=cache),
+    ):
         import datasets  # imported here: seconds, and only an imported file needs it
 
         datasets.disable_progress_bars()  # a stage's stderr holds its one-line error and nothing else

@@ -15,7 +15,6 @@ from training import chat
 from training import tokenizer as bpe
 
 
-
 def training_texts(records: list[dict]) -> list[str]:
     return [chat.render_prompt(r["prompt"]) + chat.render_completion(r["steps"], r["final_answer"]) for r in records]
 

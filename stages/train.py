@@ -68,7 +68,11 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     stream = BatchStream(rows, cfg.batch_size, cfg.seed)
     try:
         model = build_model(
-            params["model"], tok.get_vocab_size(), cfg.seed, remat=params["train"]["remat"], checkpoint=root / paths.BASE
+            params["model"],
+            tok.get_vocab_size(),
+            cfg.seed,
+            remat=params["train"]["remat"],
+            checkpoint=root / paths.BASE,
         )
     except CheckpointError as err:
         raise StageError(str(err)) from None
@@ -101,7 +105,12 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
             "tokens_per_step": cfg.batch_size * cfg.seq_len,
             "final_loss": result.final_loss,
             "loss_history": [[s, v] for s, v in result.loss_history],
-            "packing": {"examples": len(examples), "rows": len(rows), "fill": round(rows.fill, 6), "truncated": rows.truncated},
+            "packing": {
+                "examples": len(examples),
+                "rows": len(rows),
+                "fill": round(rows.fill, 6),
+                "truncated": rows.truncated,
+            },
             "versions": versions(),
             "devices": [str(d) for d in jax.devices()],
         }
@@ -109,7 +118,9 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
             trainable = sum(a.a.size + a.b.size for a in lora.adapters(model).values())
             # targets as the list JSON writes: the schema (checked before writing) knows no tuples
             info["lora"] = {
-                **dataclasses.asdict(spec), "targets": list(spec.targets), "trainable_params": int(trainable)
+                **dataclasses.asdict(spec),
+                "targets": list(spec.targets),
+                "trainable_params": int(trainable),
             }
         validate(info, "training_info", str(paths.TRAINING_INFO))  # what evidence will read, checked where it is made
         with atomic_path(root / paths.MODEL) as out:

@@ -42,7 +42,9 @@ class TrialFailed(Exception):
 def git(args: list[str], cwd: Path) -> str:
     proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise TrialFailed(f"git {' '.join(args)}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        raise TrialFailed(
+            f"git {' '.join(args)}: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+        )
     return proc.stdout
 
 
@@ -85,7 +87,7 @@ def make_workspace(repo: Path, head: str, cache_dir: str, dest: Path) -> Path:
         elif dst.exists() and not src.exists():
             dst.unlink()
     local = dest / ".dvc" / "config.local"
-    local.write_text(f"[cache]\n    dir = {cache_dir}\n    type = \"reflink,hardlink,copy\"\n")
+    local.write_text(f'[cache]\n    dir = {cache_dir}\n    type = "reflink,hardlink,copy"\n')
     return dest
 
 
@@ -176,7 +178,9 @@ def last_error_line(log: Path) -> str:
     lines = [ln.strip() for ln in text.replace("\r", "\n").splitlines() if ln.strip()]
     for prefix in ("error:", "ERROR:"):
         # a progress bar without a newline may precede the message on its line
-        hits = [ln[ln.index(prefix):] for ln in lines if prefix in ln and (prefix == "ERROR:" or ln.startswith(prefix))]
+        hits = [
+            ln[ln.index(prefix) :] for ln in lines if prefix in ln and (prefix == "ERROR:" or ln.startswith(prefix))
+        ]
         if hits:
             return hits[-1]
     return lines[-1] if lines else "(empty log)"
@@ -188,14 +192,18 @@ def note(log: Path, text: str) -> None:
         fh.write(f"\n{text}\n")
 
 
-def start_experiment(workspace: Path, name: str, target: str | None, log: Path, env: dict[str, str]) -> subprocess.Popen:
+def start_experiment(
+    workspace: Path, name: str, target: str | None, log: Path, env: dict[str, str]
+) -> subprocess.Popen:
     """`dvc exp run` in its own process group (so stopping it stops the stages it started)."""
     cmd = dvc_command("exp", "run", *([target] if target else []), "--name", name)
     fh = log.open("ab")
     fh.write(("$ " + " ".join(cmd[2:]) + "\n").encode())
     fh.flush()
     try:
-        return subprocess.Popen(cmd, cwd=workspace, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd, cwd=workspace, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
     finally:
         fh.close()
 

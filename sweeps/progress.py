@@ -50,9 +50,13 @@ class Progress(Callback):
         name = self._name(trial)
         last = trial.last_result or {}
         if last.get("completed"):
-            self._write(f"{name}: completed (primary_score {fmt(last.get('primary_score'))}, loss {fmt(last.get('loss'))})")
+            self._write(
+                f"{name}: completed (primary_score {fmt(last.get('primary_score'))}, loss {fmt(last.get('loss'))})"
+            )
         else:
-            self._write(f"{name}: stopped early by the scheduler at step {last.get('step')} (loss {fmt(last.get('loss'))})")
+            self._write(
+                f"{name}: stopped early by the scheduler at step {last.get('step')} (loss {fmt(last.get('loss'))})"
+            )
         self._finish(name)
 
     def on_trial_error(self, iteration, trials, trial, **info):

@@ -43,15 +43,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, help="samples to draw (overrides search.num_samples; random search)")
     p.add_argument("--address", help="Ray cluster to join (e.g. auto or ray://host:10001); default: a local Ray")
     p.add_argument("--max-concurrent", type=int, default=1, help="trials at once (default 1)")
-    p.add_argument("--metric", default="primary_score", help="what picks the best: a key of reports/metrics.json or loss")
+    p.add_argument(
+        "--metric", default="primary_score", help="what picks the best: a key of reports/metrics.json or loss"
+    )
     p.add_argument("--mode", choices=("max", "min"), help="default: min for loss, max otherwise")
     p.add_argument("--apply-best", action="store_true", help="dvc exp apply the best trial into the workspace")
     p.add_argument("--name", help="sweep name; experiments are <name>-00, <name>-01, ... (default sw-<time>)")
-    p.add_argument("--target", default="report", help="stage to reproduce up to (default report: every eval set scored, primary_score in reports/metrics.json; 'all' = whole pipeline)")
+    p.add_argument(
+        "--target",
+        default="report",
+        help="stage to reproduce up to (default report: every eval set scored, primary_score in reports/metrics.json; 'all' = whole pipeline)",
+    )
     p.add_argument("--cpus-per-trial", type=float, default=1)
-    p.add_argument("--gpus-per-trial", type=float, default=0,
-                   help="GPUs Ray reserves per trial; 0 (default) leaves the machine's devices visible to every trial")
-    p.add_argument("--keep-workspaces", action="store_true", help="keep each trial's clone (default: removed when it ends)")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0,
+        help="GPUs Ray reserves per trial; 0 (default) leaves the machine's devices visible to every trial",
+    )
+    p.add_argument(
+        "--keep-workspaces", action="store_true", help="keep each trial's clone (default: removed when it ends)"
+    )
     args = p.parse_args(argv)
     if args.max_concurrent < 1:
         p.error("--max-concurrent must be at least 1")
@@ -62,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def repo_root() -> Path:
     try:
-        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True).stdout.strip()
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (subprocess.CalledProcessError, FileNotFoundError):
         raise SweepError("not inside a git repository: run the sweep from the repo root") from None
     root = Path(top)
@@ -84,8 +98,9 @@ def existing_exp_names(repo: Path) -> set[str]:
 
 
 def dvc_cache_dir(repo: Path) -> str:
-    proc = subprocess.run(experiment.dvc_command("cache", "dir"), cwd=repo, capture_output=True, text=True,
-                          env=experiment.child_env())
+    proc = subprocess.run(
+        experiment.dvc_command("cache", "dir"), cwd=repo, capture_output=True, text=True, env=experiment.child_env()
+    )
     if proc.returncode != 0 or not proc.stdout.strip():
         raise SweepError(f"dvc cache dir: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
     return proc.stdout.strip().splitlines()[-1]
@@ -150,7 +165,9 @@ class Sweep:
         try:
             import ray
         except ModuleNotFoundError:
-            raise SweepError("Ray Tune is not installed: pip install 'ray[tune]' (the project's `sweep` extra)") from None
+            raise SweepError(
+                "Ray Tune is not installed: pip install 'ray[tune]' (the project's `sweep` extra)"
+            ) from None
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler
         from ray.tune.search import BasicVariantGenerator
@@ -159,8 +176,12 @@ class Sweep:
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.args.address:
-            ray.init(address=self.args.address, runtime_env={"env_vars": {"PYTHONPATH": str(CODE_ROOT)}},
-                     log_to_driver=False, logging_level=logging.ERROR)
+            ray.init(
+                address=self.args.address,
+                runtime_env={"env_vars": {"PYTHONPATH": str(CODE_ROOT)}},
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
         else:
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CODE_ROOT), os.environ.get("PYTHONPATH")]))
             cpus = max(1, math.ceil(self.args.max_concurrent * self.args.cpus_per_trial))
@@ -171,7 +192,9 @@ class Sweep:
             scheduler = None
             if self.space.asha:
                 scheduler = ASHAScheduler(
-                    time_attr="step", metric="loss", mode="min",
+                    time_attr="step",
+                    metric="loss",
+                    mode="min",
                     grace_period=self.space.asha.grace_period,
                     reduction_factor=self.space.asha.reduction_factor,
                     max_t=self.space.asha.max_t,
@@ -258,9 +281,16 @@ class Sweep:
         for r in sorted(records, key=lambda r: r["name"]):
             mark = " (best)" if best is not None and r["name"] == best["name"] else ""
             dash = lambda v: "-" if v is None else fmt(v)
-            rows.append([r["name"], r["status"] + mark, *(fmt(r["params"].get(k)) for k in keys),
-                         dash(r.get("step")), dash(r.get("loss")),
-                         *(fmt(r.get(c)) if r["status"] == "completed" else "-" for c in metric_cols)])
+            rows.append(
+                [
+                    r["name"],
+                    r["status"] + mark,
+                    *(fmt(r["params"].get(k)) for k in keys),
+                    dash(r.get("step")),
+                    dash(r.get("loss")),
+                    *(fmt(r.get(c)) if r["status"] == "completed" else "-" for c in metric_cols),
+                ]
+            )
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
         line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
         return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
@@ -268,8 +298,10 @@ class Sweep:
     def report(self, records: list[dict]) -> dict | None:
         best = self.best(records)
         counts = {s: sum(r["status"] == s for r in records) for s in ("completed", "stopped early", "failed")}
-        print(f"\nsweep {self.name}: {len(records)} trials, {counts['completed']} completed, "
-              f"{counts['stopped early']} stopped early, {counts['failed']} failed\n")
+        print(
+            f"\nsweep {self.name}: {len(records)} trials, {counts['completed']} completed, "
+            f"{counts['stopped early']} stopped early, {counts['failed']} failed\n"
+        )
         print(self.table(records, best))
         failed = [r for r in records if r["status"] == "failed"]
         if failed:
@@ -292,8 +324,14 @@ class Sweep:
             print(f"\nbest: {best['name']} ({why}): {params}")
             print(f"compare: {self.compare_command(isinstance(value, (int, float)))}")
             print(f"promote: dvc exp apply {best['name']}   (then commit params.yaml and dvc.lock)")
-        summary = {"sweep": self.name, "space": str(self.space.path), "metric": self.args.metric, "mode": self.mode,
-                   "best": best["name"] if best else None, "trials": sorted(records, key=lambda r: r["name"])}
+        summary = {
+            "sweep": self.name,
+            "space": str(self.space.path),
+            "metric": self.args.metric,
+            "mode": self.mode,
+            "best": best["name"] if best else None,
+            "trials": sorted(records, key=lambda r: r["name"]),
+        }
         path = self.workdir / "summary.json"
         path.write_text(json.dumps(summary, indent=2) + "\n")
         print(f"summary: {path.relative_to(self.repo)}")
@@ -318,8 +356,13 @@ class Sweep:
         built, so DVC cannot check them out; that is expected and reported, not an error.
         """
         print(f"\n$ dvc exp apply {best['name']}")
-        proc = subprocess.run(experiment.dvc_command("exp", "apply", best["name"]), cwd=self.repo,
-                              env=experiment.child_env(), text=True, capture_output=True)
+        proc = subprocess.run(
+            experiment.dvc_command("exp", "apply", best["name"]),
+            cwd=self.repo,
+            env=experiment.child_env(),
+            text=True,
+            capture_output=True,
+        )
         sys.stdout.write(proc.stdout)
         if proc.returncode == 0:
             return
@@ -327,8 +370,10 @@ class Sweep:
         missing = _checkout_failures(output)
         built = _locked_outs(self.repo / "dvc.lock")
         if missing and not any(m in built for m in missing):
-            print(f"applied; not built by the sweep (it stopped at {self.args.target!r}): {', '.join(missing)}"
-                  " -- `dvc repro` builds them")
+            print(
+                f"applied; not built by the sweep (it stopped at {self.args.target!r}): {', '.join(missing)}"
+                " -- `dvc repro` builds them"
+            )
             return
         lines = [ln for ln in output.strip().splitlines() if ln.strip()]
         raise SweepError(f"dvc exp apply {best['name']}: {lines[-1] if lines else proc.returncode}")
@@ -340,7 +385,7 @@ def _checkout_failures(output: str) -> list[str]:
     for i, line in enumerate(lines):
         if "Checkout failed for following targets" in line:
             out = []
-            for target in lines[i + 1:]:
+            for target in lines[i + 1 :]:
                 if not target.strip() or target.startswith(("Is your cache", "<http")):
                     break
                 out.append(target.strip())
@@ -355,7 +400,9 @@ def _locked_outs(lock: Path) -> set[str]:
         data = yaml.safe_load(lock.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return set()
-    return {out["path"] for stage in (data.get("stages") or {}).values() for out in stage.get("outs", []) if "path" in out}
+    return {
+        out["path"] for stage in (data.get("stages") or {}).values() for out in stage.get("outs", []) if "path" in out
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,15 +412,25 @@ def main(argv: list[str] | None = None) -> int:
         space = load_space(Path(args.space), repo / "params.yaml")
         if args.num_samples is not None:
             if space.algorithm == "grid":
-                raise SweepError(f"{args.space}: --num-samples does not apply to algorithm grid (each combination runs once)")
+                raise SweepError(
+                    f"{args.space}: --num-samples does not apply to algorithm grid (each combination runs once)"
+                )
             space.num_samples = args.num_samples
         sweep = Sweep(args, repo, space)
         sweep.check()
         dims = "; ".join(f"{d.path}: {d.describe()}" for d in space.dims)
-        asha = (f", ASHA on train loss (grace {space.asha.grace_period}, reduction {space.asha.reduction_factor:g}, "
-                f"max_t {space.asha.max_t} steps)") if space.asha else ""
-        print(f"sweep {sweep.name}: {space.n_trials()} trials ({space.algorithm}{asha}), "
-              f"{args.max_concurrent} at a time; {dims}")
+        asha = (
+            (
+                f", ASHA on train loss (grace {space.asha.grace_period}, reduction {space.asha.reduction_factor:g}, "
+                f"max_t {space.asha.max_t} steps)"
+            )
+            if space.asha
+            else ""
+        )
+        print(
+            f"sweep {sweep.name}: {space.n_trials()} trials ({space.algorithm}{asha}), "
+            f"{args.max_concurrent} at a time; {dims}"
+        )
         records = sweep.run()
         best = sweep.report(records)
         if args.apply_best and best is not None:

@@ -157,7 +157,9 @@ def load_space(space_path: str | Path, params_path: str | Path = "params.yaml") 
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
-        raise SweepError(f"{space_path}:1: expected a mapping of param paths to {{choice|grid|uniform|loguniform: ...}}")
+        raise SweepError(
+            f"{space_path}:1: expected a mapping of param paths to {{choice|grid|uniform|loguniform: ...}}"
+        )
 
     dims = [_parse_dim(key, spec, params, fail) for key, spec in doc.items() if key not in RESERVED]
     if not dims:
@@ -179,11 +181,15 @@ def _parse_dim(key: Any, spec: Any, params: dict, fail) -> Dim:
         current = get_path(params, path)
     except (KeyError, TypeError):
         sections = ", ".join(params) if isinstance(params, dict) else ""
-        raise fail([key], f"not a param in params.yaml (param paths look like train.learning_rate; sections: {sections})")
+        raise fail(
+            [key], f"not a param in params.yaml (param paths look like train.learning_rate; sections: {sections})"
+        ) from None
     if isinstance(current, dict):
         raise fail([key], f"is a section of params.yaml, not a param (one of: {', '.join(current)})")
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in KINDS:
-        raise fail([key], "expected exactly one of {choice: [...]}, {grid: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}")
+        raise fail(
+            [key], "expected exactly one of {choice: [...]}, {grid: [...]}, {uniform: [lo, hi]}, {loguniform: [lo, hi]}"
+        )
     kind, arg = next(iter(spec.items()))
     integer = isinstance(current, int) and not isinstance(current, bool)
     dim = Dim(path=path, kind=kind, integer=integer)
@@ -209,7 +215,9 @@ def _parse_dim(key: Any, spec: Any, params: dict, fail) -> Dim:
         set_path(trial_params, path, value)
         err = schema_error(trial_params, "params")
         if err is not None:
-            raise fail([key, kind, index], f"{shorten(err.message)} (schema of params.yaml {field_path(err.absolute_path)})")
+            raise fail(
+                [key, kind, index], f"{shorten(err.message)} (schema of params.yaml {field_path(err.absolute_path)})"
+            )
     return dim
 
 
@@ -261,7 +269,9 @@ def _parse_scheduler(scheduler: Any, space: Space, fail) -> None:
         raise fail(["scheduler", "asha"], "expected a mapping {grace_period, reduction_factor, max_t}")
     unknown = set(asha) - {"grace_period", "reduction_factor", "max_t"}
     if unknown:
-        raise fail(["scheduler", "asha", sorted(unknown)[0]], "unknown key (expected grace_period, reduction_factor, max_t)")
+        raise fail(
+            ["scheduler", "asha", sorted(unknown)[0]], "unknown key (expected grace_period, reduction_factor, max_t)"
+        )
     grace = asha.get("grace_period", 1)
     rf = asha.get("reduction_factor", 2)
     max_t = asha.get("max_t", space.steps)
@@ -271,7 +281,10 @@ def _parse_scheduler(scheduler: Any, space: Space, fail) -> None:
         ("max_t", max_t, isinstance(max_t, int) and not isinstance(max_t, bool) and max_t >= 1),
     ):
         if not ok:
-            raise fail(["scheduler", "asha", name], f"{value!r} is not valid (grace_period and max_t: integers >= 1 in train steps; reduction_factor: > 1)")
+            raise fail(
+                ["scheduler", "asha", name],
+                f"{value!r} is not valid (grace_period and max_t: integers >= 1 in train steps; reduction_factor: > 1)",
+            )
     if grace > max_t:
         raise fail(["scheduler", "asha", "grace_period"], f"{grace} is more than max_t {max_t}")
     space.asha = Asha(grace_period=grace, reduction_factor=float(rf), max_t=max_t)
@@ -290,5 +303,7 @@ def ray_param_space(space: Space) -> dict[str, Any]:
         elif dim.kind == "uniform":
             out[dim.path] = tune.randint(dim.low, dim.high + 1) if dim.integer else tune.uniform(dim.low, dim.high)
         else:
-            out[dim.path] = tune.lograndint(dim.low, dim.high + 1) if dim.integer else tune.loguniform(dim.low, dim.high)
+            out[dim.path] = (
+                tune.lograndint(dim.low, dim.high + 1) if dim.integer else tune.loguniform(dim.low, dim.high)
+            )
     return out

@@ -32,9 +32,18 @@ def tiny_config():
     from training.config import FULL, SLIDING, GemmaConfig
 
     return GemmaConfig(
-        family=3, vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, layer_types=(SLIDING, FULL), query_pre_attn_scalar=8, sliding_window=8,
-    )  # fmt: skip
+        family=3,
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        layer_types=(SLIDING, FULL),
+        query_pre_attn_scalar=8,
+        sliding_window=8,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -37,15 +37,51 @@ def bbh() -> list[dict]:
 # ---------------------------------------------------------------- multiple choice
 
 
-@pytest.mark.parametrize("answer", ["B", "b", "(B)", "B)", "B.", "(b)", " (B) ", "London", "london.", "“London”",
-                                    "(B) London", "B) London", "B. London", "B: london"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "B",
+        "b",
+        "(B)",
+        "B)",
+        "B.",
+        "(b)",
+        " (B) ",
+        "London",
+        "london.",
+        "“London”",
+        "(B) London",
+        "B) London",
+        "B. London",
+        "B: london",
+    ],
+)
 def test_choice_right_in_every_dress(answer):
     assert verdict(answer, "(B)", "choice", CITIES)
     assert verdict(answer, "London", "choice", CITIES)  # the expected answer given as the option's text
 
 
-@pytest.mark.parametrize("answer", ["A", "(C)", "Paris", "A or B", "(A) (B)", "A, B", "AB", "Paris or London",
-                                    "London, Paris", "(A) London", "E", "(E)", "", "   ", None, "the answer is B"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "A",
+        "(C)",
+        "Paris",
+        "A or B",
+        "(A) (B)",
+        "A, B",
+        "AB",
+        "Paris or London",
+        "London, Paris",
+        "(A) London",
+        "E",
+        "(E)",
+        "",
+        "   ",
+        None,
+        "the answer is B",
+    ],
+)
 def test_choice_wrong_two_options_empty_or_out_of_range(answer):
     assert not verdict(answer, "(B)", "choice", CITIES)
 
@@ -74,18 +110,34 @@ def test_pick_returns_the_option_index():
 # ---------------------------------------------------------------- yes/no, phrase, exact
 
 
-@pytest.mark.parametrize(("answer", "expected", "right"), [
-    ("Yes", "yes", True), ("yes.", "Yes", True), ("No", "yes", False), ("True", "true", True),
-    ("false", "True", False), ("yes and no", "yes", False), ("", "no", False), (None, "no", False),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected", "right"),
+    [
+        ("Yes", "yes", True),
+        ("yes.", "Yes", True),
+        ("No", "yes", False),
+        ("True", "true", True),
+        ("false", "True", False),
+        ("yes and no", "yes", False),
+        ("", "no", False),
+        (None, "no", False),
+    ],
+)
 def test_yes_no(answer, expected, right):
     assert verdict(answer, expected, "bool") is right
 
 
-@pytest.mark.parametrize(("answer", "expected", "right"), [
-    ("The Eiffel Tower", "eiffel tower", True), ("an apple.", "Apple", True), ("“A” cat!", "cat", True),
-    ("Eiffel", "eiffel tower", False), ("", "cat", False), (None, "cat", False),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected", "right"),
+    [
+        ("The Eiffel Tower", "eiffel tower", True),
+        ("an apple.", "Apple", True),
+        ("“A” cat!", "cat", True),
+        ("Eiffel", "eiffel tower", False),
+        ("", "cat", False),
+        (None, "cat", False),
+    ],
+)
 def test_phrase_drops_case_punctuation_and_articles(answer, expected, right):
     assert verdict(answer, expected, "phrase") is right
 
@@ -95,8 +147,9 @@ def test_phrase_expected_empty_after_normalisation_is_an_error():
         verdict("x", "The", "phrase")
 
 
-@pytest.mark.parametrize(("answer", "right"), [("] } ]", True), ("]  }\n]", True), ("] ] }", False),
-                                               ("]}]", False), ("", False)])
+@pytest.mark.parametrize(
+    ("answer", "right"), [("] } ]", True), ("]  }\n]", True), ("] ] }", False), ("]}]", False), ("", False)]
+)
 def test_exact_keeps_punctuation(answer, right):
     assert verdict(answer, "] } ]", "exact") is right
 
@@ -104,12 +157,23 @@ def test_exact_keeps_punctuation(answer, right):
 # ---------------------------------------------------------------- math (math-verify)
 
 
-@pytest.mark.parametrize(("answer", "expected", "right"), [
-    (r"\frac{1}{2}", "0.5", True), ("0.5", r"\frac{1}{2}", True), ("1/2", r"\frac{1}{2}", True),
-    (r"$\frac{2}{4}$", "0.5", True), (r"\boxed{0.5}", r"\frac12", True), ("1+x^2", "x^2+1", True),
-    (r"\sqrt 2", r"\sqrt{2}", True), ("0.51", r"\frac{1}{2}", False), ("x^2-1", "x^2+1", False),
-    ("", r"\frac{1}{2}", False), (None, "0.5", False), ("no idea", "0.5", False),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected", "right"),
+    [
+        (r"\frac{1}{2}", "0.5", True),
+        ("0.5", r"\frac{1}{2}", True),
+        ("1/2", r"\frac{1}{2}", True),
+        (r"$\frac{2}{4}$", "0.5", True),
+        (r"\boxed{0.5}", r"\frac12", True),
+        ("1+x^2", "x^2+1", True),
+        (r"\sqrt 2", r"\sqrt{2}", True),
+        ("0.51", r"\frac{1}{2}", False),
+        ("x^2-1", "x^2+1", False),
+        ("", r"\frac{1}{2}", False),
+        (None, "0.5", False),
+        ("no idea", "0.5", False),
+    ],
+)
 def test_math(answer, expected, right):
     assert verdict(answer, expected, "math") is right
 
@@ -189,8 +253,16 @@ def test_bbh_real_edge_items(bbh):
 def completions(item: dict) -> list[str]:
     """Right, wrong, malformed and empty answers to one item."""
     expected, choices = item["expected_answer"], item.get("choices") or []
-    answers = [expected, expected.lower(), "", "(A) (B)", "yes", "0", *choices[:2],
-               *(f"({chr(ord('A') + i)})" for i in range(min(3, len(choices))))]
+    answers = [
+        expected,
+        expected.lower(),
+        "",
+        "(A) (B)",
+        "yes",
+        "0",
+        *choices[:2],
+        *(f"({chr(ord('A') + i)})" for i in range(min(3, len(choices)))),
+    ]
     out = [f"<reasoning>r</reasoning><answer>{a}</answer>" for a in answers]
     return out + ["no tags at all", f"<answer>{expected}</answer>", f"<reasoning>{expected}</reasoning>"]
 
@@ -199,12 +271,16 @@ def test_evaluate_and_reward_give_the_same_verdicts(bbh, tmp_path):
     items = [item for item in bbh for _ in completions(item)]
     texts = [text for item in bbh for text in completions(item)]
     items = [{**item, "id": f"{item['id']}#{k}"} for k, item in enumerate(items)]
-    predictions = [{"id": item["id"], "completion": text, "n_tokens": 1, "truncated": False}
-                   for item, text in zip(items, texts, strict=True)]
+    predictions = [
+        {"id": item["id"], "completion": text, "n_tokens": 1, "truncated": False}
+        for item, text in zip(items, texts, strict=True)
+    ]
     params = {"rel_tolerance": TOL, "partial_within": PARTIAL}
     rows = score_predictions(items, predictions, params, tmp_path / "set.jsonl", tmp_path / "p.jsonl")
-    rewards = [correctness_reward(Rollout("", text, item, 1, False, 8), TOL, PARTIAL)
-               for item, text in zip(items, texts, strict=True)]
+    rewards = [
+        correctness_reward(Rollout("", text, item, 1, False, 8), TOL, PARTIAL)
+        for item, text in zip(items, texts, strict=True)
+    ]
     assert [float(row["correct"]) for row in rows] == rewards
     assert 0 < sum(rewards) < len(rewards)  # both verdicts occur
 
@@ -228,8 +304,15 @@ def test_any_model_text_is_scored_never_raised():
     alphabet = "AaBb()[]{}<>.,:;!?'\"\\$^_ \n\t0123456789xyz=+-*/" + "\u00e9\u2212\u00bd\u200b"
     texts = ["", " ", "(", ")", "((B", "B" * 10_000, "\x00", "$", "\\frac{", "\\boxed{", "9^9^9^9", "1/0", "nan", "inf"]
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 40))) for _ in range(150)]
-    golds = {"number": "12", "fraction": "1/2", "bool": "yes", "text": "cat", "phrase": "the cat", "exact": "] }",
-             "choice": "(B)"}
+    golds = {
+        "number": "12",
+        "fraction": "1/2",
+        "bool": "yes",
+        "text": "cat",
+        "phrase": "the cat",
+        "exact": "] }",
+        "choice": "(B)",
+    }
     for text in texts:
         for answer_type, gold in golds.items():
             verdict(text, gold, answer_type, CITIES if answer_type == "choice" else None)

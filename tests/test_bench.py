@@ -32,7 +32,9 @@ def test_train_bench_prints_gflops_in_both_conventions_roof_mfu_and_ratio():
     assert re.search(r"\| transformers \(PyTorch\) +\| \d+", out)
     assert re.search(r"\| matmul roof \(JAX\) +\| +\| \d+\.\d", out)
     assert re.search(r"fraction of the matmul roof: \d+\.\d% \(6N\), \d+\.\d% \(6N \+ attention\)", out)
-    assert re.search(r"MFU \(against the 1 TFLOP/s datasheet peak\): \d+\.\d% \(6N\), \d+\.\d% \(6N \+ attention\)", out)
+    assert re.search(
+        r"MFU \(against the 1 TFLOP/s datasheet peak\): \d+\.\d% \(6N\), \d+\.\d% \(6N \+ attention\)", out
+    )
 
 
 def test_train_bench_puts_lora_beside_full_fine_tuning():
@@ -54,7 +56,9 @@ def test_lora_bench_puts_peft_beside_ours_with_the_share_of_the_roof():
 def test_generate_bench_by_batch_prints_each_ratio_and_both_shares():
     out = run_bench("generate", "--batches", "1,2", "--prompt", "8", "--new-tokens", "4")
     for batch in (1, 2):
-        assert re.search(rf"\| {batch} +\| \d+\.\d +\| \d+\.\d +\| \d+\.\d\dx +\| \d+\.\d% +\| \d+\.\d% +\| \d+ +\| \d+ +\|", out), out
+        assert re.search(
+            rf"\| {batch} +\| \d+\.\d +\| \d+\.\d +\| \d+\.\d\dx +\| \d+\.\d% +\| \d+\.\d% +\| \d+ +\| \d+ +\|", out
+        ), out
     assert re.search(r"memory bandwidth \d+\.\d GB/s", out)
     # the compute share counts the timed prefill beside the new tokens
     assert re.search(r"\d\.\d{3} GFLOP a new token in all", out), out
@@ -62,4 +66,6 @@ def test_generate_bench_by_batch_prints_each_ratio_and_both_shares():
 
 def test_bench_roof_measures_the_machine_alone():
     out = run_bench("roof")
-    assert re.search(r"matmul roof: \d+\.\d GFLOP/s float32, \d+\.\d bfloat16 .*; memory bandwidth \d+\.\d GB/s", out), out
+    assert re.search(
+        r"matmul roof: \d+\.\d GFLOP/s float32, \d+\.\d bfloat16 .*; memory bandwidth \d+\.\d GB/s", out
+    ), out

@@ -117,6 +117,7 @@ def test_params_read_numbers_as_dvc_writes_them(tmp_path):
 def test_integers_written_as_floats_are_the_ints_they_mean(tmp_path):
     """`dvc exp run -S seed.size=24e3` writes `24000.0`: where the schema says integer, code gets the int
     (range() and splits take no float); a number param keeps its float."""
+
     def mutate(p):
         p["seed"]["size"] = 24e3
         p["seed"]["sources"] = [{"type": "gsm8k", "path": "trainsets/gsm8k/train.jsonl", "limit": 50.0}]
@@ -124,8 +125,12 @@ def test_integers_written_as_floats_are_the_ints_they_mean(tmp_path):
         p["train"]["mesh"]["data"] = 1.0
 
     params = load_params(path=_params(tmp_path, mutate))
-    ints = [params["seed"]["size"], params["seed"]["sources"][0]["limit"], params["grpo"]["lora"]["rank"],
-            params["train"]["mesh"]["data"]]
+    ints = [
+        params["seed"]["size"],
+        params["seed"]["sources"][0]["limit"],
+        params["grpo"]["lora"]["rank"],
+        params["train"]["mesh"]["data"],
+    ]
     assert ints == [24000, 50, 8, 1] and all(type(v) is int for v in ints)
     assert type(params["grpo"]["temperature"]) is float and type(params["grpo"]["lora"]["alpha"]) is float
 

@@ -48,7 +48,9 @@ def test_packing_keeps_every_example_whole_and_separate():
             sel = rows.segments[r] == s
             np.testing.assert_array_equal(rows.positions[r, sel], np.arange(sel.sum()))
             found.append((rows.inputs[r, sel].tolist(), rows.targets[r, sel].tolist(), rows.weights[r, sel].tolist()))
-    expected = [(e.tokens[:-1].tolist(), e.tokens[1:].tolist(), e.target_mask[1:].astype(float).tolist()) for e in examples]
+    expected = [
+        (e.tokens[:-1].tolist(), e.tokens[1:].tolist(), e.target_mask[1:].astype(float).tolist()) for e in examples
+    ]
     assert sorted(found) == sorted(expected)
     assert rows.weights[rows.segments == 0].sum() == 0  # padding never carries loss
     assert len(rows) < len(examples)  # packing actually shares rows

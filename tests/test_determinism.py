@@ -62,7 +62,9 @@ def test_fixed_order_sum_is_the_sum():
     rng = np.random.default_rng(1)
     for shape in [(), (1,), (7,), (8, 256), (3, 5, 11)]:
         x = rng.standard_normal(shape).astype(np.float32)
-        assert math.isclose(float(fixed_order_sum(x)), math.fsum(x.reshape(-1).astype(float)), rel_tol=1e-5, abs_tol=1e-5)
+        assert math.isclose(
+            float(fixed_order_sum(x)), math.fsum(x.reshape(-1).astype(float)), rel_tol=1e-5, abs_tol=1e-5
+        )
     tree = {"a": rng.standard_normal((4, 6)).astype(np.float32), "b": [rng.standard_normal(9).astype(np.float32)]}
     expected = math.sqrt(sum(float((leaf.astype(float) ** 2).sum()) for leaf in (tree["a"], tree["b"][0])))
     assert math.isclose(float(global_norm(tree)), expected, rel_tol=1e-5)

@@ -29,8 +29,13 @@ MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 def repo_files() -> list[Path]:
     """Files git tracks or would track (untracked but not ignored), else every file outside the usual noise."""
     try:
-        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         files = [ROOT / line for line in out.splitlines() if line]
     except (OSError, subprocess.CalledProcessError):
         skip = {".git", ".venv", ".venv-tunix", "data", "site", "submission", "__pycache__", ".dvc"}
@@ -69,7 +74,7 @@ def test_every_schema_key_has_a_description():
     try:
         params_reference.render()
     except ValueError as err:
-        pytest.fail(f"{err}: add a \"description\" to each, then run {REGENERATE}")
+        pytest.fail(f'{err}: add a "description" to each, then run {REGENERATE}')
 
 
 def test_params_reference_is_in_step_with_the_schema():
@@ -127,10 +132,14 @@ def test_pointers_to_readme_sections_resolve():
 
 
 def test_pointer_patterns_catch_a_dangling_one():
-    assert DOCS_PAGE.findall('see docs/nowhere.md#part, and docs/results/x.md') == ["docs/nowhere.md#part",
-                                                                                "docs/results/x.md"]
+    assert DOCS_PAGE.findall("see docs/nowhere.md#part, and docs/results/x.md") == [
+        "docs/nowhere.md#part",
+        "docs/results/x.md",
+    ]
     assert README_SECTION.findall('(README "Benchmarks") and (README, "What the score is bought with")') == [
-        "Benchmarks", "What the score is bought with"]
+        "Benchmarks",
+        "What the score is bought with",
+    ]
 
 
 def test_markdown_links_resolve():
@@ -212,8 +221,11 @@ MEASURED = re.compile(
 
 
 def comments_and_docstrings(source: str) -> list[tuple[int, str]]:
-    out = [(tok.start[0], tok.string) for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-           if tok.type == tokenize.COMMENT]
+    out = [
+        (tok.start[0], tok.string)
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    ]
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             doc = ast.get_docstring(node, clean=False)

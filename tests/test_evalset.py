@@ -140,7 +140,10 @@ def test_expected_answers_are_what_the_steps_compute(items, built):
         if item["answer_type"] == "number" and item["section"] != "edge_case":
             assert item["expected_answer"] == task.answer  # separators and units only in edge cases
         assert (item["category"], item["difficulty"], item["answer_type"]) == (
-            task.category, task.difficulty, task.answer_type)
+            task.category,
+            task.difficulty,
+            task.answer_type,
+        )
 
 
 def test_eval_seed_differs_from_training_seed():
@@ -163,45 +166,70 @@ from stages.evaluate import score_predictions, summarize  # noqa: E402
 
 BBH = ROOT / "evalsets" / "bbh_sample.jsonl"
 QUIZ = [  # a user's multiple-choice and free-text file: its own field names
-    {"qid": "q1", "question": "Capital of France?", "options": ["Paris", "Rome"], "gold": "A", "kind": "choice",
-     "topic": "geo", "level": "easy"},
+    {
+        "qid": "q1",
+        "question": "Capital of France?",
+        "options": ["Paris", "Rome"],
+        "gold": "A",
+        "kind": "choice",
+        "topic": "geo",
+        "level": "easy",
+    },
     {"qid": "q2", "question": "Is 7 prime?", "gold": "yes", "kind": "bool", "topic": "math", "level": "easy"},
-    {"qid": "q3", "question": "Half of one, as a fraction?", "gold": "\\frac{1}{2}", "kind": "math", "topic": "math",
-     "level": "hard"},
+    {
+        "qid": "q3",
+        "question": "Half of one, as a fraction?",
+        "gold": "\\frac{1}{2}",
+        "kind": "math",
+        "topic": "math",
+        "level": "hard",
+    },
 ]
-QUIZ_FIELDS = {"id": "qid", "prompt": "question", "answer": "gold", "choices": "options", "answer_type": "kind",
-               "topic": "topic", "difficulty": "level"}
+QUIZ_FIELDS = {
+    "id": "qid",
+    "prompt": "question",
+    "answer": "gold",
+    "choices": "options",
+    "answer_type": "kind",
+    "topic": "topic",
+    "difficulty": "level",
+}
 
 
 def file_set(root: Path, rows: list[dict] | None = None, **spec) -> evalsets.EvalSet:
     """A `format: file` eval set `quiz` of `rows` under `root`, as configured() reads it."""
     (root / "evalsets").mkdir(exist_ok=True)
     (root / "evalsets/quiz.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (QUIZ if rows is None else rows)))
-    sets = {"quiz": {"path": "evalsets/quiz.jsonl", "format": "file", "primary": True,
-                     "fields": QUIZ_FIELDS, **spec}}
+    sets = {"quiz": {"path": "evalsets/quiz.jsonl", "format": "file", "primary": True, "fields": QUIZ_FIELDS, **spec}}
     return evalsets.named({"evaluate": {"sets": sets}}, "quiz", root)
 
 
 def test_file_set_items_types_and_breakdowns(tmp_path):
     items = evalsets.load_items(file_set(tmp_path), tmp_path)
     assert [(i["id"], i["answer_type"], i["difficulty"], i["groups"]) for i in items] == [
-        ("q1", "choice", "easy", {"topic": "geo"}), ("q2", "bool", "easy", {"topic": "math"}),
-        ("q3", "math", "hard", {"topic": "math"})]
+        ("q1", "choice", "easy", {"topic": "geo"}),
+        ("q2", "bool", "easy", {"topic": "math"}),
+        ("q3", "math", "hard", {"topic": "math"}),
+    ]
     assert items[0]["choices"] == ["Paris", "Rome"] and items[0]["expected_answer"] == "A"
-    answers = ["<reasoning>r</reasoning><answer>Paris</answer>", "<reasoning>r</reasoning><answer>no</answer>",
-               "<reasoning>r</reasoning><answer>0.5</answer>"]
+    answers = [
+        "<reasoning>r</reasoning><answer>Paris</answer>",
+        "<reasoning>r</reasoning><answer>no</answer>",
+        "<reasoning>r</reasoning><answer>0.5</answer>",
+    ]
     preds = [{"id": i["id"], "completion": a, "n_tokens": 3, "truncated": False} for i, a in zip(items, answers)]
     scoring = {"rel_tolerance": 1e-6, "partial_within": 0.1}
     rows = score_predictions(items, preds, scoring, tmp_path / "q", tmp_path / "p")
     assert [r["correct"] for r in rows] == [True, False, True]
-    metrics, card = summarize(rows, {"name": "quiz", "path": "evalsets/quiz.jsonl", "format": "file",
-                                     "sha256": "0" * 64, "n_items": 3})
+    metrics, card = summarize(
+        rows, {"name": "quiz", "path": "evalsets/quiz.jsonl", "format": "file", "sha256": "0" * 64, "n_items": 3}
+    )
     assert metrics["by"] == {"topic": {"geo": 1.0, "math": 0.5}}  # per-topic scores: columns of dvc exp show
     assert card["breakdowns"]["topic"]["math"]["n"] == 2
-    assert card["breakdowns"]["difficulty"] == {"easy": {"n": 2, "accuracy": 0.5, "format_accuracy": 1.0,
-                                                         "partial_accuracy": 0.5},
-                                                "hard": {"n": 1, "accuracy": 1.0, "format_accuracy": 1.0,
-                                                         "partial_accuracy": 1.0}}
+    assert card["breakdowns"]["difficulty"] == {
+        "easy": {"n": 2, "accuracy": 0.5, "format_accuracy": 1.0, "partial_accuracy": 0.5},
+        "hard": {"n": 1, "accuracy": 1.0, "format_accuracy": 1.0, "partial_accuracy": 1.0},
+    }
 
 
 def test_file_set_in_other_table_formats(tmp_path):
@@ -211,8 +239,14 @@ def test_file_set_in_other_table_formats(tmp_path):
     rows = [{k: v for k, v in r.items() if k != "options"} for r in QUIZ[1:]]
     file_set(tmp_path)
     datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "evalsets/quiz.parquet"))
-    sets = {"quiz": {"path": "evalsets/quiz.parquet", "format": "file", "primary": True,
-                     "fields": {k: v for k, v in QUIZ_FIELDS.items() if k != "choices"}}}
+    sets = {
+        "quiz": {
+            "path": "evalsets/quiz.parquet",
+            "format": "file",
+            "primary": True,
+            "fields": {k: v for k, v in QUIZ_FIELDS.items() if k != "choices"},
+        }
+    }
     before = dict(os.environ)
     items = evalsets.load_items(evalsets.named({"evaluate": {"sets": sets}}, "quiz", tmp_path), tmp_path)
     assert dict(os.environ) == before  # the offline switches and the throwaway HF_HOME are put back
@@ -228,26 +262,45 @@ def _bad(rows_change, **spec):
         out = [dict(r) for r in QUIZ]
         rows_change(out)
         return out
+
     return rows, spec
 
 
 BAD_FILE_SETS = {
-    "choices missing the answer": (lambda r: r[0].update(gold="C"), {},
-                                   r"quiz.jsonl:1: gold: expected answer 'C' is not one of the 2 choices"),
-    "answer not an option's text": (lambda r: r[0].update(gold="Berlin"), {},
-                                    r"quiz.jsonl:1: gold: expected answer 'Berlin' is not one of the 2 choices"),
-    "choice without options": (lambda r: r[1].update(kind="choice"), {},
-                               r"quiz.jsonl:2: options: a choice answer needs its options"),
+    "choices missing the answer": (
+        lambda r: r[0].update(gold="C"),
+        {},
+        r"quiz.jsonl:1: gold: expected answer 'C' is not one of the 2 choices",
+    ),
+    "answer not an option's text": (
+        lambda r: r[0].update(gold="Berlin"),
+        {},
+        r"quiz.jsonl:1: gold: expected answer 'Berlin' is not one of the 2 choices",
+    ),
+    "choice without options": (
+        lambda r: r[1].update(kind="choice"),
+        {},
+        r"quiz.jsonl:2: options: a choice answer needs its options",
+    ),
     "duplicate id": (lambda r: r[2].update(qid="q1"), {}, r"quiz.jsonl:3: qid: duplicate id 'q1'"),
     "empty prompt": (lambda r: r[1].update(question="  "), {}, r"quiz.jsonl:2: question: empty$"),
     "missing prompt": (lambda r: r[1].pop("question"), {}, r"quiz.jsonl:2: question: missing or null$"),
-    "unknown answer type in a row": (lambda r: r[1].update(kind="letter"), {},
-                                     r"quiz.jsonl:2: kind: unknown answer type 'letter'"),
-    "answer not of its type": (lambda r: r[1].update(gold="maybe"), {},
-                               r"quiz.jsonl:2: gold: expected answer 'maybe' is not a yes/no answer"),
-    "mapping names a field the file lacks": (lambda r: None, {"fields": {**QUIZ_FIELDS, "task": "subject"}},
-                                             r"evaluate.sets.quiz.fields.task: 'subject' is not a field of "
-                                             r"evalsets/quiz.jsonl"),
+    "unknown answer type in a row": (
+        lambda r: r[1].update(kind="letter"),
+        {},
+        r"quiz.jsonl:2: kind: unknown answer type 'letter'",
+    ),
+    "answer not of its type": (
+        lambda r: r[1].update(gold="maybe"),
+        {},
+        r"quiz.jsonl:2: gold: expected answer 'maybe' is not a yes/no answer",
+    ),
+    "mapping names a field the file lacks": (
+        lambda r: None,
+        {"fields": {**QUIZ_FIELDS, "task": "subject"}},
+        r"evaluate.sets.quiz.fields.task: 'subject' is not a field of "
+        r"evalsets/quiz.jsonl",
+    ),
     "few_shot without exemplars": (lambda r: None, {"few_shot": 2}, r"evaluate.sets.quiz.few_shot: few_shot needs"),
 }
 
@@ -281,8 +334,10 @@ def _project_copy(tmp_path: Path, sets: dict) -> Path:
 
 @pytest.mark.parametrize("change", ["answer_type: letter", "duplicate id"])
 def test_bad_file_set_through_the_cli_exits_1_and_loses_nothing(tmp_path, change):
-    sets = {"tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "primary": True},
-            "quiz": {"path": "evalsets/quiz.jsonl", "format": "file", "fields": QUIZ_FIELDS}}
+    sets = {
+        "tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "primary": True},
+        "quiz": {"path": "evalsets/quiz.jsonl", "format": "file", "fields": QUIZ_FIELDS},
+    }
     rows = [dict(r) for r in QUIZ]
     if change == "answer_type: letter":
         sets["quiz"]["answer_type"] = "letter"
@@ -296,8 +351,9 @@ def test_bad_file_set_through_the_cli_exits_1_and_loses_nothing(tmp_path, change
     kept.parent.mkdir(parents=True)
     kept.write_text('{"quiz": "the last good run"}\n')
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "stages.evaluate", "quiz"], cwd=root, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate", "quiz"], cwd=root, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert re.search(expected, proc.stderr) and proc.stderr.count("\n") == 1, proc.stderr
     assert kept.read_text() == '{"quiz": "the last good run"}\n'
@@ -337,8 +393,11 @@ def test_few_shot_puts_the_items_own_task_exemplars_first(bbh_set):
         assert shot["prompt"].startswith(exemplars[0]["prompt"] + "\n<reasoning>" + exemplars[0]["reasoning"])
         assert shot["prompt"].count("<answer>") == 3
         assert all(e["prompt"] in shot["prompt"] for e in exemplars)
-    with pytest.raises(StageError, match=r"evaluate.sets.bbh.few_shot: 4 exemplars asked, item bbh-\S+ of "
-                                         r"evalsets/bbh_sample.jsonl has 3"):
+    with pytest.raises(
+        StageError,
+        match=r"evaluate.sets.bbh.few_shot: 4 exemplars asked, item bbh-\S+ of "
+        r"evalsets/bbh_sample.jsonl has 3",
+    ):
         evalsets.asked_items(replace(bbh_set, few_shot=4), ROOT)
 
 
@@ -383,20 +442,33 @@ def test_bbh_script_parses_options_exemplars_and_leaves_out_answers_that_are_no_
     mc = [{"input": f"Pick {k}.\nOptions:\n(A) red\n(B) blue", "target": "(B)" if k % 2 else "(A)"} for k in range(6)]
     mc.append({"input": "Pick.\nOptions:\n(A) red\n(B) blue", "target": "green"})  # upstream slips: left out
     (tmp_path / "bbh/colours.json").write_text(json.dumps({"canary": "c", "examples": mc}))
-    (tmp_path / "bbh/web_of_lies.json").write_text(json.dumps(
-        {"canary": "c", "examples": [{"input": f"Does {k} tell the truth?", "target": "Yes"} for k in range(5)]}))
-    shots = "".join(f"Q: Pick {k}.\nOptions:\n(A) red\n(B) blue\nA: Let's think step by step.\nStep {k}. "
-                    f"So the answer is (A).\n\n" for k in range(3))
+    (tmp_path / "bbh/web_of_lies.json").write_text(
+        json.dumps(
+            {"canary": "c", "examples": [{"input": f"Does {k} tell the truth?", "target": "Yes"} for k in range(5)]}
+        )
+    )
+    shots = "".join(
+        f"Q: Pick {k}.\nOptions:\n(A) red\n(B) blue\nA: Let's think step by step.\nStep {k}. So the answer is (A).\n\n"
+        for k in range(3)
+    )
     (tmp_path / "cot-prompts/colours.txt").write_text("canary\n-----\nPick a colour.\n\n" + shots.rstrip())
-    (tmp_path / "cot-prompts/web_of_lies.txt").write_text("canary\n-----\nLies.\n\n" + "\n\n".join(
-        f"Q: Does {k} lie?\nA: Let's think step by step. Think {k}. So the answer is No." for k in range(3)))
+    (tmp_path / "cot-prompts/web_of_lies.txt").write_text(
+        "canary\n-----\nLies.\n\n"
+        + "\n\n".join(
+            f"Q: Does {k} lie?\nA: Let's think step by step. Think {k}. So the answer is No." for k in range(3)
+        )
+    )
     rows = bbh_sample.build(tmp_path, per_task=5)
     assert rows == bbh_sample.build(tmp_path, per_task=5)  # the same upstream, the same rows
     colours = [r for r in rows if r["task"] == "colours" and not r["exemplar"]]
     assert len(colours) == 5 and all(r["answer"] != "green" for r in colours)
     assert all(r["choices"] == ["red", "blue"] and r["answer_type"] == "choice" for r in colours)
     shot = next(r for r in rows if r["id"] == "bbh-colours-shot2")
-    assert (shot["prompt"], shot["reasoning"], shot["answer"]) == ("Pick 1.\nOptions:\n(A) red\n(B) blue", "Step 1.", "(A)")
+    assert (shot["prompt"], shot["reasoning"], shot["answer"]) == (
+        "Pick 1.\nOptions:\n(A) red\n(B) blue",
+        "Step 1.",
+        "(A)",
+    )
     lies = [r for r in rows if r["task"] == "web_of_lies"]
     assert {(r["answer_type"], "choices" in r) for r in lies} == {("bool", False)} and len(lies) == 8
     assert [r["answer"] for r in lies if r["exemplar"]] == ["No", "No", "No"]

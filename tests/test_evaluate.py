@@ -15,7 +15,11 @@ from stages.common import StageError, sha256_file
 REPO = Path(__file__).resolve().parent.parent
 SETS = {"tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "primary": True}}
 PARAMS = {"evaluate": {"rel_tolerance": 1e-6, "partial_within": 0.10, "sets": SETS}}
-METRICS, SCORECARD, PREDICTIONS_FILE = paths.set_metrics("tunix"), paths.set_scorecard("tunix"), paths.predictions("tunix")
+METRICS, SCORECARD, PREDICTIONS_FILE = (
+    paths.set_metrics("tunix"),
+    paths.set_scorecard("tunix"),
+    paths.predictions("tunix"),
+)
 
 
 def item(id_, expected, answer_type, section="core", category="arithmetic", difficulty="easy"):
@@ -77,19 +81,34 @@ def test_metrics_and_scorecard(tmp_path):
         "truncated_rate": 0.2,
         "trace_tokens": {"mean": 30.0, "median": 30.0, "max": 50},
         "section": {"core": 1.0, "trace_sensitive": 0.0, "edge_case": 0.5},
-        "working": {"claim_accuracy": 1.0, "checkable_share": 0.2, "consistency": 1.0, "right_over_false": 0,
-                    "wrong_over_true": 0, "n_claims": 1, "n_false_claims": 0},
+        "working": {
+            "claim_accuracy": 1.0,
+            "checkable_share": 0.2,
+            "consistency": 1.0,
+            "right_over_false": 0,
+            "wrong_over_true": 0,
+            "n_claims": 1,
+            "n_false_claims": 0,
+        },
     }
     card = json.loads((tmp_path / SCORECARD).read_text())
-    assert card["eval_set"] == {"name": "tunix", "path": "evalsets/tunix_eval_v1.jsonl", "format": "items",
-                                "sha256": sha256_file(tmp_path / paths.EVALSET), "n_items": 5}
+    assert card["eval_set"] == {
+        "name": "tunix",
+        "path": "evalsets/tunix_eval_v1.jsonl",
+        "format": "items",
+        "sha256": sha256_file(tmp_path / paths.EVALSET),
+        "n_items": 5,
+    }
     assert [r["id"] for r in card["items"]] == [i["id"] for i in ITEMS]
     rows = {r["id"]: r for r in card["items"]}
     assert rows["core-002"]["answer"] == "0.75" and rows["core-002"]["correct"]
     assert rows["trace-001"]["partial"] and not rows["trace-001"]["correct"]
     assert rows["edge-001"]["answer"] is None and rows["edge-001"]["truncated"] and not rows["edge-001"]["format_ok"]
     assert card["breakdowns"]["section"]["edge_case"] == {
-        "n": 2, "accuracy": 0.5, "format_accuracy": 0.5, "partial_accuracy": 0.5
+        "n": 2,
+        "accuracy": 0.5,
+        "format_accuracy": 0.5,
+        "partial_accuracy": 0.5,
     }
     assert card["breakdowns"]["difficulty"]["hard"]["accuracy"] == 0.0
     assert set(card["breakdowns"]["category"]) == {"arithmetic", "percentage", "rate", "string", "comparison"}
@@ -185,42 +204,68 @@ def test_cli_error_is_one_line_and_exit_1(tmp_path):
         assert proc.returncode == 1
         assert proc.stderr.startswith(f"error: {message}") and proc.stderr.count("\n") == 1, proc.stderr
     shutil.copytree(REPO / paths.EVALSETS, tmp_path / paths.EVALSETS)
-    proc = subprocess.run([sys.executable, "-m", "stages.evaluate", "nope"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate", "nope"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
     assert proc.stderr.startswith("error: params.yaml:")
     assert "evaluate.sets: no set named 'nope' (configured: tunix, gsm8k, bbh, aqua)" in proc.stderr
 
 
 def test_gsm8k_format_eval_set(tmp_path):
     """A GSM8K test file scored as an eval set: its `#### answer` is the expected answer."""
-    rows = [{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": "3*4 = <<3*4=12>>12\n#### 12"},
-            {"question": "Ann reads 1,000 pages in 4 days. How many a day?", "answer": "1000/4 = <<1000/4=250>>250\n#### 250"}]
+    rows = [
+        {"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": "3*4 = <<3*4=12>>12\n#### 12"},
+        {
+            "question": "Ann reads 1,000 pages in 4 days. How many a day?",
+            "answer": "1000/4 = <<1000/4=250>>250\n#### 250",
+        },
+    ]
     write_jsonl(tmp_path / "evalsets/gsm8k_test.jsonl", rows)
-    write_jsonl(tmp_path / paths.predictions("gsm8k_test"), [
-        pred("core-001", "<reasoning>3 × 4 = 12</reasoning><answer>12</answer>"),
-        pred("core-002", "<reasoning>1000 / 4 = 200</reasoning><answer>200</answer>"),
-    ])
-    params = {"evaluate": {**PARAMS["evaluate"], "sets": {**SETS, "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl",
-                                                                                 "format": "gsm8k"}}}}
+    write_jsonl(
+        tmp_path / paths.predictions("gsm8k_test"),
+        [
+            pred("core-001", "<reasoning>3 × 4 = 12</reasoning><answer>12</answer>"),
+            pred("core-002", "<reasoning>1000 / 4 = 200</reasoning><answer>200</answer>"),
+        ],
+    )
+    params = {
+        "evaluate": {
+            **PARAMS["evaluate"],
+            "sets": {**SETS, "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k"}},
+        }
+    }
     make_root(tmp_path)
     metrics = evaluate.run(params, "gsm8k_test", tmp_path)
     assert metrics["primary_score"] == 0.5 and metrics["n_items"] == 2 and metrics["section"]["core"] == 0.5
     # 1000 / 4 = 200: the answer follows the working, and the working is false
-    assert metrics["working"] == {"claim_accuracy": 0.5, "checkable_share": 1.0, "consistency": 1.0,
-                                  "right_over_false": 0, "wrong_over_true": 0, "n_claims": 2, "n_false_claims": 1}
+    assert metrics["working"] == {
+        "claim_accuracy": 0.5,
+        "checkable_share": 1.0,
+        "consistency": 1.0,
+        "right_over_false": 0,
+        "wrong_over_true": 0,
+        "n_claims": 2,
+        "n_false_claims": 1,
+    }
     card = json.loads((tmp_path / paths.set_scorecard("gsm8k_test")).read_text())
     assert card["eval_set"]["format"] == "gsm8k" and [r["expected"] for r in card["items"]] == ["12", "250"]
     write_jsonl(tmp_path / paths.predictions("gsm8k_test"), [pred("core-001", "x")])
     with pytest.raises(StageError) as err:
         evaluate.run(params, "gsm8k_test", tmp_path)
-    assert str(err.value).endswith("id: no prediction for eval item 'core-002' "
-                                   f"({tmp_path / 'evalsets/gsm8k_test.jsonl'})")
+    assert str(err.value).endswith(
+        f"id: no prediction for eval item 'core-002' ({tmp_path / 'evalsets/gsm8k_test.jsonl'})"
+    )
 
 
 def test_working_metrics_on_hand_made_predictions(tmp_path):
     """Right over false working, wrong over true working, consistency, and the first false claim quoted."""
-    items = [item("core-101", "623", "number"), item("core-102", "48", "number"), item("core-103", "15", "number"),
-             item("core-104", "yes", "bool", category="comparison"), item("core-105", "7", "number")]
+    items = [
+        item("core-101", "623", "number"),
+        item("core-102", "48", "number"),
+        item("core-103", "15", "number"),
+        item("core-104", "yes", "bool", category="comparison"),
+        item("core-105", "7", "number"),
+    ]
     preds = [
         # right answer, false working (the column fact drops its carry)
         pred("core-101", "<reasoning>345 + 278: 5+8=13, 4+7=11, 3+2+1=6, so 623</reasoning><answer>623</answer>"),
@@ -235,12 +280,22 @@ def test_working_metrics_on_hand_made_predictions(tmp_path):
     ]
     metrics = evaluate.run(PARAMS, "tunix", make_root(tmp_path, items, preds))
     assert metrics["working"] == {
-        "claim_accuracy": round(6 / 7, 6), "checkable_share": 0.8, "consistency": round(2 / 3, 6),
-        "right_over_false": 1, "wrong_over_true": 2, "n_claims": 7, "n_false_claims": 1,  # w-2 and w-3
+        "claim_accuracy": round(6 / 7, 6),
+        "checkable_share": 0.8,
+        "consistency": round(2 / 3, 6),
+        "right_over_false": 1,
+        "wrong_over_true": 2,
+        "n_claims": 7,
+        "n_false_claims": 1,  # w-2 and w-3
     }
     rows = {r["id"]: r["working"] for r in json.loads((tmp_path / SCORECARD).read_text())["items"]}
-    assert rows["core-101"] == {"n_claims": 4, "n_false": 1, "ends_with": "623", "consistent": True, "first_false": {
-        "text": "4+7=11", "should": "4+7+1=12", "stated": "11", "expected": "12"}}
+    assert rows["core-101"] == {
+        "n_claims": 4,
+        "n_false": 1,
+        "ends_with": "623",
+        "consistent": True,
+        "first_false": {"text": "4+7=11", "should": "4+7+1=12", "stated": "11", "expected": "12"},
+    }
     assert rows["core-103"]["consistent"] is False and rows["core-103"]["first_false"] is None
     assert rows["core-104"]["consistent"] is None and rows["core-104"]["n_claims"] == 1
     assert rows["core-105"] == {"n_claims": 0, "n_false": 0, "first_false": None, "ends_with": None, "consistent": None}
@@ -298,8 +353,10 @@ def test_reports_are_replaced_together_or_not_at_all(tmp_path, monkeypatch):
     root = make_root(tmp_path)
     evaluate.run(PARAMS, "tunix", root)
     before = {p: (root / p).read_bytes() for p in (METRICS, SCORECARD)}
-    changed = [dict(p, completion="<reasoning>6 × 7 = 42</reasoning><answer>41</answer>")
-               if p["id"] == "core-001" else p for p in PREDICTIONS]  # fmt: skip
+    changed = [
+        dict(p, completion="<reasoning>6 × 7 = 42</reasoning><answer>41</answer>") if p["id"] == "core-001" else p
+        for p in PREDICTIONS
+    ]
     make_root(tmp_path, predictions=changed)
 
     writes = []

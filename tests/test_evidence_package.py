@@ -12,14 +12,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import evaluate, evidence, package, paths, report
 from reasoning.answers import parse_completion
+from stages import evaluate, evidence, package, paths, report
 from stages.common import StageError
 
 REPO = Path(__file__).resolve().parent.parent
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-LOCKED = ("seed", "tokenizer", "train", "grpo", "predict@tunix", "predict@gsm8k_test", "evaluate@tunix", "evaluate@gsm8k_test",
-          "report", "evidence", "package")
+LOCKED = (
+    "seed",
+    "tokenizer",
+    "train",
+    "grpo",
+    "predict@tunix",
+    "predict@gsm8k_test",
+    "evaluate@tunix",
+    "evaluate@gsm8k_test",
+    "report",
+    "evidence",
+    "package",
+)
 GSM8K_TEST = [{"question": "Tom has 3 bags of 4 apples. How many apples?", "answer": "3*4 = <<3*4=12>>12\n#### 12"}]
 
 
@@ -45,16 +56,21 @@ def lock_entry(name: str, md5: str) -> dict:
 def params():
     """The project's params with its synthetic set and a small GSM8K-format set of the test's own."""
     p = yaml.safe_load((REPO / "params.yaml").read_text())
-    p["evaluate"]["sets"] = {"tunix": p["evaluate"]["sets"]["tunix"],
-                             "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k"}}
+    p["evaluate"]["sets"] = {
+        "tunix": p["evaluate"]["sets"]["tunix"],
+        "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k"},
+    }
     return p
 
 
 def write_predictions(root: Path, name: str, completions: dict) -> None:
-    write_jsonl(root / paths.predictions(name), [
-        {"id": k, "completion": c, **parse_completion(c), "n_tokens": 12, "truncated": False}
-        for k, c in completions.items()
-    ])
+    write_jsonl(
+        root / paths.predictions(name),
+        [
+            {"id": k, "completion": c, **parse_completion(c), "n_tokens": 12, "truncated": False}
+            for k, c in completions.items()
+        ],
+    )
 
 
 @pytest.fixture
@@ -63,35 +79,76 @@ def root(tmp_path, params):
     root = tmp_path / "repo"
     write(root / "params.yaml", yaml.safe_dump(params, sort_keys=False))
     write(root / "dvc.yaml", yaml.safe_dump({"stages": {n: {"cmd": f"python -m stages.{n}"} for n in LOCKED}}))
-    write(root / "dvc.lock", yaml.safe_dump(
-        {"schema": "2.0", "stages": {n: lock_entry(n, f"{i:032x}") for i, n in enumerate(LOCKED)}}, sort_keys=False))
+    write(
+        root / "dvc.lock",
+        yaml.safe_dump(
+            {"schema": "2.0", "stages": {n: lock_entry(n, f"{i:032x}") for i, n in enumerate(LOCKED)}}, sort_keys=False
+        ),
+    )
     write_jsonl(root / "data/train.jsonl", [{"id": f"t{i}", "prompt": "1+1?", "final_answer": "2"} for i in range(3)])
     write(root / "data/train_manifest.json", json.dumps({"n_records": 3, "source": "synthetic", "mix": {"a": 1}}))
-    write(root / "data/decontamination.json", json.dumps({"policy": "drop", "ngram": 13, "sets": {
-        name: {"path": f"evalsets/{name}.jsonl", "format": "items", "sha256": "0" * 64, "prompts": 2, "redrawn": 1,
-               "dropped_exact": 0, "dropped_ngram": 0, "synthetic_ngram_shared": 0} for name in ("tunix", "gsm8k_test")}}))
+    write(
+        root / "data/decontamination.json",
+        json.dumps(
+            {
+                "policy": "drop",
+                "ngram": 13,
+                "sets": {
+                    name: {
+                        "path": f"evalsets/{name}.jsonl",
+                        "format": "items",
+                        "sha256": "0" * 64,
+                        "prompts": 2,
+                        "redrawn": 1,
+                        "dropped_exact": 0,
+                        "dropped_ngram": 0,
+                        "synthetic_ngram_shared": 0,
+                    }
+                    for name in ("tunix", "gsm8k_test")
+                },
+            }
+        ),
+    )
     write(root / "data/base/base.json", json.dumps({"preset": "tiny", "checkpoint": None}))
     write(root / "data/model/config.json", json.dumps({"hidden_size": 64, "num_hidden_layers": 2}))
     write(root / "data/model/model.safetensors", b"\x00weights")
-    write(root / "data/model/training_info.json", json.dumps({
-        "preset": "tiny",
-        "checkpoint": None,
-        "n_params": 123456,
-        "steps": 20,
-        "tokens_per_step": 256,
-        "final_loss": 0.5,
-        "loss_history": [[10, 2.25], [20, 0.5]],
-        "packing": {"examples": 3, "rows": 2, "fill": 0.75, "truncated": 0},
-        "versions": {"jax": "0.4.35", "flax": "0.10.2", "optax": "0.2.4"},
-        "devices": ["cpu:0"],
-    }))
+    write(
+        root / "data/model/training_info.json",
+        json.dumps(
+            {
+                "preset": "tiny",
+                "checkpoint": None,
+                "n_params": 123456,
+                "steps": 20,
+                "tokens_per_step": 256,
+                "final_loss": 0.5,
+                "loss_history": [[10, 2.25], [20, 0.5]],
+                "packing": {"examples": 3, "rows": 2, "fill": 0.75, "truncated": 0},
+                "versions": {"jax": "0.4.35", "flax": "0.10.2", "optax": "0.2.4"},
+                "devices": ["cpu:0"],
+            }
+        ),
+    )
     shutil.copytree(root / "data/model", root / "data/policy")  # grpo.steps 0: the policy is the model
     items = [
-        {"id": "core-001", "prompt": "6*7?", "expected_answer": "42", "section": "core", "category": "arithmetic",
-         "difficulty": "easy", "answer_type": "number"},
-        {"id": "edge-001", "prompt": "Is 4 even?", "expected_answer": "yes", "section": "edge_case",
-         "category": "comparison",
-         "difficulty": "hard", "answer_type": "bool"},
+        {
+            "id": "core-001",
+            "prompt": "6*7?",
+            "expected_answer": "42",
+            "section": "core",
+            "category": "arithmetic",
+            "difficulty": "easy",
+            "answer_type": "number",
+        },
+        {
+            "id": "edge-001",
+            "prompt": "Is 4 even?",
+            "expected_answer": "yes",
+            "section": "edge_case",
+            "category": "comparison",
+            "difficulty": "hard",
+            "answer_type": "bool",
+        },
     ]
     write_jsonl(root / paths.EVALSET, items)
     completions = {
@@ -139,10 +196,20 @@ def test_evidence_files(root, params):
     assert manifest["dataset"]["decontamination"]["sets"]["tunix"]["redrawn"] == 1
     assert manifest["primary_set"] == "tunix"
     assert manifest["eval_sets"] == {
-        "tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "n_items": 2, "primary": True,
-                  "sha256": hashlib.sha256((root / paths.EVALSET).read_bytes()).hexdigest()},
-        "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k", "n_items": 1, "primary": False,
-                       "sha256": hashlib.sha256((root / "evalsets/gsm8k_test.jsonl").read_bytes()).hexdigest()},
+        "tunix": {
+            "path": "evalsets/tunix_eval_v1.jsonl",
+            "format": "items",
+            "n_items": 2,
+            "primary": True,
+            "sha256": hashlib.sha256((root / paths.EVALSET).read_bytes()).hexdigest(),
+        },
+        "gsm8k_test": {
+            "path": "evalsets/gsm8k_test.jsonl",
+            "format": "gsm8k",
+            "n_items": 1,
+            "primary": False,
+            "sha256": hashlib.sha256((root / "evalsets/gsm8k_test.jsonl").read_bytes()).hexdigest(),
+        },
     }
     assert manifest["params"] == params and manifest["command"] == "dvc repro"
     assert manifest["stages"]["train"] == "python -m stages.train"
@@ -191,8 +258,11 @@ def test_evidence_needs_every_lock_entry(root, params):
 
 def test_evidence_refuses_reports_of_another_configuration(root, params):
     params["evaluate"]["sets"]["gsm8k_test"]["format"] = "items"  # params changed after evaluate ran
-    with pytest.raises(StageError, match=r"reports/sets/gsm8k_test/scorecard\.json: eval_set: scored "
-                                         r"evalsets/gsm8k_test\.jsonl \(gsm8k\), params say .* \(items\); run dvc repro"):
+    with pytest.raises(
+        StageError,
+        match=r"reports/sets/gsm8k_test/scorecard\.json: eval_set: scored "
+        r"evalsets/gsm8k_test\.jsonl \(gsm8k\), params say .* \(items\); run dvc repro",
+    ):
         run_evidence(root, params)
     params["evaluate"]["sets"]["gsm8k_test"]["format"] = "gsm8k"
     params["evaluate"]["sets"]["tunix"]["primary"] = False
@@ -201,12 +271,15 @@ def test_evidence_refuses_reports_of_another_configuration(root, params):
         run_evidence(root, params)
 
 
-@pytest.mark.parametrize(("edit", "field", "message"), [
-    (lambda i: i.pop("versions"), "versions", "'versions' is a required property"),
-    (lambda i: i.update(steps=0), "steps", "0 is less than the minimum of 1"),
-    (lambda i: i["loss_history"].append([30, "low"]), r"loss_history\[2\]\[1\]", "'low' is not of type 'number'"),
-    (lambda i: i.update(tokens_per_second=1.0), "<record>|tokens_per_second", "Additional properties"),
-])
+@pytest.mark.parametrize(
+    ("edit", "field", "message"),
+    [
+        (lambda i: i.pop("versions"), "versions", "'versions' is a required property"),
+        (lambda i: i.update(steps=0), "steps", "0 is less than the minimum of 1"),
+        (lambda i: i["loss_history"].append([30, "low"]), r"loss_history\[2\]\[1\]", "'low' is not of type 'number'"),
+        (lambda i: i.update(tokens_per_second=1.0), "<record>|tokens_per_second", "Additional properties"),
+    ],
+)
 def test_evidence_checks_training_info(root, params, edit, field, message):
     """data/model/training_info.json is read against schemas/training_info.schema.json: errors name the file
     and the field."""
@@ -246,11 +319,24 @@ def test_package_contents(root, params):
     assert [p.name for p in path.parent.iterdir()] == [path.name]
     entries = zip_entries(data)
     assert sorted(entries) == [
-        "SUBMISSION_README.md", "data/decontamination.json", "data/train_manifest.json", "dvc.lock",
-        "dvc.yaml", "evalsets/gsm8k_test.jsonl", "evalsets/tunix_eval_v1.jsonl", "notebooks/tunix_rt.ipynb", "params.yaml",
-        "schemas/eval_item.schema.json", "stages/__init__.py", "stages/evaluate.py", "stages/seed.py",
-        "stages/tokenizer.py", f"submission_runs/{rv}/eval_summary.json", f"submission_runs/{rv}/run_log.txt",
-        f"submission_runs/{rv}/run_manifest.json", "training/model.py",
+        "SUBMISSION_README.md",
+        "data/decontamination.json",
+        "data/train_manifest.json",
+        "dvc.lock",
+        "dvc.yaml",
+        "evalsets/gsm8k_test.jsonl",
+        "evalsets/tunix_eval_v1.jsonl",
+        "notebooks/tunix_rt.ipynb",
+        "params.yaml",
+        "schemas/eval_item.schema.json",
+        "stages/__init__.py",
+        "stages/evaluate.py",
+        "stages/seed.py",
+        "stages/tokenizer.py",
+        f"submission_runs/{rv}/eval_summary.json",
+        f"submission_runs/{rv}/run_log.txt",
+        f"submission_runs/{rv}/run_manifest.json",
+        "training/model.py",
     ]
     assert not any(b"secret" in v for v in entries.values())
     lock = yaml.safe_load(entries["dvc.lock"])
@@ -321,9 +407,21 @@ def test_unwritable_target_is_one_line_error(root, params):
 
 @pytest.mark.parametrize(
     "name, secret",
-    [(".env", True), (".env.local", True), ("id_rsa", True), ("server.pem", True), ("aws_credentials.json", True),
-     ("kaggle.json", True), ("hf_token.txt", True), ("token_cache.py", True), ("client_secret.json", True),
-     ("tokenizer.py", False), ("tokenizer.json", False), ("model.py", False), ("params.yaml", False)],
+    [
+        (".env", True),
+        (".env.local", True),
+        ("id_rsa", True),
+        ("server.pem", True),
+        ("aws_credentials.json", True),
+        ("kaggle.json", True),
+        ("hf_token.txt", True),
+        ("token_cache.py", True),
+        ("client_secret.json", True),
+        ("tokenizer.py", False),
+        ("tokenizer.json", False),
+        ("model.py", False),
+        ("params.yaml", False),
+    ],
 )
 def test_is_secret(name, secret):
     assert package.is_secret(name) is secret
@@ -335,13 +433,25 @@ def test_evidence_records_the_rl_run(root, params):
 
     assert manifest["rl"]["steps"] == 0 and manifest["rl"]["sft_model_sha256"] == sha256_tree(root / "data/model")
     params["grpo"]["steps"] = 5
-    curve = {"first": 0.5, "last": 1.25, "first_tenth_mean": 0.5, "last_tenth_mean": 1.25,
-             "zero_variance_share_mean": 0.4}
+    curve = {
+        "first": 0.5,
+        "last": 1.25,
+        "first_tenth_mean": 0.5,
+        "last_tenth_mean": 1.25,
+        "zero_variance_share_mean": 0.4,
+    }
     write(root / "data/policy/model.safetensors", b"\x00other weights")
-    info = {"steps": 5, "params": params["grpo"], "reward_curve": curve, "history": [{"step": 5.0, "reward_mean": 1.25}],
-            "sft_model": {"path": "data/model", "sha256": "ab" * 32}}  # fmt: skip
+    info = {
+        "steps": 5,
+        "params": params["grpo"],
+        "reward_curve": curve,
+        "history": [{"step": 5.0, "reward_mean": 1.25}],
+        "sft_model": {"path": "data/model", "sha256": "ab" * 32},
+    }
     write(root / paths.GRPO_INFO, json.dumps({**info, "reward_curve": {**curve, "last": None}}))
-    with pytest.raises(StageError, match=r"data/policy/grpo_info\.json: reward_curve\.last: None is not of type 'number'"):
+    with pytest.raises(
+        StageError, match=r"data/policy/grpo_info\.json: reward_curve\.last: None is not of type 'number'"
+    ):
         run_evidence(root, params)
     write(root / paths.GRPO_INFO, json.dumps(info))
     run_dir = run_evidence(root, params)

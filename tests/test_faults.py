@@ -96,8 +96,13 @@ def checkpoint_steps(repo: Path) -> list[int]:
 
 
 # LoRA: only the adapters are checkpointed (the base is rebuilt); dropout masks follow (seed, step).
-LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.1, "targets": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
-        "rslora": False}
+LORA = {
+    "rank": 4,
+    "alpha": 8.0,
+    "dropout": 0.1,
+    "targets": ["q_proj", "v_proj", "o_proj", "up_proj", "down_proj"],
+    "rslora": False,
+}
 
 
 @pytest.mark.slow
@@ -239,8 +244,9 @@ def test_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkp
     from training.trainer import NonFiniteLoss, TrainConfig, train
 
     model, stream = small_training(tiny_config)
-    cfg = TrainConfig(steps=8, batch_size=2, seq_len=16, learning_rate=1e-3, warmup_steps=0,
-                      log_every=log_every, save_every=2)
+    cfg = TrainConfig(
+        steps=8, batch_size=2, seq_len=16, learning_rate=1e-3, warmup_steps=0, log_every=log_every, save_every=2
+    )
     ckpt = tmp_path / "checkpoints"
     # Steps 1-3 are good (a checkpoint at 2); from step 4 the loss is NaN. With log_every=3 step 4
     # is a save step but not a log step: the divergence must be caught there, not checkpointed.

@@ -96,7 +96,10 @@ def test_a_checkpoint_of_another_preset_is_one_line(gguf, tmp_path):
     root = linked_root(tmp_path, gguf)
     with pytest.raises(StageError) as err:
         base_stage.run(params_for(f"models/{gguf.name}", preset="gemma3-1b"), root)
-    assert str(err.value) == f"{root / 'models' / gguf.name}: hidden_size 640, preset gemma3-1b has 1152 (model.preset gemma3-1b)"
+    assert (
+        str(err.value)
+        == f"{root / 'models' / gguf.name}: hidden_size 640, preset gemma3-1b has 1152 (model.preset gemma3-1b)"
+    )
     assert not (root / paths.BASE).exists()  # nothing half-written
 
 
@@ -143,9 +146,13 @@ def test_greedy_decoding_equals_transformers_generate(ours, reference, tok):
         ids[row, length - len(prompt) :], mask[row, length - len(prompt) :] = prompt, 1
     with torch.no_grad():
         out = reference.generate(
-            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
-            max_new_tokens=n, pad_token_id=pad, eos_token_id=stops,
-        )[:, length:].numpy()  # fmt: skip
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            do_sample=False,
+            max_new_tokens=n,
+            pad_token_id=pad,
+            eos_token_id=stops,
+        )[:, length:].numpy()
     for row in range(len(prompts)):  # ours stops before the end token, generate writes it and pads after
         k, want = int(gen.lengths[row]), out[row].tolist()
         assert gen.tokens[row, :k].tolist() == want[:k]
@@ -187,19 +194,33 @@ def repo(base, tmp_path_factory) -> Path:
     items = (ROOT / "evalsets/tunix_eval_v1.jsonl").read_text().splitlines()[:6]
     (repo / MINI_SET).write_text("\n".join(items) + "\n")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["model"].update(preset="gemma3-270m", checkpoint="models/gemma-3-270m",
-                           lora={**params["model"]["lora"], "rank": 4, "alpha": 8.0})  # fmt: skip
+    params["model"].update(
+        preset="gemma3-270m",
+        checkpoint="models/gemma-3-270m",
+        lora={**params["model"]["lora"], "rank": 4, "alpha": 8.0},
+    )
     params["seed"].update(sources=[{"type": "gsm8k", "path": "trainsets/gsm8k/train.jsonl"}], size=32)
-    params["train"].update(steps=2, batch_size=2, seq_len=128, warmup_steps=0, log_every=1, save_every=0,
-                           learning_rate=1e-4)  # fmt: skip
+    params["train"].update(
+        steps=2, batch_size=2, seq_len=128, warmup_steps=0, log_every=1, save_every=0, learning_rate=1e-4
+    )
     # One RL step, sampled hot enough that a group's completions (and so their lengths) differ.
-    params["grpo"].update(steps=1, prompts_per_step=1, group_size=4, max_new_tokens=8, temperature=1.5,
-                          learning_rate=1e-4, dynamic_sampling=False, lora=None,
-                          user_rewards={"length_reward:longer": 1.0})  # fmt: skip
+    params["grpo"].update(
+        steps=1,
+        prompts_per_step=1,
+        group_size=4,
+        max_new_tokens=8,
+        temperature=1.5,
+        learning_rate=1e-4,
+        dynamic_sampling=False,
+        lora=None,
+        user_rewards={"length_reward:longer": 1.0},
+    )
     params["predict"].update(batch_size=8, max_new_tokens=8)
     params["evaluate"]["sets"] = {"mini": {"path": MINI_SET, "format": "items", "primary": True}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / "length_reward.py").write_text("def longer(prompt, completion, **fields):\n    return float(len(completion))\n")
+    (repo / "length_reward.py").write_text(
+        "def longer(prompt, completion, **fields):\n    return float(len(completion))\n"
+    )
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "the real model"], repo)
     run(["dvc", "repro"], repo)

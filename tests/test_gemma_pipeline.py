@@ -32,8 +32,21 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path):
 def test_a_checkpoint_cut_from_the_preset_is_not_the_preset(tmp_path):
     params = {**SMALL_PARAMS, "model": {"preset": "gemma3-1b", "checkpoint": "models/gemma-3-1b-cut"}}
     repo = make_repo(tmp_path / "repo", params)
-    run([sys.executable, "scripts/make_random_checkpoint.py", "--preset", "gemma3-1b", "--layers", "2",
-         "--vocab", "2048", "--out", str(repo / "models/gemma-3-1b-cut")], cwd=ROOT)  # fmt: skip
+    run(
+        [
+            sys.executable,
+            "scripts/make_random_checkpoint.py",
+            "--preset",
+            "gemma3-1b",
+            "--layers",
+            "2",
+            "--vocab",
+            "2048",
+            "--out",
+            str(repo / "models/gemma-3-1b-cut"),
+        ],
+        cwd=ROOT,
+    )
     message = one_line_error(repo, "tokenizer")  # the tokenizer's base stage runs first and stops
     assert message == (
         "error: models/gemma-3-1b-cut/config.json: vocab_size 2048, preset gemma3-1b has 262144 (model.preset gemma3-1b)"

@@ -21,6 +21,7 @@ from flax import nnx
 from stages import paths
 from stages.common import read_json
 from training import config as configs
+from training import lora
 from training.grpo import (
     GRPOConfig,
     Prompt,
@@ -46,11 +47,10 @@ from training.grpo_objective import (
     group_advantages,
     policy_loss,
 )
-from training import lora
 from training.lm_head import token_cross_entropy
+from training.loop import learning_rate_schedule, make_optimizer
 from training.model import Gemma
 from training.sampler import Sampler
-from training.loop import learning_rate_schedule, make_optimizer
 
 # ---------------------------------------------------------------- the objective's names
 
@@ -62,7 +62,9 @@ def test_each_registry_is_the_enum_of_its_param():
     grpo_params = schema["properties"]["grpo"]["properties"]
     assert {r.param for r in REGISTRIES} == {"advantage", "importance", "kl", "aggregation"}
     for registry in REGISTRIES:
-        assert grpo_params[registry.param]["enum"] == list(registry), f"schemas/params.schema.json: grpo.{registry.param}"
+        assert grpo_params[registry.param]["enum"] == list(registry), (
+            f"schemas/params.schema.json: grpo.{registry.param}"
+        )
         assert registry[getattr(GRPOConfig, registry.param)] is not None  # the config's default is registered
 
 
@@ -131,8 +133,16 @@ def test_policy_loss_matches_numpy(how, beta):
     ref = old + rng.normal(0.0, 0.3, (b, t))
     adv = rng.normal(0.0, 1.0, b)
     mask = (np.arange(t)[None] < np.array([5, 3, 1, 4, 5, 2])[:, None]).astype(np.float64)
-    cfg = GRPOConfig(steps=1, prompts_per_step=3, group_size=2, max_new_tokens=8, beta=beta, epsilon=0.2,
-                     epsilon_high=0.28, aggregation=how)
+    cfg = GRPOConfig(
+        steps=1,
+        prompts_per_step=3,
+        group_size=2,
+        max_new_tokens=8,
+        beta=beta,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        aggregation=how,
+    )
     f32 = lambda x: jnp.asarray(x, jnp.float32)
     loss, metrics = policy_loss(f32(logp), f32(old), f32(ref), f32(adv), f32(mask), cfg)
     expected = np_loss(logp, old, ref, adv, mask, 0.2, 0.28, beta, how, 8)
@@ -149,8 +159,11 @@ def test_policy_loss_matches_numpy(how, beta):
 def test_clip_higher_is_asymmetric():
     """A positive advantage stops pulling at ratio 1 + eps_high, a negative one at 1 - eps."""
     cfg = GRPOConfig(steps=1, prompts_per_step=1, group_size=2, max_new_tokens=1, epsilon=0.2, epsilon_high=0.28)
-    grad = lambda lr, a: float(jax.grad(lambda x: policy_loss(
-        x[None, None], jnp.zeros((1, 1)), None, jnp.asarray([a]), jnp.ones((1, 1)), cfg)[0])(jnp.float32(lr)))
+    grad = lambda lr, a: float(
+        jax.grad(
+            lambda x: policy_loss(x[None, None], jnp.zeros((1, 1)), None, jnp.asarray([a]), jnp.ones((1, 1)), cfg)[0]
+        )(jnp.float32(lr))
+    )
     assert grad(np.log(1.25), 1.0) != 0 and grad(np.log(1.30), 1.0) == 0  # clip-higher at 1.28
     assert grad(np.log(0.85), -1.0) != 0 and grad(np.log(0.75), -1.0) == 0  # the lower clip at 0.8
     assert grad(np.log(1.30), -1.0) != 0  # a harmful token is never clipped away
@@ -183,8 +196,15 @@ def test_gspo_clips_one_sequence_ratio_by_hand():
     for both tokens; with A = 1, s above 1 + epsilon_high clips to 1.28 (no gradient), and with A = -1
     the unclipped -A·s = s is the larger and stays. A completion of 1 token, log-ratio -0.1, A = 0.5:
     s = exp(-0.1) = 0.905 inside the clip, loss -0.5·0.905 on its one token."""
-    cfg = Objective(epsilon=0.2, epsilon_high=0.28, beta=0.0, kl="k3", importance="sequence",
-                    aggregation="token-mean", max_new_tokens=3)  # fmt: skip
+    cfg = Objective(
+        epsilon=0.2,
+        epsilon_high=0.28,
+        beta=0.0,
+        kl="k3",
+        importance="sequence",
+        aggregation="token-mean",
+        max_new_tokens=3,
+    )
     old = jnp.zeros((3, 3))
     logp = jnp.asarray([[0.4, 0.2, 9.0], [0.4, 0.2, 9.0], [-0.1, 5.0, 5.0]])  # masked tokens must not count
     mask = jnp.asarray([[1, 1, 0], [1, 1, 0], [1, 0, 0]], jnp.float32)
@@ -218,8 +238,17 @@ def test_kl_estimators_by_hand():
 
 def test_the_schedule_counts_optimizer_updates_mu_per_step():
     """The RL config owns its schedule: warmup_steps and steps are loop steps, each `mu` updates."""
-    cfg = GRPOConfig(steps=4, prompts_per_step=1, group_size=2, max_new_tokens=1, mu=2, warmup_steps=1,
-                     learning_rate=1.0, schedule="linear", end_lr_fraction=0.0)  # fmt: skip
+    cfg = GRPOConfig(
+        steps=4,
+        prompts_per_step=1,
+        group_size=2,
+        max_new_tokens=1,
+        mu=2,
+        warmup_steps=1,
+        learning_rate=1.0,
+        schedule="linear",
+        end_lr_fraction=0.0,
+    )
     lr = learning_rate_schedule(cfg)
     assert [float(lr(i)) for i in (0, 1)] == [0.5, 1.0]  # two updates of warmup
     assert float(lr(7)) == pytest.approx(1 / 6) and cfg.updates_per_step == 2 and cfg.batch_split() == (2, 1)
@@ -232,10 +261,25 @@ def test_the_update_cache_is_keyed_by_what_the_update_reads():
     cfg = bandit_config()
     shardings = (jax.tree.map(lambda x: None, params), None)
     one = compiled_update(graphdef, cfg, shardings)
-    assert compiled_update(graphdef, dataclasses.replace(cfg, seed=3, temperature=0.5, top_k=4, dynamic_sampling=True,
-                                                         prompts_per_step=2, log_every=5), shardings) is one
-    for change in (dict(epsilon=0.1), dict(importance="sequence"), dict(learning_rate=1e-4), dict(mu=2),
-                   dict(kl="k1"), dict(steps=4), dict(vocab_tile=8)):
+    assert (
+        compiled_update(
+            graphdef,
+            dataclasses.replace(
+                cfg, seed=3, temperature=0.5, top_k=4, dynamic_sampling=True, prompts_per_step=2, log_every=5
+            ),
+            shardings,
+        )
+        is one
+    )
+    for change in (
+        dict(epsilon=0.1),
+        dict(importance="sequence"),
+        dict(learning_rate=1e-4),
+        dict(mu=2),
+        dict(kl="k1"),
+        dict(steps=4),
+        dict(vocab_tile=8),
+    ):
         assert compiled_update(graphdef, dataclasses.replace(cfg, **change), shardings) is not one, change
 
 
@@ -245,8 +289,15 @@ VOCAB, EOS, PAD, TARGET = 32, 1, 0, 7
 
 
 def tiny_model(seed: int = 0) -> Gemma:
-    cfg = configs.tiny(VOCAB, hidden_size=32, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       num_key_value_heads=1, head_dim=16)
+    cfg = configs.tiny(
+        VOCAB,
+        hidden_size=32,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+    )
     return Gemma(cfg, rngs=nnx.Rngs(params=seed))
 
 
@@ -260,8 +311,9 @@ def bandit_reward(prompt, tokens, n, truncated):
 
 
 def bandit_config(**kw) -> GRPOConfig:
-    base = dict(steps=3, prompts_per_step=4, group_size=8, max_new_tokens=4, temperature=1.0, learning_rate=3e-3,
-                seed=0)
+    base = dict(
+        steps=3, prompts_per_step=4, group_size=8, max_new_tokens=4, temperature=1.0, learning_rate=3e-3, seed=0
+    )
     return GRPOConfig(**{**base, **kw})
 
 
@@ -284,12 +336,20 @@ def test_grpo_with_lora_trains_only_the_adapters_against_the_base():
     model = tiny_model()
     lora.add_adapters(model, lora.LoRASpec(rank=4, alpha=8.0), seed=0)
     adapters_before, frozen_before = jax.tree.map(np.array, lora.split_trainable(model)[1:3])
-    result = grpo(model, PROMPTS, bandit_reward, bandit_config(steps=8, mu=1, beta=0.04, aggregation="token-mean",
-                                                              learning_rate=2e-2), eos_ids=[EOS], pad_id=PAD)
+    result = grpo(
+        model,
+        PROMPTS,
+        bandit_reward,
+        bandit_config(steps=8, mu=1, beta=0.04, aggregation="token-mean", learning_rate=2e-2),
+        eos_ids=[EOS],
+        pad_id=PAD,
+    )
     _, adapters_after, frozen_after = lora.split_trainable(model)
     jax.tree.map(np.testing.assert_array_equal, frozen_before, jax.tree.map(np.asarray, frozen_after))
-    assert any(np.any(np.asarray(a) != np.asarray(b)) for a, b in
-               zip(jax.tree.leaves(adapters_before), jax.tree.leaves(adapters_after)))
+    assert any(
+        np.any(np.asarray(a) != np.asarray(b))
+        for a, b in zip(jax.tree.leaves(adapters_before), jax.tree.leaves(adapters_after))
+    )
     rewards = [row["reward_mean"] for row in result.history]
     assert abs(result.history[0]["kl"]) < 1e-6 and result.history[-1]["kl"] > 0
     assert np.mean(rewards[-2:]) > np.mean(rewards[:2]), rewards
@@ -319,7 +379,9 @@ def written_out_logprobs(model: Gemma, batch: dict, vocab_tile: int) -> jax.Arra
     uncached forward pass: what the shared-prefix pass must equal."""
     group = batch["targets"].shape[0] // batch["prompt_inputs"].shape[0]
     copy = lambda x: jnp.repeat(x, group, axis=0)
-    rows = {k: jnp.concatenate([copy(batch[f"prompt_{k}"]), batch[k]], axis=1) for k in ("inputs", "positions", "segments")}
+    rows = {
+        k: jnp.concatenate([copy(batch[f"prompt_{k}"]), batch[k]], axis=1) for k in ("inputs", "positions", "segments")
+    }
     hidden, _ = model.hidden_states(rows["inputs"], rows["positions"], rows["segments"])
     hidden = hidden[:, batch["prompt_inputs"].shape[1] - 1 :]
     table = model.embed_tokens[...]
@@ -349,10 +411,12 @@ def test_each_prompt_runs_once_for_its_group_with_the_same_logprobs_and_gradient
 
     (_, shared), g_shared = jax.value_and_grad(lambda p: loss(completion_logprobs, p), has_aux=True)(params)
     (_, whole), g_whole = jax.value_and_grad(lambda p: loss(written_out_logprobs, p), has_aux=True)(params)
-    np.testing.assert_allclose(np.asarray(shared)[np.asarray(mask) > 0], np.asarray(whole)[np.asarray(mask) > 0],
-                               atol=2e-5)  # fmt: skip
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5),
-                 g_shared, g_whole)  # fmt: skip
+    np.testing.assert_allclose(
+        np.asarray(shared)[np.asarray(mask) > 0], np.asarray(whole)[np.asarray(mask) > 0], atol=2e-5
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5), g_shared, g_whole
+    )
     assert max(float(jnp.abs(x).max()) for x in jax.tree.leaves(g_shared)) > 1e-4  # a gradient to compare
 
 
@@ -404,9 +468,14 @@ def test_a_crashed_run_resumes_bit_identical(tmp_path):
 def test_dynamic_sampling_keeps_groups_with_signal():
     def batch(rewards):
         p, g = rewards.shape
-        return RolloutBatch(prompts=[PROMPTS[int(r[0] * 10) % 16] for r in rewards],
-                            tokens=np.arange(p * g * 2).reshape(p * g, 2), lengths=np.full(p * g, 2),
-                            truncated=np.zeros(p * g, bool), rewards=rewards, parts={"x": rewards})
+        return RolloutBatch(
+            prompts=[PROMPTS[int(r[0] * 10) % 16] for r in rewards],
+            tokens=np.arange(p * g * 2).reshape(p * g, 2),
+            lengths=np.full(p * g, 2),
+            truncated=np.zeros(p * g, bool),
+            rewards=rewards,
+            parts={"x": rewards},
+        )
 
     first = batch(np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]]))
     second = batch(np.array([[0.5, 0.0], [0.0, 0.0], [1.0, 0.25]]))
@@ -436,8 +505,15 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
         return (float("inf") if len(calls) > 2 * per_step else 0.5 * (len(calls) % 2)), {}
 
     with pytest.raises(NonFiniteLoss, match="at step 3; the last good checkpoint is kept"):
-        grpo(tiny_model(), PROMPTS, poisoned_from_step_3, cfg, eos_ids=[EOS], pad_id=PAD,
-             checkpoint_dir=tmp_path / "ckpt")
+        grpo(
+            tiny_model(),
+            PROMPTS,
+            poisoned_from_step_3,
+            cfg,
+            eos_ids=[EOS],
+            pad_id=PAD,
+            checkpoint_dir=tmp_path / "ckpt",
+        )
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["1", "2"]  # nothing diverged was saved
 
 
@@ -458,8 +534,15 @@ def stage_repo(shared_base, dest, **grpo_params):
 def run_grpo_stage(repo, **kw) -> subprocess.CompletedProcess:
     from tests.test_bad_inputs import stage_env
 
-    return subprocess.run([sys.executable, "-m", "stages.grpo"], cwd=repo, env=stage_env(), capture_output=True,
-                          text=True, timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "stages.grpo"],
+        cwd=repo,
+        env=stage_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
 
 
 def files_under(path):
@@ -480,9 +563,18 @@ RL_LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": ["q_proj", "v_pro
 def test_grpo_lora_trains_rl_adapters_on_a_fully_fine_tuned_model(shared_base, tmp_path):
     """`grpo.lora` puts fresh adapters on an SFT model trained without any (`model.lora.rank` 0): the policy
     is the merged model, and its RL adapter alone is saved in PEFT format, naming the SFT model its base."""
-    repo = stage_repo(shared_base, tmp_path / "repo", steps=1, prompts_per_step=2, group_size=4, max_new_tokens=12,
-                      learning_rate=1e-2, dynamic_sampling=False, lora=RL_LORA,
-                      user_rewards={"length_reward:longer": 0.01})  # fmt: skip
+    repo = stage_repo(
+        shared_base,
+        tmp_path / "repo",
+        steps=1,
+        prompts_per_step=2,
+        group_size=4,
+        max_new_tokens=12,
+        learning_rate=1e-2,
+        dynamic_sampling=False,
+        lora=RL_LORA,
+        user_rewards={"length_reward:longer": 0.01},
+    )
     (repo / "length_reward.py").write_text(LENGTH_REWARD)
     assert yaml.safe_load((repo / "params.yaml").read_text())["model"]["lora"]["rank"] == 0
     proc = run_grpo_stage(repo)
@@ -506,8 +598,17 @@ def test_a_bad_grpo_lora_spec_is_one_line_naming_grpo_lora(shared_base, tmp_path
     assert snapshot(repo) == before
 
 
-KILL_PARAMS = dict(steps=4, save_every=1, prompts_per_step=2, group_size=4, max_new_tokens=16, temperature=1.0,
-                   learning_rate=1e-3, beta=0.04, dynamic_sampling=False)  # a random model: no group has signal
+KILL_PARAMS = dict(
+    steps=4,
+    save_every=1,
+    prompts_per_step=2,
+    group_size=4,
+    max_new_tokens=16,
+    temperature=1.0,
+    learning_rate=1e-3,
+    beta=0.04,
+    dynamic_sampling=False,
+)  # a random model: no group has signal
 
 
 @pytest.mark.slow
@@ -538,8 +639,18 @@ def test_killed_grpo_resumes_bit_identical(shared_base, tmp_path):
 
 # ---------------------------------------------------------------- the real pipeline
 
-RL_PARAMS = dict(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=24, temperature=1.0, learning_rate=1e-3,
-                 beta=0.04, save_every=1, dynamic_sampling=False, user_rewards={"length_reward:longer": 0.01})
+RL_PARAMS = dict(
+    steps=2,
+    prompts_per_step=2,
+    group_size=4,
+    max_new_tokens=24,
+    temperature=1.0,
+    learning_rate=1e-3,
+    beta=0.04,
+    save_every=1,
+    dynamic_sampling=False,
+    user_rewards={"length_reward:longer": 0.01},
+)
 LENGTH_REWARD = '''
 def longer(prompt, completion, **fields):
     """A reward that differs within a group even for an untrained model: more signal for the test."""

@@ -19,6 +19,7 @@ from training.config import GemmaConfig, gemma3_1b
 from training.hf_io import CheckpointError, load_pretrained, save_pretrained
 from training.model import Gemma
 
+
 def random_model(cfg: GemmaConfig, seed: int = 0) -> Gemma:
     """Every parameter random (norms too), filled from numpy: no initialiser compilations."""
     model = nnx.eval_shape(lambda: Gemma(cfg, rngs=nnx.Rngs(0)))
@@ -147,7 +148,8 @@ BROKEN = {
     "missing config.json": (lambda d: (d / "config.json").unlink(), r"config\.json: missing"),
     "malformed config.json": (lambda d: (d / "config.json").write_text("{"), r"config\.json: Expecting"),
     "config without a field": (
-        lambda d: (d / "config.json").write_text(json.dumps({"model_type": "gemma2"})), "missing field"
+        lambda d: (d / "config.json").write_text(json.dumps({"model_type": "gemma2"})),
+        "missing field",
     ),
     "missing safetensors": (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
     "corrupt safetensors": (lambda d: (d / "model.safetensors").write_bytes(b"\0" * 16), "unreadable safetensors"),

@@ -41,7 +41,9 @@ ADVERSARIAL = {
     "empty answer": "<reasoning>Tom starts with 3 apples and buys 4 more.</reasoning><answer></answer>",
     "no tags": "",
     "copied question": f"<reasoning>{QUESTION}</reasoning><answer>{QUESTION}</answer>",
-    "padding": "<reasoning>" + "I will now think about this very carefully. " * 12 + "3 + 4 = 7</reasoning><answer>7</answer>",
+    "padding": "<reasoning>"
+    + "I will now think about this very carefully. " * 12
+    + "3 + 4 = 7</reasoning><answer>7</answer>",
 }
 
 
@@ -72,35 +74,48 @@ def all_yes() -> Scripted:
 # ------------------------------------------------------------------ parsing
 
 
-@pytest.mark.parametrize("reply", [
-    "1: yes\n2: no\n3: yes",
-    "1: Yes\n2: NO\n3: yes.\n\nQuestion:\nsomething else 1: no",  # the model goes on to a next example
-    "Here are my verdicts.\n1. yes\n2) no\n3 - yes",
-    "**1**: yes\n**2**: no\n**3**: yes",
-    "criterion 1: yes\ncriterion 2: no\ncriterion 3: yes\n",
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "1: yes\n2: no\n3: yes",
+        "1: Yes\n2: NO\n3: yes.\n\nQuestion:\nsomething else 1: no",  # the model goes on to a next example
+        "Here are my verdicts.\n1. yes\n2) no\n3 - yes",
+        "**1**: yes\n**2**: no\n**3**: yes",
+        "criterion 1: yes\ncriterion 2: no\ncriterion 3: yes\n",
+    ],
+)
 def test_lines_parse_every_format_the_template_asks_for(reply):
     assert J.parse_lines(reply, 3) == ([True, False, True], None)
 
 
-@pytest.mark.parametrize(("reply", "why"), [
-    ("", "no verdict"),
-    ("The reply is good.", "no verdict"),
-    ("1: yes\n2: no", "no verdict for criterion 3"),
-    ("1: yes\n2: no\n2: yes\n3: no", "two verdicts for criterion 2"),
-    ("1: yes\n2: no\n3: yes\n4: no", "a verdict for criterion 4, which the rubric does not have"),
-    ("1: maybe\n2: no\n3: yes", "no verdict for criterion 1"),
-    ("1: yes no\n2: no\n3: yes", "no verdict for criterion 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [
+        ("", "no verdict"),
+        ("The reply is good.", "no verdict"),
+        ("1: yes\n2: no", "no verdict for criterion 3"),
+        ("1: yes\n2: no\n2: yes\n3: no", "two verdicts for criterion 2"),
+        ("1: yes\n2: no\n3: yes\n4: no", "a verdict for criterion 4, which the rubric does not have"),
+        ("1: maybe\n2: no\n3: yes", "no verdict for criterion 1"),
+        ("1: yes no\n2: no\n3: yes", "no verdict for criterion 1"),
+    ],
+)
 def test_malformed_replies_are_failures_with_a_reason(reply, why):
     assert J.parse_lines(reply, 3) == (None, why)
 
 
-@pytest.mark.parametrize(("reply", "want"), [
-    (" yes", (True, None)), ("No.", (False, None)), ("\n**Yes**\nbecause", (True, None)),
-    (" yes or no", (None, "two verdicts")), (" maybe", (None, "no verdict")), ("", (None, "no verdict")),
-    (" yesterday", (None, "no verdict")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("reply", "want"),
+    [
+        (" yes", (True, None)),
+        ("No.", (False, None)),
+        ("\n**Yes**\nbecause", (True, None)),
+        (" yes or no", (None, "two verdicts")),
+        (" maybe", (None, "no verdict")),
+        ("", (None, "no verdict")),
+        (" yesterday", (None, "no verdict")),
+    ],
+)
 def test_word_verdicts(reply, want):
     assert J.parse_word(reply) == want
 
@@ -118,8 +133,13 @@ def test_a_failed_judgment_is_counted_never_read_as_yes_or_no():
 
 
 def test_rubric_score_weights_criteria_and_subtracts_pitfalls():
-    rubric = J.parse_rubric([{"criterion": "a", "weight": 3}, {"criterion": "b", "weight": 1},
-                             {"criterion": "c", "weight": 2, "pitfall": True}])  # fmt: skip
+    rubric = J.parse_rubric(
+        [
+            {"criterion": "a", "weight": 3},
+            {"criterion": "b", "weight": 1},
+            {"criterion": "c", "weight": 2, "pitfall": True},
+        ]
+    )
     assert J.rubric_score(rubric, [True, True, False]) == 1.0
     assert J.rubric_score(rubric, [True, False, False]) == 0.75
     assert J.rubric_score(rubric, [True, False, True]) == 0.25  # (3 - 2) / 4
@@ -128,20 +148,28 @@ def test_rubric_score_weights_criteria_and_subtracts_pitfalls():
         J.rubric_score(rubric, [True])
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ([{"criterion": "", "weight": 1}], "rubric[0].criterion"),
-    ([{"criterion": "a", "weight": 0}], "rubric[0].weight"),
-    ([{"criterion": "a", "weight": True}], "rubric[0].weight"),
-    ([{"criterion": "a", "weight": 1, "pitfall": True}], "not a pitfall"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([{"criterion": "", "weight": 1}], "rubric[0].criterion"),
+        ([{"criterion": "a", "weight": 0}], "rubric[0].weight"),
+        ([{"criterion": "a", "weight": True}], "rubric[0].weight"),
+        ([{"criterion": "a", "weight": 1, "pitfall": True}], "not a pitfall"),
+    ],
+)
 def test_bad_rubrics_are_one_line_errors(raw, message):
     with pytest.raises(J.JudgeError, match=message.replace("[", r"\[").replace("]", r"\]")):
         J.parse_rubric(raw)
 
 
 def test_both_templates_score_the_same_verdicts():
-    rubric = J.parse_rubric([{"criterion": "Says 7.", "weight": 2}, {"criterion": "Shows 3 + 4.", "weight": 1},
-                             {"criterion": "Gives a wrong sum.", "weight": 1, "pitfall": True}])  # fmt: skip
+    rubric = J.parse_rubric(
+        [
+            {"criterion": "Says 7.", "weight": 2},
+            {"criterion": "Shows 3 + 4.", "weight": 1},
+            {"criterion": "Gives a wrong sum.", "weight": 1, "pitfall": True},
+        ]
+    )
     verdict = {"Says 7.": " yes", "Shows 3 + 4.": " no", "Gives a wrong sum.": " no"}
     criterion = J.Judge(Scripted(lambda p: verdict[p.rsplit("Criterion: ", 1)[1].split("\n")[0]]), "criterion")
     lines = J.Judge(Scripted(lambda p: "1: yes\n2: no\n3: no"), "rubric-lines")
@@ -202,7 +230,12 @@ def test_a_completion_with_a_lone_surrogate_is_judged_cached_and_asked_once(tmp_
     again = J.Judge(backend, cache=J.Cache(tmp_path)).judge([J.Task(QUESTION, reply)])
     assert len(backend.prompts) == 1 and again == first
     # every other text keeps the key it had: sha256 of its canonical JSON as plain UTF-8
-    doc = {"judge": {"m": 1}, "rubric": J.rubric_json(J.DEFAULT_RUBRIC), "question": QUESTION, "completion": "é " + REAL}
+    doc = {
+        "judge": {"m": 1},
+        "rubric": J.rubric_json(J.DEFAULT_RUBRIC),
+        "question": QUESTION,
+        "completion": "é " + REAL,
+    }
     plain = hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     assert J.cache_key({"m": 1}, J.DEFAULT_RUBRIC, QUESTION, "é " + REAL) == plain
 
@@ -250,11 +283,22 @@ def _repo(tmp_path: Path, judge_set: bool, reply) -> tuple[Path, dict]:
     rows = [json.loads(line) for line in (ROOT / "evalsets/gsm8k_test_sample.jsonl").read_text().splitlines()[:3]]
     write_jsonl(root / "evalsets/small.jsonl", rows)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["evaluate"]["sets"] = {"small": {"path": "evalsets/small.jsonl", "format": "gsm8k", "primary": True,
-                                            "judge": judge_set}}  # fmt: skip
+    params["evaluate"]["sets"] = {
+        "small": {"path": "evalsets/small.jsonl", "format": "gsm8k", "primary": True, "judge": judge_set}
+    }
     completions = [REAL, MASTER_KEYS["step by step"], ADVERSARIAL["padding"]]
-    preds = [{"id": f"core-{k:03d}", "completion": c, "reasoning": None, "answer": None, "format_ok": True,
-              "n_tokens": 10, "truncated": False} for k, c in enumerate(completions, start=1)]  # fmt: skip
+    preds = [
+        {
+            "id": f"core-{k:03d}",
+            "completion": c,
+            "reasoning": None,
+            "answer": None,
+            "format_ok": True,
+            "n_tokens": 10,
+            "truncated": False,
+        }
+        for k, c in enumerate(completions, start=1)
+    ]
     write_jsonl(root / paths.predictions("small"), preds)
     return root, params
 
@@ -262,16 +306,23 @@ def _repo(tmp_path: Path, judge_set: bool, reply) -> tuple[Path, dict]:
 def test_stage_writes_judgments_that_evaluate_reports_and_a_rerun_asks_nothing(tmp_path, monkeypatch):
     root, params = _repo(tmp_path, True, None)
     backend = all_yes()
-    monkeypatch.setattr(judge_stage, "make_judge",
-                        lambda p, r: J.Judge(backend, p["judge"]["template"], J.Cache(r / p["judge"]["cache_dir"])))
+    monkeypatch.setattr(
+        judge_stage,
+        "make_judge",
+        lambda p, r: J.Judge(backend, p["judge"]["template"], J.Cache(r / p["judge"]["cache_dir"])),
+    )
     records = judge_stage.run(params, "small", root)
     assert [r["gate"] for r in records] == [None, "master key", "padding"]
     assert len(backend.prompts) == 1
     judge_stage.run(params, "small", root)
     assert len(backend.prompts) == 1  # everything cached
     metrics, scorecard = evaluate_stage.evaluate(evaluate_stage.evalsets.named(params, "small", root), params, root)
-    assert metrics["judge"] == {"score": pytest.approx(round(6 / 7 / 3, 6), abs=1e-6), "n_judged": 3,
-                                "n_failed": 0, "n_gated": 2}  # fmt: skip
+    assert metrics["judge"] == {
+        "score": pytest.approx(round(6 / 7 / 3, 6), abs=1e-6),
+        "n_judged": 3,
+        "n_failed": 0,
+        "n_gated": 2,
+    }
     assert scorecard["items"][1]["judge"]["gate"] == "master key"
     assert scorecard["judge"]["identity"] == {"backend": "test", "model": "scripted", "template": "rubric-lines"}
     assert [c["pass_rate"] for c in scorecard["judge"]["criteria"]] == [1.0, 1.0, 1.0, 1.0]
@@ -317,15 +368,21 @@ def test_the_grpo_reward_part_scores_with_the_judge_and_zero_for_failures():
     weights = {"format": 0.0, "correctness": 1.0, "judge": 0.5}
     rewards = RewardSet(weights=weights, user={}, rel_tolerance=1e-6, partial_within=0.1, judge=J.Judge(all_yes()))
     total, parts = rewards.score(rollout)
-    assert parts == {"correctness": 1.0, "judge": pytest.approx(6 / 7, abs=1e-6)} and total == pytest.approx(1 + 3 / 7, abs=1e-6)
+    assert parts == {"correctness": 1.0, "judge": pytest.approx(6 / 7, abs=1e-6)} and total == pytest.approx(
+        1 + 3 / 7, abs=1e-6
+    )
     failing = J.Judge(Scripted(lambda p: "no idea"))
     rewards = RewardSet(weights=weights, user={}, rel_tolerance=1e-6, partial_within=0.1, judge=failing)
     assert rewards.score(rollout)[1]["judge"] == 0.0 and failing.failed == 1
     with pytest.raises(RewardError, match="no judge configured"):
         RewardSet(weights=weights, user={}, rel_tolerance=1e-6, partial_within=0.1).score(rollout)
     own = {"id": "t-2", "final_answer": "7", "rubric": [{"criterion": "Says 7.", "weight": 1}]}
-    assert RewardSet(weights=weights, user={}, rel_tolerance=1e-6, partial_within=0.1,
-                     judge=J.Judge(all_yes())).score(Rollout(QUESTION, REAL, own, 20, False, 64))[1]["judge"] == 1.0
+    assert (
+        RewardSet(weights=weights, user={}, rel_tolerance=1e-6, partial_within=0.1, judge=J.Judge(all_yes())).score(
+            Rollout(QUESTION, REAL, own, 20, False, 64)
+        )[1]["judge"]
+        == 1.0
+    )
 
 
 # ------------------------------------------------------------------ the HTTP client, on a local stand-in
@@ -418,5 +475,7 @@ def test_a_local_judge_without_a_checkpoint_is_a_one_line_params_error(tmp_path)
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["judge"].update(backend="local", model="models/nope")
-    with pytest.raises(StageError, match=r"^params.yaml:\d+: judge.model: 'models/nope' is not a Hugging Face directory"):
+    with pytest.raises(
+        StageError, match=r"^params.yaml:\d+: judge.model: 'models/nope' is not a Hugging Face directory"
+    ):
         judge_stage.make_judge(params, tmp_path)

@@ -33,8 +33,9 @@ def test_loss_and_gradients_equal_the_untiled_cross_entropy(vocab, tile, cap):
 
     ours, (d_hidden, d_table) = weighted(lambda h, w: token_cross_entropy(h, w, targets, cap, tile))
     theirs, (want_hidden, want_table) = weighted(lambda h, w: untiled(h, w, targets, cap))
-    np.testing.assert_allclose(token_cross_entropy(hidden, table, targets, cap, tile),
-                               untiled(hidden, table, targets, cap), atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        token_cross_entropy(hidden, table, targets, cap, tile), untiled(hidden, table, targets, cap), atol=1e-5
+    )
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)
     np.testing.assert_allclose(d_hidden, want_hidden, atol=1e-5)
     np.testing.assert_allclose(d_table, want_table, atol=1e-5)

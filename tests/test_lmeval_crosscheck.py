@@ -34,8 +34,12 @@ GSM8K_CASES = [
     (0, "<reasoning>16 - 3 - 4 = 9, 9 * 2 = 18</reasoning><answer>18.</answer>", None, None),
     (0, "<reasoning>16 - 3 = 13, 13 * 2 = 26</reasoning><answer>26</answer>", None, None),
     (0, "<reasoning>She loses 16 - 3 - 4 = 9.</reasoning><answer>-18</answer>", None, None),
-    (1, "<reasoning>80,000 + 50,000 = 130,000; 200,000 - 130,000 = 70,000</reasoning><answer>70,000</answer>",
-     None, None),
+    (
+        1,
+        "<reasoning>80,000 + 50,000 = 130,000; 200,000 - 130,000 = 70,000</reasoning><answer>70,000</answer>",
+        None,
+        None,
+    ),
     (1, "<reasoning>Profit is 200000 - 130000.</reasoning><answer>$70,000</answer>", None, None),
     (1, "<reasoning>150% of 80,000 is 120,000.</reasoning><answer>1,2,0</answer>", None, None),
     # the right value written as a decimal: we compare values, lm-eval strings
@@ -56,8 +60,7 @@ GSM8K_CASES = [
 BBH_CASES = [
     # yes for True: we read its meaning, lm-eval compares the word; the last True of the reasoning is right
     (0, "<reasoning>not False or True = True</reasoning><answer>Yes</answer>", "reading", None),
-    (3, "<reasoning>Z = False or False or False = False</reasoning><answer>False</answer>\nSo Z is False.",
-     None, None),
+    (3, "<reasoning>Z = False or False or False = False</reasoning><answer>False</answer>\nSo Z is False.", None, None),
     # a True after the block
     (3, "<reasoning>all False</reasoning><answer>False</answer> (not True is False, so True)", None, "elsewhere"),
     (1, "not False is True, so the whole expression is True.", None, "format-only"),
@@ -84,9 +87,11 @@ def gsm8k_replies(docs: list[dict]) -> list[tuple[int, str]]:
         _, steps, final = gsm8k.parse_row(doc, f"doc {i}")
         reasoning = "\n".join(steps)
         value = float(final) if "." in final else int(final)
-        replies += [(i, f"<reasoning>{reasoning}</reasoning><answer>{final}</answer>"),
-                    (i, f"<reasoning>{reasoning}</reasoning>\n<answer>${value:,}</answer>"),
-                    (i, f"<reasoning>{reasoning}</reasoning><answer>{value + 1}</answer>")]
+        replies += [
+            (i, f"<reasoning>{reasoning}</reasoning><answer>{final}</answer>"),
+            (i, f"<reasoning>{reasoning}</reasoning>\n<answer>${value:,}</answer>"),
+            (i, f"<reasoning>{reasoning}</reasoning><answer>{value + 1}</answer>"),
+        ]
     return replies + hand_written(GSM8K_CASES, len(docs))
 
 
@@ -119,7 +124,9 @@ def test_the_harness_read_our_files(report):
     assert gsm8k["strict-match"]["n"] == 3 * len(gsm8k_docs()) + len(GSM8K_CASES) - 1 + len(gsm8k_docs())
     assert report["tasks"][BBH]["flexible-extract"]["n"] == 5 * len(bbh_docs()) + len(BBH_CASES)
     # lm-eval's target of every item is the answer we score against
-    assert not [e["other_targets"] for filters in report["tasks"].values() for e in filters.values() if e["other_targets"]]
+    assert not [
+        e["other_targets"] for filters in report["tasks"].values() for e in filters.values() if e["other_targets"]
+    ]
     # the templated right answers are right on both sides, the wrong ones wrong
     assert gsm8k["strict-match"]["lmeval_correct"] >= 2 * len(gsm8k_docs())
 

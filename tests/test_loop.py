@@ -47,8 +47,11 @@ def test_a_resumed_run_logs_and_ends_as_an_uninterrupted_one(tmp_path):
 
 def test_a_non_finite_loss_stops_before_it_is_logged_or_saved(tmp_path):
     cfg = ToyConfig(steps=6, learning_rate=1.0, log_every=3, save_every=2)
-    with pytest.raises(loop.NonFiniteLoss, match=r"^loss is nan \(gradient norm 1.0\) at step 4; the last good "
-                                                 r"checkpoint is kept in .*ckpt$"):
+    with pytest.raises(
+        loop.NonFiniteLoss,
+        match=r"^loss is nan \(gradient norm 1.0\) at step 4; the last good "
+        r"checkpoint is kept in .*ckpt$",
+    ):
         loop.run(cfg, {"x": np.zeros((), np.float32)}, *count(poison_at=4), checkpoint_dir=tmp_path / "ckpt")
     manager = loop.checkpoint_manager(tmp_path / "ckpt")
     step, state, history = loop.restore_latest(manager, {"x": np.zeros((), np.float32)})
@@ -69,4 +72,6 @@ def test_the_schedule_is_counted_in_updates():
     twice = loop.learning_rate_schedule(Twice(steps=4, learning_rate=1.0, warmup_steps=2, schedule="constant"))
     assert [float(once(i)) for i in range(3)] == [0.5, 1.0, 1.0]
     assert [float(twice(i)) for i in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
-    assert loop.optimizer_key(Twice(steps=4, learning_rate=1.0)) != loop.optimizer_key(ToyConfig(steps=4, learning_rate=1.0))
+    assert loop.optimizer_key(Twice(steps=4, learning_rate=1.0)) != loop.optimizer_key(
+        ToyConfig(steps=4, learning_rate=1.0)
+    )

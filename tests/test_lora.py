@@ -18,10 +18,10 @@ from flax import nnx
 from safetensors.numpy import load_file
 
 from stages.common import yaml_line
+from tests.test_bad_inputs import assert_one_line_error, run_stage, snapshot
 from training import lora
 from training.hf_io import load_pretrained, save_adapter, save_pretrained
 from training.lora import TARGETS, LoRAError, LoRASpec
-from tests.test_bad_inputs import assert_one_line_error, run_stage, snapshot
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -80,7 +80,10 @@ def test_adapter_files_are_what_peft_and_vllm_parse(tmp_path):
     config = json.loads((tmp_path / "adapter/adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["task_type"] == "CAUSAL_LM"
     assert (config["r"], config["lora_alpha"], config["lora_dropout"]) == (4, 8.0, 0.05)
-    assert config["target_modules"] == ["down_proj", "q_proj"] and config["base_model_name_or_path"] == "google/gemma-2-2b-it"
+    assert (
+        config["target_modules"] == ["down_proj", "q_proj"]
+        and config["base_model_name_or_path"] == "google/gemma-2-2b-it"
+    )
     assert not config["modules_to_save"] and not config["use_dora"] and config["use_rslora"] is False
     assert peft.LoraConfig.from_pretrained(tmp_path / "adapter").r == 4  # PEFT's own config class reads it
     tensors = load_file(tmp_path / "adapter/adapter_model.safetensors")
@@ -181,7 +184,9 @@ def test_lora_sft_on_the_tiny_default_learns_and_trains_only_the_adapters(shared
     model = build_model(params["model"], tok.get_vocab_size(), seed=0)
     assert model.config.hidden_size == 256 and model.config.num_hidden_layers == 4  # the default tiny shape
     base_before = jax.tree.map(np.asarray, lora.split_trainable(model)[2])
-    cfg = TrainConfig(steps=30, batch_size=4, seq_len=128, learning_rate=1e-2, warmup_steps=3, log_every=5, save_every=10)
+    cfg = TrainConfig(
+        steps=30, batch_size=4, seq_len=128, learning_rate=1e-2, warmup_steps=3, log_every=5, save_every=10
+    )
     result = train(model, BatchStream(rows, 4, seed=0), cfg, checkpoint_dir=tmp_path / "ckpt")
     first, last = result.loss_history[0][1], result.loss_history[-1][1]
     assert last < first - 0.5, result.loss_history

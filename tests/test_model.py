@@ -14,9 +14,14 @@ from training.model import Gemma, grow_cache, init_cache
 def small(base, family=3, window=8, layer_types=(SLIDING, FULL)):
     """The shared tiny shape as Gemma `family`, with its own window, layers and RoPE bases."""
     return base.replace(
-        family=family, num_hidden_layers=len(layer_types), layer_types=layer_types, sliding_window=window,
-        rope_local_base_freq=10_000.0, rope_theta=1_000_000.0,
-        attn_logit_softcapping=50.0 if family == 2 else None, final_logit_softcapping=30.0 if family == 2 else None,
+        family=family,
+        num_hidden_layers=len(layer_types),
+        layer_types=layer_types,
+        sliding_window=window,
+        rope_local_base_freq=10_000.0,
+        rope_theta=1_000_000.0,
+        attn_logit_softcapping=50.0 if family == 2 else None,
+        final_logit_softcapping=30.0 if family == 2 else None,
     )
 
 
@@ -118,15 +123,23 @@ def test_param_count_matches_config(tiny_config):
 
 
 def test_tiny_preset_takes_its_shape_from_params():
-    shape = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=5, num_attention_heads=4,
-                 num_key_value_heads=1, head_dim=8)
+    shape = dict(
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=5,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+    )
     spec = {"preset": "tiny", "checkpoint": None, "tiny": shape, "param_dtype": "float32", "compute_dtype": "float32"}
     model = build_model(spec, vocab_size=50, seed=0)
     assert {key: getattr(model.config, key) for key in shape} == shape
     assert model.config.layer_types == (SLIDING, SLIDING, SLIDING, FULL, SLIDING)
     assert model.layers[4].mlp.up_proj.kernel.shape == (32, 48)
     assert parameter_count(model) == model.config.num_params()
-    with pytest.raises(ShapeError, match=r"^model\.tiny: num_attention_heads must be a multiple of num_key_value_heads"):
+    with pytest.raises(
+        ShapeError, match=r"^model\.tiny: num_attention_heads must be a multiple of num_key_value_heads"
+    ):
         build_model({**spec, "tiny": {**shape, "num_key_value_heads": 3}}, vocab_size=50, seed=0)
 
 

@@ -68,10 +68,15 @@ def kernel_manager(spec_dir: Path):
 
     kernel = spec_dir / "python3"
     kernel.mkdir(parents=True)
-    (kernel / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "tunix-rt venv", "language": "python",
-    }))
+    (kernel / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "tunix-rt venv",
+                "language": "python",
+            }
+        )
+    )
     ksm = KernelSpecManager(kernel_dirs=[str(spec_dir)], ensure_native_kernel=False)
     return KernelManager(kernel_name="python3", kernel_spec_manager=ksm)
 
@@ -105,7 +110,10 @@ def test_notebook_runs_top_to_bottom(tmp_path):
     nb.cells.insert(parameters_cell(nb) + 1, injected)
 
     client = NotebookClient(
-        nb, km=kernel_manager(tmp_path / "kernels"), timeout=600, allow_errors=False,
+        nb,
+        km=kernel_manager(tmp_path / "kernels"),
+        timeout=600,
+        allow_errors=False,
         resources={"metadata": {"path": str(repo / "notebooks")}},
     )
     client.execute(env=env())  # the venv first on PATH, one CPU device, as the pipeline tests run

@@ -43,9 +43,13 @@ def hf_model(case: str, stds: tuple[float, float, float] = (0.15, 0.3, 0.15)):
     elif case.startswith("gemma2"):
         caps = (5.0, 5.0) if case == "gemma2-smallcaps" else (50.0, 30.0)
         cfg = c.Gemma2Config(
-            **SHAPE, num_hidden_layers=4, sliding_window=8, query_pre_attn_scalar=24,
-            attn_logit_softcapping=caps[0], final_logit_softcapping=caps[1],
-        )  # fmt: skip
+            **SHAPE,
+            num_hidden_layers=4,
+            sliding_window=8,
+            query_pre_attn_scalar=24,
+            attn_logit_softcapping=caps[0],
+            final_logit_softcapping=caps[1],
+        )
     else:
         rope = json.loads(json.dumps(ROPE3))
         extra = {}
@@ -54,9 +58,14 @@ def hf_model(case: str, stds: tuple[float, float, float] = (0.15, 0.3, 0.15)):
         if case == "gemma3-caps":  # transformers' Gemma 3 applies the final cap and ignores the attention one
             extra = dict(attn_logit_softcapping=5.0, final_logit_softcapping=5.0)
         cfg = c.Gemma3TextConfig(
-            **SHAPE, num_hidden_layers=4, sliding_window=8, query_pre_attn_scalar=24,
-            layer_types=[SLIDING, SLIDING, FULL, SLIDING], rope_parameters=rope, **extra,
-        )  # fmt: skip
+            **SHAPE,
+            num_hidden_layers=4,
+            sliding_window=8,
+            query_pre_attn_scalar=24,
+            layer_types=[SLIDING, SLIDING, FULL, SLIDING],
+            rope_parameters=rope,
+            **extra,
+        )
     torch.manual_seed(0)
     model = c.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").eval()
     with torch.no_grad():
@@ -78,7 +87,9 @@ def batch():
 
 def hf_logits(model, ids, positions, mask) -> np.ndarray:
     with torch.no_grad():
-        out = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions))
+        out = model(
+            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+        )
     return out.logits.numpy()
 
 
@@ -134,18 +145,26 @@ def random_gemma(cfg: GemmaConfig, seed: int = 0) -> Gemma:
     model = nnx.eval_shape(lambda: Gemma(cfg, rngs=nnx.Rngs(0)))
     leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
     rng = np.random.default_rng(seed)
-    nnx.update(model, jax.tree.unflatten(treedef, [jnp.asarray(0.15 * rng.standard_normal(x.shape), x.dtype) for x in leaves]))
+    nnx.update(
+        model, jax.tree.unflatten(treedef, [jnp.asarray(0.15 * rng.standard_normal(x.shape), x.dtype) for x in leaves])
+    )
     return model
 
 
 def our_config(family: int) -> GemmaConfig:
     layer_types = (FULL, FULL) if family == 1 else (SLIDING, FULL, SLIDING, SLIDING)
     return GemmaConfig(
-        family=family, **SHAPE, num_hidden_layers=len(layer_types), layer_types=layer_types,
-        query_pre_attn_scalar=16 if family == 1 else 24, sliding_window=None if family == 1 else 8,
-        rope_theta=1e6 if family == 3 else 1e4, rope_local_base_freq=1e4,
-        attn_logit_softcapping=5.0 if family == 2 else None, final_logit_softcapping=None if family == 1 else 5.0,
-    )  # fmt: skip
+        family=family,
+        **SHAPE,
+        num_hidden_layers=len(layer_types),
+        layer_types=layer_types,
+        query_pre_attn_scalar=16 if family == 1 else 24,
+        sliding_window=None if family == 1 else 8,
+        rope_theta=1e6 if family == 3 else 1e4,
+        rope_local_base_freq=1e4,
+        attn_logit_softcapping=5.0 if family == 2 else None,
+        final_logit_softcapping=None if family == 1 else 5.0,
+    )
 
 
 class _Records(logging.Handler):
@@ -195,13 +214,27 @@ def test_config_json_round_trips(case, tmp_path):
 def test_transformers4_style_config_reads_the_same():
     """Hub configs written by transformers 4.x: flat rope_theta / rope_local_base_freq / rope_scaling, a pattern."""
     v4 = {
-        "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "vocab_size": 262144,
-        "hidden_size": 1152, "intermediate_size": 6912, "num_hidden_layers": 26, "num_attention_heads": 4,
-        "num_key_value_heads": 1, "head_dim": 256, "query_pre_attn_scalar": 256, "sliding_window": 512,
-        "sliding_window_pattern": 6, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
-        "rope_scaling": None, "max_position_embeddings": 32768, "eos_token_id": [1, 106],
-        "attn_logit_softcapping": None, "final_logit_softcapping": None, "hidden_activation": "gelu_pytorch_tanh",
-    }  # fmt: skip
+        "architectures": ["Gemma3ForCausalLM"],
+        "model_type": "gemma3_text",
+        "vocab_size": 262144,
+        "hidden_size": 1152,
+        "intermediate_size": 6912,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 1,
+        "head_dim": 256,
+        "query_pre_attn_scalar": 256,
+        "sliding_window": 512,
+        "sliding_window_pattern": 6,
+        "rope_theta": 1000000.0,
+        "rope_local_base_freq": 10000.0,
+        "rope_scaling": None,
+        "max_position_embeddings": 32768,
+        "eos_token_id": [1, 106],
+        "attn_logit_softcapping": None,
+        "final_logit_softcapping": None,
+        "hidden_activation": "gelu_pytorch_tanh",
+    }
     from training.config import gemma3_1b
 
     assert GemmaConfig.from_hf(v4) == gemma3_1b()

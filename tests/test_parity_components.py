@@ -34,10 +34,18 @@ def configs(kv_heads: int = 2, rope_factor: float = 4.0) -> tuple[transformers.G
         FULL: {"rope_type": "linear", "factor": rope_factor, "rope_theta": 1e6},
     }
     theirs = transformers.Gemma3TextConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=HEADS,
-        num_key_value_heads=kv_heads, head_dim=HEAD_DIM, sliding_window=WINDOW, query_pre_attn_scalar=12,
-        layer_types=[SLIDING, FULL], rope_parameters=rope_parameters,
-    )  # fmt: skip
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        num_key_value_heads=kv_heads,
+        head_dim=HEAD_DIM,
+        sliding_window=WINDOW,
+        query_pre_attn_scalar=12,
+        layer_types=[SLIDING, FULL],
+        rope_parameters=rope_parameters,
+    )
     theirs._attn_implementation = "eager"
     return theirs, GemmaConfig.from_hf(json.loads(theirs.to_json_string()))
 
@@ -91,11 +99,18 @@ def test_rope(layer):
         assert np.abs(np.asarray(unscaled.transpose(0, 2, 1, 3)) - expected.numpy()).max() > 0.1
 
 
-def hf_mask(config: transformers.Gemma3TextConfig, layer: int, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+def hf_mask(
+    config: transformers.Gemma3TextConfig, layer: int, x: torch.Tensor, positions: torch.Tensor
+) -> torch.Tensor:
     """The additive mask transformers' model builds for this layer's attention type."""
     make = create_sliding_window_causal_mask if config.layer_types[layer] == SLIDING else create_causal_mask
-    return make(config=config, inputs_embeds=x, attention_mask=torch.ones(B, T, dtype=torch.long),
-                past_key_values=None, position_ids=positions)  # fmt: skip
+    return make(
+        config=config,
+        inputs_embeds=x,
+        attention_mask=torch.ones(B, T, dtype=torch.long),
+        past_key_values=None,
+        position_ids=positions,
+    )
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2, 4], ids=["mqa", "gqa", "mha"])
@@ -114,8 +129,16 @@ def test_attention(kv_heads, layer):
     positions = torch.arange(T).repeat(B, 1)
     rotary = hf.Gemma3RotaryEmbedding(theirs_cfg)(torch.tensor(x), positions, cfg.layer_types[layer])
     with torch.no_grad():
-        expected, _ = theirs(torch.tensor(x), position_embeddings=rotary, attention_mask=hf_mask(theirs_cfg, layer, torch.tensor(x), positions))
-        everything, _ = theirs(torch.tensor(x), position_embeddings=rotary, attention_mask=hf_mask(theirs_cfg, 1, torch.tensor(x), positions))
+        expected, _ = theirs(
+            torch.tensor(x),
+            position_embeddings=rotary,
+            attention_mask=hf_mask(theirs_cfg, layer, torch.tensor(x), positions),
+        )
+        everything, _ = theirs(
+            torch.tensor(x),
+            position_embeddings=rotary,
+            attention_mask=hf_mask(theirs_cfg, 1, torch.tensor(x), positions),
+        )
     got, _ = ours(jnp.asarray(x), jnp.asarray(positions.numpy()), jnp.ones((B, T), jnp.int32), None)
     assert_close(got, expected)
     if layer == 0:  # the window hides keys here: full attention would give another output

@@ -36,15 +36,23 @@ def fixed_date():
 
 
 GSM8K_TEST = [
-    {"question": "Tom has 3 bags with 4 apples in each bag. How many apples does Tom have?",
-     "answer": "Tom has 3*4 = <<3*4=12>>12 apples.\n#### 12"},
-    {"question": "A shop sells 25 pens on Monday and 17 pens on Tuesday. How many pens does it sell?",
-     "answer": "It sells 25+17 = <<25+17=42>>42 pens.\n#### 42"},
-    {"question": "Ann has 90 stickers and gives away 35. How many stickers are left?",
-     "answer": "90-35 = <<90-35=55>>55 stickers are left.\n#### 55"},
+    {
+        "question": "Tom has 3 bags with 4 apples in each bag. How many apples does Tom have?",
+        "answer": "Tom has 3*4 = <<3*4=12>>12 apples.\n#### 12",
+    },
+    {
+        "question": "A shop sells 25 pens on Monday and 17 pens on Tuesday. How many pens does it sell?",
+        "answer": "It sells 25+17 = <<25+17=42>>42 pens.\n#### 42",
+    },
+    {
+        "question": "Ann has 90 stickers and gives away 35. How many stickers are left?",
+        "answer": "90-35 = <<90-35=55>>55 stickers are left.\n#### 55",
+    },
 ]
-SETS = {"tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "primary": True},
-        "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k"}}
+SETS = {
+    "tunix": {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "primary": True},
+    "gsm8k_test": {"path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k"},
+}
 
 
 def write_gsm8k(path: Path, rows: list[dict]) -> None:
@@ -131,9 +139,17 @@ def test_submission_zip(repro):
     with zipfile.ZipFile(zips[0]) as z:
         names = z.namelist()
         assert names == sorted(names)
-        for required in ("params.yaml", "dvc.yaml", "dvc.lock", "submission_runs/v1/run_manifest.json",
-                         "submission_runs/v1/eval_summary.json", "data/train_manifest.json",
-                         "evalsets/tunix_eval_v1.jsonl", "evalsets/gsm8k_test.jsonl", "SUBMISSION_README.md"):
+        for required in (
+            "params.yaml",
+            "dvc.yaml",
+            "dvc.lock",
+            "submission_runs/v1/run_manifest.json",
+            "submission_runs/v1/eval_summary.json",
+            "data/train_manifest.json",
+            "evalsets/tunix_eval_v1.jsonl",
+            "evalsets/gsm8k_test.jsonl",
+            "SUBMISSION_README.md",
+        ):
             assert required in names
         assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
 
@@ -159,10 +175,26 @@ def test_every_sets_scores_are_in_exp_show(repro):
         shown = metrics[f"reports/sets/{name}/metrics.json"][name]  # a column <set>.primary_score
         assert shown["primary_score"] == evalsets.read_metrics(name, repro)["primary_score"]
         assert isinstance(shown["primary_score"], float)
-    assert metrics["reports/metrics.json"]["primary_score"] == metrics["reports/sets/tunix/metrics.json"]["tunix"]["primary_score"]
+    assert (
+        metrics["reports/metrics.json"]["primary_score"]
+        == metrics["reports/sets/tunix/metrics.json"]["tunix"]["primary_score"]
+    )
     # primary_score alone names one column, so sorting by it (the README, the sweeps) is not ambiguous
-    table = run(["dvc", "exp", "show", "--md", "--sort-by", "primary_score", "--drop", ".*",
-                 "--keep", "Experiment|primary_score|tunix.primary_score|gsm8k_test.primary_score"], repro).stdout
+    table = run(
+        [
+            "dvc",
+            "exp",
+            "show",
+            "--md",
+            "--sort-by",
+            "primary_score",
+            "--drop",
+            ".*",
+            "--keep",
+            "Experiment|primary_score|tunix.primary_score|gsm8k_test.primary_score",
+        ],
+        repro,
+    ).stdout
     header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
     assert sorted(header) == ["Experiment", "gsm8k_test.primary_score", "primary_score", "tunix.primary_score"], table
 
@@ -174,7 +206,9 @@ def test_a_third_eval_set_runs_only_its_own_predict_and_evaluate(repro, tmp_path
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["evaluate"]["sets"]["more"] = {"path": "evalsets/more.jsonl", "format": "gsm8k"}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    before = {out: files_under(repo / out) for out in ("data/train.jsonl", "data/model", "data/predictions/tunix.jsonl")}
+    before = {
+        out: files_under(repo / out) for out in ("data/train.jsonl", "data/model", "data/predictions/tunix.jsonl")
+    }
     out = run(["dvc", "repro"], repo).stdout
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
     # seed re-checks the data against the new set (nothing changes: tokenizer and train are skipped);

@@ -77,8 +77,11 @@ def trl():
 def test_dpo_equals_trls_sigmoid_loss_with_label_smoothing(trl, eps):
     """TRL's CPO `sigmoid` loss is DPO's conservative sigmoid on the log-ratio margin it is given: fed the
     log-ratios to the reference, it is DPO with label smoothing."""
-    losses, chosen, rejected = trl.cpo.cpo_loss(trl_self(beta=0.1, loss_type="sigmoid", label_smoothing=eps),
-                                                torch_t(LOGP[:, 0] - REF[:, 0]), torch_t(LOGP[:, 1] - REF[:, 1]))
+    losses, chosen, rejected = trl.cpo.cpo_loss(
+        trl_self(beta=0.1, loss_type="sigmoid", label_smoothing=eps),
+        torch_t(LOGP[:, 0] - REF[:, 0]),
+        torch_t(LOGP[:, 1] - REF[:, 1]),
+    )
     value, metrics = ours("dpo", label_smoothing=eps)
     assert value == pytest.approx(float(losses.mean()), abs=1e-5)
     assert metrics["reward_chosen"] == pytest.approx(float(chosen.mean()), abs=1e-5)
@@ -89,8 +92,9 @@ def test_ipo_equals_trls_on_per_token_log_ratios(trl):
     """TRL's DPOTrainer divides each IPO log-ratio by its completion's length, then (CPO's) squares the
     margin less 1/(2β)."""
     per_token = (LOGP - REF) / N
-    losses, _, _ = trl.cpo.cpo_loss(trl_self(beta=0.1, loss_type="ipo"), torch_t(per_token[:, 0]),
-                                    torch_t(per_token[:, 1]))  # fmt: skip
+    losses, _, _ = trl.cpo.cpo_loss(
+        trl_self(beta=0.1, loss_type="ipo"), torch_t(per_token[:, 0]), torch_t(per_token[:, 1])
+    )
     assert ours("ipo")[0] == pytest.approx(float(losses.mean()), abs=1e-5)
 
 
@@ -111,8 +115,10 @@ def test_simpo_equals_trls_cpo_simpo_loss(trl, eps):
     """CPOConfig(loss_type="simpo", cpo_alpha=0) on length-averaged log-probs (CPO's `average_log_prob`)."""
     avg = LOGP / N
     losses, chosen, rejected = trl.cpo.cpo_loss(
-        trl_self(beta=2.0, loss_type="simpo", simpo_gamma=0.5, label_smoothing=eps), torch_t(avg[:, 0]),
-        torch_t(avg[:, 1]))  # fmt: skip
+        trl_self(beta=2.0, loss_type="simpo", simpo_gamma=0.5, label_smoothing=eps),
+        torch_t(avg[:, 0]),
+        torch_t(avg[:, 1]),
+    )
     value, metrics = ours("simpo", beta=2.0, gamma=0.5, label_smoothing=eps)
     assert value == pytest.approx(float(losses.mean()), abs=1e-5)
     assert metrics["margin"] == pytest.approx(float((chosen - rejected).mean()), abs=1e-5)
@@ -121,8 +127,9 @@ def test_simpo_equals_trls_cpo_simpo_loss(trl, eps):
 def test_orpo_equals_trls_nll_less_the_odds_ratio_term(trl):
     """ORPOTrainer: loss = NLL(chosen) (cross-entropy over every chosen token) - mean(β·logσ(log-odds))."""
     avg = LOGP / N
-    losses, chosen, rejected, _, _ = trl.orpo.odds_ratio_loss(trl_self(beta=0.1), torch_t(avg[:, 0]),
-                                                              torch_t(avg[:, 1]))  # fmt: skip
+    losses, chosen, rejected, _, _ = trl.orpo.odds_ratio_loss(
+        trl_self(beta=0.1), torch_t(avg[:, 0]), torch_t(avg[:, 1])
+    )
     nll = np.sum(-LOGP[:, 0]) / np.sum(N[:, 0])
     value, metrics = ours("orpo")
     assert value == pytest.approx(nll - float(losses.mean()), abs=1e-5)
@@ -164,19 +171,32 @@ VOCAB, EOS, PAD = 32, 1, 0
 
 
 def tiny_model(seed: int = 0) -> Gemma:
-    cfg = configs.tiny(VOCAB, hidden_size=32, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       num_key_value_heads=1, head_dim=16)
+    cfg = configs.tiny(
+        VOCAB,
+        hidden_size=32,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+    )
     return Gemma(cfg, rngs=nnx.Rngs(params=seed))
 
 
 # chosen: runs of 7s; rejected: runs of 9s (lengths differ, prompts differ)
-PAIRS = [Pair(prompt=[2, 3 + i % 5, 4 + i % 3][: 2 + i % 2],
-              completions=([7] * (3 + i % 4) + [EOS], [9] * (2 + i % 3) + [EOS])) for i in range(8)]  # fmt: skip
+PAIRS = [
+    Pair(
+        prompt=[2, 3 + i % 5, 4 + i % 3][: 2 + i % 2],
+        completions=([7] * (3 + i % 4) + [EOS], [9] * (2 + i % 3) + [EOS]),
+    )
+    for i in range(8)
+]
 
 
 def config(**kw) -> PreferenceConfig:
-    return PreferenceConfig(**{"steps": 4, "pairs_per_step": 4, "learning_rate": 3e-3, "loss": "dpo", "beta": 0.5,
-                               "seed": 0, **kw})  # fmt: skip
+    return PreferenceConfig(
+        **{"steps": 4, "pairs_per_step": 4, "learning_rate": 3e-3, "loss": "dpo", "beta": 0.5, "seed": 0, **kw}
+    )
 
 
 _FORWARD: dict = {}
@@ -243,8 +263,9 @@ def test_the_reference_free_losses_train_and_store_no_reference(loss):
     pairs = PAIRS if loss != "rft" else [dataclasses.replace(p, completions=p.completions[:1]) for p in PAIRS]
     model = tiny_model()
     before = direct_logps(model, pairs)
-    result = train_preference(model, pairs, config(steps=4, loss=loss, beta=2.0 if loss == "simpo" else 0.1),
-                              pad_id=PAD)  # fmt: skip
+    result = train_preference(
+        model, pairs, config(steps=4, loss=loss, beta=2.0 if loss == "simpo" else 0.1), pad_id=PAD
+    )
     assert result.reference is None
     assert np.mean(direct_logps(model, pairs)[:, 0]) > np.mean(before[:, 0])  # chosen became likelier
 
@@ -268,7 +289,6 @@ def test_a_crashed_run_resumes_bit_identical(tmp_path):
     same = jax.tree.map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)), clean.params, resumed.params)
     assert all(jax.tree.leaves(same))
     assert resumed.history == clean.history
-
 
 
 # ---------------------------------------------------------------- the pair rule
@@ -298,13 +318,18 @@ def test_right_vs_wrong_puts_the_best_right_over_the_worst_wrong():
 
 def test_the_greedy_candidate_is_chosen_when_it_is_the_best():
     greedy = completion(1.0, True, (9,), greedy=True)
-    assert choose([completion(0.0, False, (5,)), completion(0.1, False, (6,)), greedy], "right_vs_wrong", "dpo")[0] is greedy
+    assert (
+        choose([completion(0.0, False, (5,)), completion(0.1, False, (6,)), greedy], "right_vs_wrong", "dpo")[0]
+        is greedy
+    )
     assert choose([completion(0.0, False, (5,)), greedy], "highest_vs_lowest", "rft") == (greedy,)
 
 
 def test_rft_takes_the_best_right_completion_alone():
-    records = [{"completions": [completion(0.3, True, (5,)), completion(0.8, True, (6,))]},
-               {"completions": [completion(0.3, False, (5,))]}]  # fmt: skip
+    records = [
+        {"completions": [completion(0.3, True, (5,)), completion(0.8, True, (6,))]},
+        {"completions": [completion(0.3, False, (5,))]},
+    ]
     pairs = build_pairs(records, "right_vs_wrong", "rft")
     assert [(r is records[0], cs) for r, cs in pairs] == [(True, (records[0]["completions"][1],))]
 
@@ -332,19 +357,40 @@ def write_samples(repo, n: int = 4, model_sha: str | None = None) -> None:
     sha = model_sha or sha256_tree(repo / "data/model")
     records = []
     for r in read_jsonl(repo / "data/train.jsonl")[:n]:
-        done = lambda ids, reward, right: {"text": "x", "tokens": ids, "n_tokens": len(ids) - 1, "truncated": False,
-                                           "reward": reward, "parts": {"correctness": float(right)},
-                                           "correct": right, "greedy": False}  # fmt: skip
-        records.append({"id": r["id"], "prompt": r["prompt"], "model_sha256": sha, "pass_rate": 0.5,
-                        "completions": [done([10, 11, 12, 3], 1.0, True), done([20, 21, 3], 0.0, False)]})
+        done = lambda ids, reward, right: {
+            "text": "x",
+            "tokens": ids,
+            "n_tokens": len(ids) - 1,
+            "truncated": False,
+            "reward": reward,
+            "parts": {"correctness": float(right)},
+            "correct": right,
+            "greedy": False,
+        }
+        records.append(
+            {
+                "id": r["id"],
+                "prompt": r["prompt"],
+                "model_sha256": sha,
+                "pass_rate": 0.5,
+                "completions": [done([10, 11, 12, 3], 1.0, True), done([20, 21, 3], 0.0, False)],
+            }
+        )
     write_jsonl(repo / SAMPLES, records)
 
 
 def run_preference(repo) -> subprocess.CompletedProcess:
     from tests.test_bad_inputs import stage_env
 
-    return subprocess.run([sys.executable, "-m", "stages.preference"], cwd=repo, env=stage_env(), capture_output=True, check=False,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "stages.preference"],
+        cwd=repo,
+        env=stage_env(),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=600,
+    )
 
 
 def files_under(path):
@@ -363,8 +409,9 @@ PREF_LORA = {"rank": 4, "alpha": 8.0, "dropout": 0.0, "targets": ["q_proj", "v_p
 
 
 def test_dpo_with_lora_trains_and_records_its_pairs(shared_base, tmp_path):
-    repo = stage_repo(shared_base, tmp_path / "repo", steps=2, pairs_per_step=2, learning_rate=1e-2, lora=PREF_LORA,
-                      nll_weight=0.5)  # fmt: skip
+    repo = stage_repo(
+        shared_base, tmp_path / "repo", steps=2, pairs_per_step=2, learning_rate=1e-2, lora=PREF_LORA, nll_weight=0.5
+    )
     write_samples(repo)
     proc = run_preference(repo)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -374,7 +421,9 @@ def test_dpo_with_lora_trains_and_records_its_pairs(shared_base, tmp_path):
     assert info["sft_model"]["sha256"] == sha256_tree(repo / "data/model")
     adapter = json.loads((repo / "data/preferred/adapter/adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["base_model_name_or_path"] == "data/model"
-    assert (repo / "data/preferred/model.safetensors").read_bytes() != (repo / "data/model/model.safetensors").read_bytes()
+    assert (repo / "data/preferred/model.safetensors").read_bytes() != (
+        repo / "data/model/model.safetensors"
+    ).read_bytes()
     metrics = json.loads((repo / "dvclive/preference/metrics.json").read_text())
     assert {"margin", "pair_accuracy", "reward_chosen", "reward_rejected"} <= set(metrics)
     assert list((repo / "data/preference_checkpoints").iterdir()) == []  # a finished run leaves nothing to resume
@@ -421,11 +470,24 @@ def test_grpo_prompt_filter_keeps_prompts_with_a_pass_rate_strictly_between_0_an
     from stages.grpo import filter_prompts
 
     records = [{"id": f"t{i}", "prompt": f"q{i}"} for i in range(5)]
-    done = {"text": "x", "tokens": [3], "n_tokens": 0, "truncated": False, "reward": 0.0, "parts": {},
-            "correct": False, "greedy": False}  # fmt: skip
+    done = {
+        "text": "x",
+        "tokens": [3],
+        "n_tokens": 0,
+        "truncated": False,
+        "reward": 0.0,
+        "parts": {},
+        "correct": False,
+        "greedy": False,
+    }
     rates = {"t0": 0.0, "t1": 0.5, "t2": 1.0, "t3": 0.25}  # t4 never sampled
-    write_jsonl(tmp_path / SAMPLES, [{"id": i, "prompt": "q", "model_sha256": "ab" * 32, "pass_rate": r,
-                                      "completions": [done]} for i, r in rates.items()])  # fmt: skip
+    write_jsonl(
+        tmp_path / SAMPLES,
+        [
+            {"id": i, "prompt": "q", "model_sha256": "ab" * 32, "pass_rate": r, "completions": [done]}
+            for i, r in rates.items()
+        ],
+    )
     params = lambda how: {"grpo": {"prompt_filter": how}}
     assert filter_prompts(params("none"), records, tmp_path) == records
     assert [r["id"] for r in filter_prompts(params("pass_rate"), records, tmp_path)] == ["t1", "t3"]

@@ -104,10 +104,48 @@ EXPECTED = _expected_answers()
 
 # Pieces arithmetic text is made of, and the characters that broke readers before.
 SPECIAL = [
-    "\x00", "\ud800", "\udfff", "\u2212", "٣", "３", "𝟙", "½", "\n", "<<", ">>", "=", "(", ")", "-", "+",
-    "×", "x", "*", "/", "÷", "%", "$", "€", ",", ".", ": ", ", so ", " r", " (0)", " vs ", " < ", " > ",
-    "<reasoning>", "</reasoning>", "<answer>", "</answer>", "1e99999999", "1e-99999", "9" * 5000, "0" * 400,
-]  # fmt: skip
+    "\x00",
+    "\ud800",
+    "\udfff",
+    "\u2212",
+    "٣",
+    "３",
+    "𝟙",
+    "½",
+    "\n",
+    "<<",
+    ">>",
+    "=",
+    "(",
+    ")",
+    "-",
+    "+",
+    "×",
+    "x",
+    "*",
+    "/",
+    "÷",
+    "%",
+    "$",
+    "€",
+    ",",
+    ".",
+    ": ",
+    ", so ",
+    " r",
+    " (0)",
+    " vs ",
+    " < ",
+    " > ",
+    "<reasoning>",
+    "</reasoning>",
+    "<answer>",
+    "</answer>",
+    "1e99999999",
+    "1e-99999",
+    "9" * 5000,
+    "0" * 400,
+]
 _number = st.from_regex(r"-?\$?\d{1,12}(,\d{3})*(\.\d{1,4})?%?", fullmatch=True)
 _piece = st.one_of(st.text(max_size=12), st.sampled_from(SPECIAL), _number, st.sampled_from([" ", " = ", " + "]))
 arithmetic_text = st.lists(_piece, max_size=40).map("".join)
@@ -126,7 +164,7 @@ def mutated(draw, seeds: list[str] = TRACES) -> str:
             digits = [k for k, ch in enumerate(text) if ch.isdigit()]
             if digits:
                 k = draw(st.sampled_from(digits))
-                text = text[:k] + draw(st.sampled_from("0123456789٣３𝟙")) + text[k + 1:]
+                text = text[:k] + draw(st.sampled_from("0123456789٣３𝟙")) + text[k + 1 :]
         elif kind == "delete":
             text = text[:i] + text[j:]
         elif kind == "repeat":
@@ -256,9 +294,13 @@ BUILTIN_WEIGHTS = {name: 1.0 for name in ("format", "correctness", "partial", "o
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    model_text, st.sampled_from(EXPECTED), st.integers(0, 64), st.booleans(),
-    st.sampled_from(rewards.WORKING_CREDITS), st.booleans(),
-)  # fmt: skip
+    model_text,
+    st.sampled_from(EXPECTED),
+    st.integers(0, 64),
+    st.booleans(),
+    st.sampled_from(rewards.WORKING_CREDITS),
+    st.booleans(),
+)
 @example("<reasoning>12/0=0 (0) r12</reasoning><answer>1e99999999</answer>", ("42", "number"), 3, False, "share", True)
 def test_every_reward_part_scores_any_completion_in_range(text, expected, n_tokens, truncated, credit, typed):
     answer, answer_type = expected
@@ -289,7 +331,9 @@ def test_a_record_answer_of_any_text_has_a_type(answer):
 @example("<<" * 3000 + "\n#### 1", "How many?")
 def test_gsm8k_reader_reads_any_row_or_names_the_problem(answer, question):
     try:
-        question_out, steps, final = timed(lambda row: parse_row(row, "f.jsonl:1"), {"question": question, "answer": answer})
+        question_out, steps, final = timed(
+            lambda row: parse_row(row, "f.jsonl:1"), {"question": question, "answer": answer}
+        )
     except StageError as err:
         assert str(err).startswith("f.jsonl:1: ") and "\n" not in str(err)
         return

@@ -86,21 +86,24 @@ def test_a_date_is_the_string_written(tmp_path, flag):
 
 def test_a_recipe_adds_keys_params_yaml_lacks(tmp_path):
     """A new eval set and a user reward (`module:function`, a key Hydra cannot take in a dotted path)."""
-    cwd = workspace(tmp_path, (
-        "name: more\n"
-        "params:\n"
-        "  evaluate:\n"
-        "    sets:\n"
-        "      mine:\n"
-        "        path: evalsets/mine.jsonl\n"
-        "        format: items\n"
-        "  grpo:\n"
-        "    user_rewards:\n"
-        "      my_rewards:short_reasoning: 0.2\n"
-        "      pkg.sub:fn: 1.5\n"
-        "  seed:\n"
-        "    size: 24e3\n"
-    ))  # fmt: skip
+    cwd = workspace(
+        tmp_path,
+        (
+            "name: more\n"
+            "params:\n"
+            "  evaluate:\n"
+            "    sets:\n"
+            "      mine:\n"
+            "        path: evalsets/mine.jsonl\n"
+            "        format: items\n"
+            "  grpo:\n"
+            "    user_rewards:\n"
+            "      my_rewards:short_reasoning: 0.2\n"
+            "      pkg.sub:fn: 1.5\n"
+            "  seed:\n"
+            "    size: 24e3\n"
+        ),
+    )
     params = applied(cwd)
     assert params["evaluate"]["sets"]["mine"] == {"path": "evalsets/mine.jsonl", "format": "items"}
     assert params["evaluate"]["sets"]["tunix"]["primary"] is True  # the sets params.yaml has stay
@@ -110,11 +113,18 @@ def test_a_recipe_adds_keys_params_yaml_lacks(tmp_path):
 
 RECIPE_ERRORS = [
     # (recipe text, its line the error names, what the error says)
-    ("name: x\nparams:\n  seed:\n    colour: blue\n", 4, "seed.colour: Additional properties are not allowed ('colour'"),
+    (
+        "name: x\nparams:\n  seed:\n    colour: blue\n",
+        4,
+        "seed.colour: Additional properties are not allowed ('colour'",
+    ),
     ("name: x\nparams:\n  seed:\n    size: lots\n", 4, "seed.size: 'lots' is not of type 'integer'"),
     ("name: x\nparams:\n  seed:\n    size: 24000.5\n", 4, "seed.size: 24000.5 is not of type 'integer'"),
-    ("name: x\nparams:\n  evaluate:\n    sets:\n      mine:\n        format: items\n", 5,
-     "evaluate.sets.mine.path: 'path' is a required property"),
+    (
+        "name: x\nparams:\n  evaluate:\n    sets:\n      mine:\n        format: items\n",
+        5,
+        "evaluate.sets.mine.path: 'path' is a required property",
+    ),
     ("name: x\nparams:\n  grpo:\n    user_rewards:\n      'not a function': 1.0\n", 4, "grpo.user_rewards"),
     ("name: x\nparams:\n  base:\n    run_version: !!binary aGVsbG8=\n", 4, "base.run_version: a YAML bytes"),
     ("name: x\nparams:\n  base:\n    run_version: [v1\n", 5, "not valid YAML"),
@@ -123,10 +133,21 @@ RECIPE_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("text, line, message", RECIPE_ERRORS, ids=[
-    "unknown-key", "wrong-type", "fraction-for-integer", "new-set-without-path", "reward-not-module-function",
-    "binary", "malformed-yaml", "name-not-a-string", "params-not-a-mapping",
-])
+@pytest.mark.parametrize(
+    "text, line, message",
+    RECIPE_ERRORS,
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "fraction-for-integer",
+        "new-set-without-path",
+        "reward-not-module-function",
+        "binary",
+        "malformed-yaml",
+        "name-not-a-string",
+        "params-not-a-mapping",
+    ],
+)
 def test_a_bad_recipe_names_its_own_line(tmp_path, text, line, message):
     cwd = workspace(tmp_path, text)
     before = (cwd / "params.yaml").read_bytes()

@@ -20,8 +20,13 @@ from reasoning.rewards import (
 )
 from reasoning.scoring import score_answer
 
-RECORD = {"id": "rate-000007", "prompt": "A car drives 40 km/h for 3 hours. How far?", "final_answer": "120",
-          "steps": [], "meta": {"category": "rate", "difficulty": "easy"}}
+RECORD = {
+    "id": "rate-000007",
+    "prompt": "A car drives 40 km/h for 3 hours. How far?",
+    "final_answer": "120",
+    "steps": [],
+    "meta": {"category": "rate", "difficulty": "easy"},
+}
 TOL, PARTIAL = 1e-6, 0.10
 
 
@@ -29,31 +34,37 @@ def rollout(completion: str, record: dict = RECORD, n_tokens: int = 20, truncate
     return Rollout(record["prompt"], completion, record, n_tokens, truncated, budget)
 
 
-@pytest.mark.parametrize("completion, expected", [
-    ("<reasoning>40 × 3 = 120</reasoning><answer>120</answer>", 1.0),
-    ("  <reasoning>40 × 3 = 120</reasoning>\n<answer>120</answer>\n", 1.0),  # whitespace around is fine
-    ("<reasoning>40 × 3 = 120</reasoning>", 0.0),  # no answer
-    ("<answer>120</answer>", 0.0),  # no reasoning
-    ("So: <reasoning>40 × 3</reasoning><answer>120</answer>", 0.0),  # text outside the blocks
-    ("<reasoning>a</reasoning><answer>1</answer><answer>120</answer>", 0.0),  # two answers
-    ("<reasoning> </reasoning><answer>120</answer>", 0.0),  # empty reasoning
-    ("<answer>120</answer><reasoning>40 × 3</reasoning>", 0.0),  # wrong order
-    ("<reasoning>40 × 3 = 120</reasoning><answer>120", 0.0),  # cut off
-])
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("<reasoning>40 × 3 = 120</reasoning><answer>120</answer>", 1.0),
+        ("  <reasoning>40 × 3 = 120</reasoning>\n<answer>120</answer>\n", 1.0),  # whitespace around is fine
+        ("<reasoning>40 × 3 = 120</reasoning>", 0.0),  # no answer
+        ("<answer>120</answer>", 0.0),  # no reasoning
+        ("So: <reasoning>40 × 3</reasoning><answer>120</answer>", 0.0),  # text outside the blocks
+        ("<reasoning>a</reasoning><answer>1</answer><answer>120</answer>", 0.0),  # two answers
+        ("<reasoning> </reasoning><answer>120</answer>", 0.0),  # empty reasoning
+        ("<answer>120</answer><reasoning>40 × 3</reasoning>", 0.0),  # wrong order
+        ("<reasoning>40 × 3 = 120</reasoning><answer>120", 0.0),  # cut off
+    ],
+)
 def test_format_reward(completion, expected):
     assert format_reward(rollout(completion)) == expected
 
 
-@pytest.mark.parametrize("answer, correct, partial", [
-    ("120", 1.0, 1.0),
-    ("120.0", 1.0, 1.0),
-    ("120 km", 1.0, 1.0),  # a unit word, as evaluate reads it
-    ("110", 0.0, 1.0),  # within 10 %
-    ("108", 0.0, 1.0),  # exactly 10 % off
-    ("107", 0.0, 0.0),
-    ("about 120", 0.0, 0.0),  # not one number
-    ("", 0.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "answer, correct, partial",
+    [
+        ("120", 1.0, 1.0),
+        ("120.0", 1.0, 1.0),
+        ("120 km", 1.0, 1.0),  # a unit word, as evaluate reads it
+        ("110", 0.0, 1.0),  # within 10 %
+        ("108", 0.0, 1.0),  # exactly 10 % off
+        ("107", 0.0, 0.0),
+        ("about 120", 0.0, 0.0),  # not one number
+        ("", 0.0, 0.0),
+    ],
+)
 def test_correctness_and_partial_credit_agree_with_evaluate(answer, correct, partial):
     r = rollout(f"<reasoning>40 × 3</reasoning><answer>{answer}</answer>")
     assert correctness_reward(r, TOL, PARTIAL) == correct
@@ -67,12 +78,15 @@ def test_an_answer_outside_a_well_formed_completion_still_scores_as_evaluate_rea
     assert correctness_reward(r, TOL, PARTIAL) == 1.0 and format_reward(r) == 0.0
 
 
-@pytest.mark.parametrize("final_answer, kind, right, wrong", [
-    ("yes", "bool", "Yes", "no"),
-    ("3/4", "number", "0.75", "3/5"),
-    ("-12.5", "number", "-12.50", "12.5"),
-    ("olleh", "text", "OLLEH", "hello"),
-])
+@pytest.mark.parametrize(
+    "final_answer, kind, right, wrong",
+    [
+        ("yes", "bool", "Yes", "no"),
+        ("3/4", "number", "0.75", "3/5"),
+        ("-12.5", "number", "-12.50", "12.5"),
+        ("olleh", "text", "OLLEH", "hello"),
+    ],
+)
 def test_answer_type_is_read_from_the_training_answer(final_answer, kind, right, wrong):
     record = dict(RECORD, final_answer=final_answer)
     assert answer_type(record) == kind
@@ -105,7 +119,7 @@ def test_reward_set_weights_each_part():
     assert total == 1.75
 
 
-USER_MODULE = '''
+USER_MODULE = """
 CALLS = []
 
 
@@ -127,7 +141,7 @@ def words(prompt, completion, **fields):
 
 
 import math
-'''
+"""
 
 
 @pytest.fixture
@@ -147,15 +161,26 @@ def test_a_user_reward_is_called_with_the_prompt_completion_and_record_fields(us
     assert parts == {"format": 1.0, f"{name}:exact_length": pytest.approx(-0.01 * len(completion))}
     assert total == pytest.approx(1.0 - 0.02 * len(completion))
     calls = __import__(name).CALLS
-    assert calls == [{"prompt": RECORD["prompt"], "completion": completion, "final_answer": "120",
-                      "meta": RECORD["meta"], "id": RECORD["id"], "steps": []}]
+    assert calls == [
+        {
+            "prompt": RECORD["prompt"],
+            "completion": completion,
+            "final_answer": "120",
+            "meta": RECORD["meta"],
+            "id": RECORD["id"],
+            "steps": [],
+        }
+    ]
 
 
-@pytest.mark.parametrize("func, message", [
-    ("boom", "raised KeyError: 'steps'"),
-    ("nan", "returned nan for record 'rate-000007'; expected a finite number"),
-    ("words", "returned 'good'"),
-])
+@pytest.mark.parametrize(
+    "func, message",
+    [
+        ("boom", "raised KeyError: 'steps'"),
+        ("nan", "returned nan for record 'rate-000007'; expected a finite number"),
+        ("words", "returned 'good'"),
+    ],
+)
 def test_a_bad_user_reward_is_a_one_line_error_naming_it(user_module, func, message):
     name, folder = user_module
     rewards = RewardSet({}, {f"{name}:{func}": 1.0}, TOL, PARTIAL, search_path=[folder])
@@ -165,11 +190,14 @@ def test_a_bad_user_reward_is_a_one_line_error_naming_it(user_module, func, mess
     assert f"user reward {name}:{func}" in text and message in text and "\n" not in text
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("no_such_module_xyz:fn", "cannot import no_such_module_xyz (ModuleNotFoundError"),
-    ("math:no_such_function", "math has no function no_such_function"),
-    ("math", "expected module:function"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("no_such_module_xyz:fn", "cannot import no_such_module_xyz (ModuleNotFoundError"),
+        ("math:no_such_function", "math has no function no_such_function"),
+        ("math", "expected module:function"),
+    ],
+)
 def test_an_unloadable_user_reward_is_a_one_line_error(spec, message):
     with pytest.raises(RewardError, match=None) as err:
         load_user_reward(spec)

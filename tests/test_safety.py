@@ -42,8 +42,16 @@ def repo(shared_base, tmp_path) -> Path:
 def home(tmp_path) -> Path:
     """A fake $HOME full of the credentials a user really has there."""
     home = tmp_path / "home"
-    for rel in (".netrc", ".env", ".kaggle/kaggle.json", ".cache/huggingface/token", ".ssh/id_rsa",
-                ".config/gcloud/application_default_credentials.json", "gemma/tokenizer.json", "gemma/config.json"):
+    for rel in (
+        ".netrc",
+        ".env",
+        ".kaggle/kaggle.json",
+        ".cache/huggingface/token",
+        ".ssh/id_rsa",
+        ".config/gcloud/application_default_credentials.json",
+        "gemma/tokenizer.json",
+        "gemma/config.json",
+    ):
         path = home / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{MARKER} {rel}\n")
@@ -60,10 +68,22 @@ def the_zip(repo: Path) -> dict[str, bytes]:
 
 
 SECRETS = [
-    f"{RUN_DIR}/.env", f"{RUN_DIR}/.env.production", f"{RUN_DIR}/id_rsa", f"{RUN_DIR}/id_ed25519",
-    f"{RUN_DIR}/deploy.pem", f"{RUN_DIR}/server.key", f"{RUN_DIR}/credentials.json", f"{RUN_DIR}/hf_token.txt",
-    f"{RUN_DIR}/kaggle.json", f"{RUN_DIR}/.netrc", "stages/secrets.py", "training/api_key.py",
-    "schemas/aws_credentials.json", "notebooks/access_token.ipynb", ".env", ".git-credentials",
+    f"{RUN_DIR}/.env",
+    f"{RUN_DIR}/.env.production",
+    f"{RUN_DIR}/id_rsa",
+    f"{RUN_DIR}/id_ed25519",
+    f"{RUN_DIR}/deploy.pem",
+    f"{RUN_DIR}/server.key",
+    f"{RUN_DIR}/credentials.json",
+    f"{RUN_DIR}/hf_token.txt",
+    f"{RUN_DIR}/kaggle.json",
+    f"{RUN_DIR}/.netrc",
+    "stages/secrets.py",
+    "training/api_key.py",
+    "schemas/aws_credentials.json",
+    "notebooks/access_token.ipynb",
+    ".env",
+    ".git-credentials",
 ]
 
 
@@ -86,12 +106,20 @@ def test_package_never_includes_secrets(repo):
 
 @pytest.mark.parametrize("link", ["notebooks/stolen.ipynb", f"{RUN_DIR}/notes.txt", "stages/util.py"])
 def test_package_refuses_a_symlink_out_of_the_repository(repo, home, link):
-    targets = {"notebooks/stolen.ipynb": home / ".kaggle/kaggle.json", f"{RUN_DIR}/notes.txt": home / ".netrc",
-               "stages/util.py": Path("/etc/hostname")}
+    targets = {
+        "notebooks/stolen.ipynb": home / ".kaggle/kaggle.json",
+        f"{RUN_DIR}/notes.txt": home / ".netrc",
+        "stages/util.py": Path("/etc/hostname"),
+    }
     (repo / link).symlink_to(targets[link])
     before = snapshot(repo)
-    proc = subprocess.run([sys.executable, "-m", "stages.package"], cwd=repo, env=stage_env(HOME=str(home)),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.package"],
+        cwd=repo,
+        env=stage_env(HOME=str(home)),
+        capture_output=True,
+        text=True,
+    )
     assert_one_line_error(proc, str(repo.resolve() / link), None, None, "resolves outside the repository")
     assert snapshot(repo) == before  # the previous zip is still there, untouched
 
@@ -136,14 +164,21 @@ def audited(repo: Path, stage: str, home: Path, report: Path, module: str | None
     """The stage under an audit hook that records every file operation under $HOME or on a `~` path."""
     e = stage_env(HOME=str(home), AUDIT_REPORT=str(report))
     args = ["tunix"] if stage in PER_SET else []  # a per-eval-set stage runs for the default set
-    return subprocess.run([sys.executable, "-c", AUDITED, module or f"stages.{stage}", *args], cwd=repo, env=e,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", AUDITED, module or f"stages.{stage}", *args],
+        cwd=repo,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_the_audit_sees_a_read_under_home(repo, home, tmp_path):
     """The control: a module that does read ~/.netrc is caught (so a clean report below means something)."""
-    (repo / "probe_home.py").write_text("import os\nopen(os.path.expanduser('~/.netrc')).read()\nos.listdir('~')\n"
-                                        "print('read')\n")
+    (repo / "probe_home.py").write_text(
+        "import os\nopen(os.path.expanduser('~/.netrc')).read()\nos.listdir('~')\nprint('read')\n"
+    )
     report = tmp_path / "audit.txt"
     proc = audited(repo, "", home, report, module="probe_home")
     assert proc.returncode != 0 and "read" not in proc.stdout  # os.listdir('~') has no such folder here
@@ -166,8 +201,17 @@ def test_a_file_source_is_read_offline_without_touching_home(repo, home, tmp_pat
     (repo / "trainsets").mkdir(exist_ok=True)
     rows = [{"q": f"What is {k} + 1?", "a": str(k + 1), "r": f"{k} + 1 = {k + 1}"} for k in range(5)]
     pq.write_table(pa.Table.from_pylist(rows), repo / "trainsets/mine.parquet")
-    set_param("seed.sources", [{"type": "synthetic"}, {"type": "file", "path": "trainsets/mine.parquet",
-                                                        "fields": {"prompt": "q", "answer": "a", "reasoning": "r"}}])(repo)
+    set_param(
+        "seed.sources",
+        [
+            {"type": "synthetic"},
+            {
+                "type": "file",
+                "path": "trainsets/mine.parquet",
+                "fields": {"prompt": "q", "answer": "a", "reasoning": "r"},
+            },
+        ],
+    )(repo)
     report = tmp_path / "audit.txt"
     proc = audited(repo, "seed", home, report)
     assert proc.returncode == 0, proc.stderr[-2000:]

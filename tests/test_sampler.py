@@ -22,7 +22,13 @@ from test_parity import hf_model  # noqa: E402
 
 from training.hf_io import load_pretrained  # noqa: E402
 from training.sampler import (  # noqa: E402
-    Sampler, SamplingConfig, bucket_length, choose, left_pad, phase_widths, sample_inverse_cdf,
+    Sampler,
+    SamplingConfig,
+    bucket_length,
+    choose,
+    left_pad,
+    phase_widths,
+    sample_inverse_cdf,
 )
 
 PAD, N = 0, 16
@@ -56,9 +62,14 @@ def hf_generate(model, prompts, eos: int) -> np.ndarray:
         mask[row, length - len(prompt) :] = 1
     with torch.no_grad():
         out = model.generate(
-            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False, use_cache=True,
-            max_new_tokens=N, pad_token_id=PAD, eos_token_id=eos,
-        )  # fmt: skip
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(mask),
+            do_sample=False,
+            use_cache=True,
+            max_new_tokens=N,
+            pad_token_id=PAD,
+            eos_token_id=eos,
+        )
     new = out[:, length:].numpy()
     return np.pad(new, ((0, 0), (0, N - new.shape[1])), constant_values=PAD)  # generate stops when all rows end
 
@@ -152,8 +163,15 @@ def test_finished_rows_are_dropped_from_a_wide_vocabulary_decode(monkeypatch):
     from training import cpu_tuning
     from training.model import Gemma
 
-    cfg = configs.tiny(cpu_tuning.WIDE_VOCAB, hidden_size=32, intermediate_size=32, num_hidden_layers=2,
-                       num_attention_heads=2, num_key_value_heads=1, head_dim=16)  # fmt: skip
+    cfg = configs.tiny(
+        cpu_tuning.WIDE_VOCAB,
+        hidden_size=32,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+    )
     model = Gemma(cfg, rngs=nnx.Rngs(0))
     assert cpu_tuning.compaction_sizes(16, cfg.vocab_size) == [16, 8, 4]
     assert cpu_tuning.compaction_sizes(16, 1024) == [16]  # the tiny default decodes as it always did
@@ -164,8 +182,12 @@ def test_finished_rows_are_dropped_from_a_wide_vocabulary_decode(monkeypatch):
         monkeypatch.setattr(cpu_tuning, "MIN_COMPACT_ROWS", floor)
         sampler_module._generate.clear_cache()
         sampler = Sampler(model, eos_ids=eos, pad_id=PAD, devices=jax.devices()[:1])
-        runs.append([sampler(prompts, c, jax.random.key(4)) for c in (SamplingConfig(24, temperature=1.0),
-                                                                        SamplingConfig(24, temperature=0.7, top_k=50))])
+        runs.append(
+            [
+                sampler(prompts, c, jax.random.key(4))
+                for c in (SamplingConfig(24, temperature=1.0), SamplingConfig(24, temperature=0.7, top_k=50))
+            ]
+        )
     sampler_module._generate.clear_cache()
     for compacted, whole in zip(*runs):
         for field in ("tokens", "lengths", "truncated"):
@@ -195,9 +217,16 @@ def test_the_decode_loop_gathers_running_rows_and_writes_each_to_its_own_place()
         return jnp.pad(cache, ((0, 0), (0, width - cache.shape[1])))
 
     rows = jnp.arange(8)
-    start = DecodeState(step=jnp.int32(1), last=100 + 10 * rows, positions=rows, done=jnp.zeros(8, bool), rows=rows,
-                        keys=rows, tokens=jnp.zeros((8, 9), jnp.int32).at[:, 0].set(100 + 10 * rows),
-                        cache=jnp.zeros((8, 1)))  # fmt: skip
+    start = DecodeState(
+        step=jnp.int32(1),
+        last=100 + 10 * rows,
+        positions=rows,
+        done=jnp.zeros(8, bool),
+        rows=rows,
+        keys=rows,
+        tokens=jnp.zeros((8, 9), jnp.int32).at[:, 0].set(100 + 10 * rows),
+        cache=jnp.zeros((8, 1)),
+    )
     out = decode_levels(step, start, widths=[2, 4, 8], sizes=[8, 4, 2], max_new_tokens=9, grow=grow)
     expected = np.full((8, 9), PAD)
     for r, e in enumerate(end.tolist()):

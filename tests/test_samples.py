@@ -29,8 +29,15 @@ def samples_repo(shared_base: Path, dest: Path, **samples_params) -> Path:
 def run_samples(repo: Path) -> subprocess.CompletedProcess:
     from tests.test_bad_inputs import stage_env
 
-    return subprocess.run([sys.executable, "-m", "stages.samples"], cwd=repo, env=stage_env(), capture_output=True, check=False,
-                          text=True, timeout=600)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "stages.samples"],
+        cwd=repo,
+        env=stage_env(),
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_pass_rate_counts_the_sampled_completions_only():
@@ -48,8 +55,15 @@ def test_no_prompts_write_an_empty_file(shared_base, tmp_path):
 
 
 def test_samples_are_scored_with_the_model_hash_and_the_same_bytes_again(shared_base, tmp_path):
-    repo = samples_repo(shared_base, tmp_path / "repo", prompts=3, completions=2, max_new_tokens=8,
-                        include_greedy=True, prompts_per_batch=2)  # fmt: skip
+    repo = samples_repo(
+        shared_base,
+        tmp_path / "repo",
+        prompts=3,
+        completions=2,
+        max_new_tokens=8,
+        include_greedy=True,
+        prompts_per_batch=2,
+    )
     proc = run_samples(repo)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = (repo / SAMPLES).read_bytes()

@@ -52,8 +52,24 @@ def test_parse_number_accepts(text, value):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "   ", "abc", "1,00", "1,0000", "12,34", "12 345", "about 12", "5 or 6", "x = 5", "5/0", "--5", "-$-5",
-     "1/2/3", "3 4", None],
+    [
+        "",
+        "   ",
+        "abc",
+        "1,00",
+        "1,0000",
+        "12,34",
+        "12 345",
+        "about 12",
+        "5 or 6",
+        "x = 5",
+        "5/0",
+        "--5",
+        "-$-5",
+        "1/2/3",
+        "3 4",
+        None,
+    ],
 )
 def test_parse_number_rejects(text):
     assert parse_number(text) is None
@@ -178,15 +194,23 @@ def test_none_completion():
 # ---------------------------------------------------------------- issue 38: any text, bounded time, never raises
 
 
-@pytest.mark.parametrize("text", [
-    "1e99999999",  # item 4: Fraction built the integer (a hang)
-    "1e9999999",  # item 4: 6 s
-    "9" * 5000,  # item 5: past Python's 4300-digit int string limit (a ValueError blamed on the eval set)
-    "1" * 1001,  # one digit past MAX_DIGITS
-    "1/" + "3" * 5000, "1 1/" + "3" * 5000, "9" * 5000 + ".5", "-$" + "9" * 5000 + " dollars",
-    "1e" + "0" * 5000 + "1",  # an exponent written with 5,000 zeros
-    "306\ud800", "4\x002", "\x00",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1e99999999",  # item 4: Fraction built the integer (a hang)
+        "1e9999999",  # item 4: 6 s
+        "9" * 5000,  # item 5: past Python's 4300-digit int string limit (a ValueError blamed on the eval set)
+        "1" * 1001,  # one digit past MAX_DIGITS
+        "1/" + "3" * 5000,
+        "1 1/" + "3" * 5000,
+        "9" * 5000 + ".5",
+        "-$" + "9" * 5000 + " dollars",
+        "1e" + "0" * 5000 + "1",  # an exponent written with 5,000 zeros
+        "306\ud800",
+        "4\x002",
+        "\x00",
+    ],
+)
 def test_a_number_it_cannot_hold_is_not_a_number(text):
     assert parse_number(text) is None
     assert score(text, "42") == (False, False)
@@ -196,7 +220,9 @@ def test_numbers_up_to_the_bounds_still_read():
     from reasoning.scoring import MAX_DIGITS, MAX_EXPONENT
 
     assert parse_number("9" * MAX_DIGITS) == 10**MAX_DIGITS - 1
-    assert parse_number(f"1e{MAX_EXPONENT}") == 10**MAX_EXPONENT and parse_number(f"1e-{MAX_EXPONENT}") == Fraction(1, 10**MAX_EXPONENT)
+    assert parse_number(f"1e{MAX_EXPONENT}") == 10**MAX_EXPONENT and parse_number(f"1e-{MAX_EXPONENT}") == Fraction(
+        1, 10**MAX_EXPONENT
+    )
     assert parse_number(f"1e{MAX_EXPONENT + 1}") is None
     assert score("4.2e1", "42") == (True, True)
 

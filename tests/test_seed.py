@@ -76,7 +76,9 @@ def check_trace(rec: dict) -> None:
         if kind == "compute":
             m = COMPUTE.match(content)
             last_result = check_compute(content)
-            assert m[1] in known and m[3] in known, f"operand neither in the prompt nor computed: {content!r} / {prompt!r}"
+            assert m[1] in known and m[3] in known, (
+                f"operand neither in the prompt nor computed: {content!r} / {prompt!r}"
+            )
             known.add(last_result)
         elif kind == "compare":
             m = COMPARE.match(content)
@@ -139,8 +141,11 @@ def params(seed_value: int = 1234, **overrides) -> dict:
     if "source" in overrides or "gsm8k_path" in overrides:
         cfg.pop("sources")
     cfg.update(overrides)
-    return {"base": {"seed": seed_value, "run_version": "v1"}, "seed": cfg,
-            "evaluate": {"sets": json.loads(json.dumps(EVAL_SETS))}}
+    return {
+        "base": {"seed": seed_value, "run_version": "v1"},
+        "seed": cfg,
+        "evaluate": {"sets": json.loads(json.dumps(EVAL_SETS))},
+    }
 
 
 def eval_items() -> list[dict]:
@@ -177,15 +182,23 @@ def test_manifest_describes_the_file(tmp_path):
     assert on_disk["size"] == len(records) == on_disk["requested"] == 900
     assert on_disk["seed"] == 1234 and on_disk["mix"] == MIX
     _, skipped = seed.generate_dataset(900, MIX, 1234, [i["prompt"] for i in eval_items()])
-    assert on_disk["sources"] == [{"name": "synthetic", "type": "synthetic", "weight": 1.0, "limit": None,
-                                   "records": 900, "redrawn": skipped}]
+    assert on_disk["sources"] == [
+        {"name": "synthetic", "type": "synthetic", "weight": 1.0, "limit": None, "records": 900, "redrawn": skipped}
+    ]
     counts = on_disk["counts"]
     assert counts["by_category"] == {c: sum(r["meta"]["category"] == c for r in records) for c in tasks.CATEGORIES}
-    assert counts["by_difficulty"] == {d: sum(r["meta"]["difficulty"] == d for r in records) for d in tasks.DIFFICULTIES}
+    assert counts["by_difficulty"] == {
+        d: sum(r["meta"]["difficulty"] == d for r in records) for d in tasks.DIFFICULTIES
+    }
     assert counts["by_generator"] == dict(Counter(r["meta"]["generator"] for r in records))
     assert counts["by_source"] == {"synthetic": 900}
-    assert on_disk["decontamination"] == {"policy": "drop", "ngram": 13, "redrawn": skipped,
-                                          "dropped": 0, "report": "data/decontamination.json"}
+    assert on_disk["decontamination"] == {
+        "policy": "drop",
+        "ngram": 13,
+        "redrawn": skipped,
+        "dropped": 0,
+        "report": "data/decontamination.json",
+    }
     report = json.loads((root / "data/decontamination.json").read_text())
     assert schema_error(report, "decontamination") is None
     tunix = report["sets"]["tunix"]
@@ -201,7 +214,9 @@ def test_mix_weights_are_respected(dataset):
     total = sum(MIX.values())
     for family, weight in MIX.items():
         assert abs(families[family] - 3000 * weight / total) <= 1, families
-    word = Counter(r["meta"]["category"] for r in records if tasks.FAMILY_OF_CATEGORY[r["meta"]["category"]] == "word_problem")
+    word = Counter(
+        r["meta"]["category"] for r in records if tasks.FAMILY_OF_CATEGORY[r["meta"]["category"]] == "word_problem"
+    )
     assert set(word) == {"rate", "percentage", "cost_per_item", "unit_conversion", "comparison"}
     assert min(word.values()) > 0.12 * families["word_problem"]  # each of five categories gets its share
     difficulties = Counter(r["meta"]["difficulty"] for r in records)
@@ -287,8 +302,9 @@ def test_generation_is_deterministic_and_uses_no_global_rng():
 def test_default_params_generate_quickly(tmp_path):
     p = load_params(path=ROOT / "params.yaml")
     start = time.process_time()
-    records, _ = seed.generate_dataset(p["seed"]["size"], p["seed"]["mix"], p["base"]["seed"],
-                                       [i["prompt"] for i in eval_items()])
+    records, _ = seed.generate_dataset(
+        p["seed"]["size"], p["seed"]["mix"], p["base"]["seed"], [i["prompt"] for i in eval_items()]
+    )
     elapsed = time.process_time() - start
     assert len(records) == p["seed"]["size"]
     assert elapsed < 3.0, f"generating {len(records)} traces took {elapsed:.2f} s of CPU"
@@ -328,13 +344,19 @@ def test_leak_check_names_line_and_eval_item():
 # ---------------------------------------------------------------- GSM8K
 
 GSM8K_LINES = [
-    {"question": "Mia picks 48 apples on Monday and half as many on Tuesday. How many apples does she pick in all?",
-     "answer": "On Tuesday Mia picks 48/2 = <<48/2=24>>24 apples.\nIn all she picks 48+24 = <<48+24=72>>72 apples.\n#### 72"},
-    {"question": "A school has 3 buses with 400 seats each. How many seats are there?",
-     "answer": "The buses have 3*400 = <<3*400=1200>>1200 seats.\n#### 1,200"},
-    {"question": "Leo had 20 dollars and spent 5. Then he spent 3 more. How much is left?",
-     "answer": "After the first purchase: 20-5 = <<20-5=15>>15.\n\nAfter the second: 15-3 = <<15-3=12>>12.\n"
-               "He has 12 dollars.\nCheck: 12 is less than 20.\nSo the answer is 12.\n#### 12"},
+    {
+        "question": "Mia picks 48 apples on Monday and half as many on Tuesday. How many apples does she pick in all?",
+        "answer": "On Tuesday Mia picks 48/2 = <<48/2=24>>24 apples.\nIn all she picks 48+24 = <<48+24=72>>72 apples.\n#### 72",
+    },
+    {
+        "question": "A school has 3 buses with 400 seats each. How many seats are there?",
+        "answer": "The buses have 3*400 = <<3*400=1200>>1200 seats.\n#### 1,200",
+    },
+    {
+        "question": "Leo had 20 dollars and spent 5. Then he spent 3 more. How much is left?",
+        "answer": "After the first purchase: 20-5 = <<20-5=15>>15.\n\nAfter the second: 15-3 = <<15-3=12>>12.\n"
+        "He has 12 dollars.\nCheck: 12 is less than 20.\nSo the answer is 12.\n#### 12",
+    },
 ]
 
 
@@ -357,8 +379,16 @@ def test_gsm8k_import(tmp_path):
         {"i": 2, "type": "compute", "content": "In all she picks 48+24 = 72 apples."},
     ]
     assert first["final_answer"] == "72"
-    assert first["meta"] == {"source": "gsm8k", "name": "gsm8k", "path": str(path), "row": 1, "generator": "gsm8k",
-                             "category": "arithmetic", "difficulty": "easy", "seed": 1234}
+    assert first["meta"] == {
+        "source": "gsm8k",
+        "name": "gsm8k",
+        "path": str(path),
+        "row": 1,
+        "generator": "gsm8k",
+        "category": "arithmetic",
+        "difficulty": "easy",
+        "seed": 1234,
+    }
     assert records[1]["final_answer"] == "1200"  # thousands separator stripped
     assert len(records[2]["steps"]) == 5 and records[2]["meta"]["difficulty"] == "hard"
     for rec in records:
@@ -395,14 +425,26 @@ def test_gsm8k_source_end_to_end(tmp_path):
     root = make_root(tmp_path)
     (root / "trainsets").mkdir()
     write_gsm8k(root / "trainsets/gsm8k.jsonl", GSM8K_LINES)
-    for cfg in ({"source": "gsm8k", "gsm8k_path": "trainsets/gsm8k.jsonl"},  # the keys from before seed.sources
-                {"sources": [{"type": "gsm8k", "path": "trainsets/gsm8k.jsonl"}]}):
+    for cfg in (
+        {"source": "gsm8k", "gsm8k_path": "trainsets/gsm8k.jsonl"},  # the keys from before seed.sources
+        {"sources": [{"type": "gsm8k", "path": "trainsets/gsm8k.jsonl"}]},
+    ):
         manifest = seed.run(params(**cfg), root)
         assert manifest["size"] == 3 and manifest["requested"] == 400  # the file has 3 rows: all of them
         assert manifest["counts"]["by_generator"] == {"gsm8k": 3} and manifest["counts"]["by_source"] == {"gsm8k": 3}
-        assert manifest["sources"] == [{"name": "gsm8k", "type": "gsm8k", "weight": 1.0, "limit": None, "records": 3,
-                                        "path": "trainsets/gsm8k.jsonl", "rows": 3, "dropped": 0,
-                                        "sha256": sha256_file(root / "trainsets/gsm8k.jsonl")}]
+        assert manifest["sources"] == [
+            {
+                "name": "gsm8k",
+                "type": "gsm8k",
+                "weight": 1.0,
+                "limit": None,
+                "records": 3,
+                "path": "trainsets/gsm8k.jsonl",
+                "rows": 3,
+                "dropped": 0,
+                "sha256": sha256_file(root / "trainsets/gsm8k.jsonl"),
+            }
+        ]
         assert manifest["decontamination"]["redrawn"] == manifest["decontamination"]["dropped"] == 0
         assert schema_error(manifest, "train_manifest") is None
         records = read_jsonl(root / "data/train.jsonl", schema="trace")
@@ -437,8 +479,10 @@ def test_leaked_gsm8k_prompt_fails_loudly_under_fail_and_writes_nothing(tmp_path
     (root / "data/train.jsonl").write_text("previous output\n")
     with pytest.raises(StageError) as err:
         seed.run(params(sources=[{"type": "gsm8k", "path": "trainsets/gsm8k.jsonl"}], decontamination="fail"), root)
-    assert str(err.value) == (f"trainsets/gsm8k.jsonl: row 2: prompt: equals eval item {leaked['id']} of eval set "
-                              "tunix (leaked eval prompt) (seed.decontamination: fail)")
+    assert str(err.value) == (
+        f"trainsets/gsm8k.jsonl: row 2: prompt: equals eval item {leaked['id']} of eval set "
+        "tunix (leaked eval prompt) (seed.decontamination: fail)"
+    )
     assert (root / "data/train.jsonl").read_text() == "previous output\n"  # nothing produced is lost
     assert not (root / "data/train_manifest.json").exists()
     assert sorted(p.name for p in (root / "data").iterdir()) == ["train.jsonl"]  # no temp files left
@@ -452,7 +496,9 @@ def test_gsm8k_source_needs_a_path_under_trainsets(tmp_path):
         seed.run(params(source="gsm8k", gsm8k_path="gsm8k.jsonl"), root)
     with pytest.raises(StageError, match=r"^trainsets/nope\.jsonl: file not found \(params\.yaml: seed\.gsm8k_path\)$"):
         seed.run(params(source="gsm8k", gsm8k_path="trainsets/nope.jsonl"), root)
-    with pytest.raises(StageError, match=r"^trainsets/nope\.jsonl: file not found \(params\.yaml: seed\.sources\[0\]\.path\)$"):
+    with pytest.raises(
+        StageError, match=r"^trainsets/nope\.jsonl: file not found \(params\.yaml: seed\.sources\[0\]\.path\)$"
+    ):
         seed.run(params(sources=[{"type": "gsm8k", "path": "trainsets/nope.jsonl"}]), root)
 
 

@@ -21,9 +21,16 @@ MIX = {"arithmetic": 3, "word_problem": 4, "sequence": 1, "string": 1}
 TUNIX = {"path": "evalsets/tunix_eval_v1.jsonl", "format": "items", "primary": True}
 
 ROWS = [
-    {"question": "A baker bakes 12 rolls an hour for 3 hours. How many rolls?",
-     "solution": "12 rolls an hour for 3 hours.\n12 × 3 = 36", "final": "36"},
-    {"question": "Is a whale a fish?", "solution": "A whale breathes air.\nIt feeds its young milk.", "final": "no, a mammal"},
+    {
+        "question": "A baker bakes 12 rolls an hour for 3 hours. How many rolls?",
+        "solution": "12 rolls an hour for 3 hours.\n12 × 3 = 36",
+        "final": "36",
+    },
+    {
+        "question": "Is a whale a fish?",
+        "solution": "A whale breathes air.\nIt feeds its young milk.",
+        "final": "no, a mammal",
+    },
     {"question": "What is 7 + 8?", "solution": "7 + 8 = 15", "final": 15},  # a number, as CSV and Parquet give it
 ]
 FIELDS = {"prompt": "question", "answer": "final", "reasoning": "solution"}
@@ -35,32 +42,46 @@ EXPECTED = [  # (prompt, steps, answer) every format must give
 
 # GSM8K: a train file and a test file (the test file becomes an eval set).
 GSM8K_TEST = [
-    {"question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
-                 "How many clips did Natalia sell altogether in April and May?",
-     "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether "
-               "in April and May.\n#### 72"},
-    {"question": "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
-                 "How much did she earn?",
-     "answer": "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
-               "$<<0.2*50=10>>10.\n#### 10"},
-    {"question": "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?",
-     "answer": "He writes each friend 3*2=<<3*2=6>>6 pages a week\nSo he writes 6*2=<<6*2=12>>12 pages every week\n"
-               "That means he writes 12*52=<<12*52=624>>624 pages a year\n#### 1,624"},
+    {
+        "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+        "How many clips did Natalia sell altogether in April and May?",
+        "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether "
+        "in April and May.\n#### 72",
+    },
+    {
+        "question": "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+        "How much did she earn?",
+        "answer": "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
+        "$<<0.2*50=10>>10.\n#### 10",
+    },
+    {
+        "question": "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?",
+        "answer": "He writes each friend 3*2=<<3*2=6>>6 pages a week\nSo he writes 6*2=<<6*2=12>>12 pages every week\n"
+        "That means he writes 12*52=<<12*52=624>>624 pages a year\n#### 1,624",
+    },
 ]
 # Shares "sold clips to 48 of her friends in april and then she sold half as many clips" (16 words) with test row 1.
-PARAPHRASE = ("Last spring Maria sold clips to 48 of her friends in April, and then she sold half as many clips "
-              "in June. How many did she sell?")
-UNRELATED = "A farmer has 17 sheep and buys 5 more at the market on Friday morning. How many sheep does the farmer have now?"
+PARAPHRASE = (
+    "Last spring Maria sold clips to 48 of her friends in April, and then she sold half as many clips "
+    "in June. How many did she sell?"
+)
+UNRELATED = (
+    "A farmer has 17 sheep and buys 5 more at the market on Friday morning. How many sheep does the farmer have now?"
+)
 GSM8K_TRAIN = [
-    {"question": PARAPHRASE, "answer": "In June she sold 48/2 = <<48/2=24>>24.\nIn all 48+24 = <<48+24=72>>72.\n#### 72"},
+    {
+        "question": PARAPHRASE,
+        "answer": "In June she sold 48/2 = <<48/2=24>>24.\nIn all 48+24 = <<48+24=72>>72.\n#### 72",
+    },
     {"question": UNRELATED, "answer": "He has 17+5 = <<17+5=22>>22 sheep.\n#### 22"},
 ]
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
-                    encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -116,16 +137,35 @@ def triples(records: list[dict]) -> list[tuple]:
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet", "csv", "arrow"])
 def test_each_format_gives_the_same_traces(root, fmt):
     write_table(root / f"trainsets/mine.{fmt}", ROWS)
-    manifest = seed.run(params([{"type": "file", "path": f"trainsets/mine.{fmt}", "fields": FIELDS}],
-                               show_work=False), root)
+    manifest = seed.run(
+        params([{"type": "file", "path": f"trainsets/mine.{fmt}", "fields": FIELDS}], show_work=False), root
+    )
     records = read_jsonl(root / "data/train.jsonl", schema="trace")
     assert triples(records) == EXPECTED
     assert [r["id"] for r in records] == ["file-000001", "file-000002", "file-000003"]
-    assert records[1]["meta"] == {"source": "file", "name": "mine", "path": f"trainsets/mine.{fmt}", "row": 2,
-                                  "generator": "file", "category": "general", "difficulty": "easy", "seed": 1234}
-    assert manifest["sources"] == [{"name": "mine", "type": "file", "weight": 1.0, "limit": None, "records": 3,
-                                    "path": f"trainsets/mine.{fmt}", "rows": 3, "dropped": 0,
-                                    "sha256": sha256_file(root / f"trainsets/mine.{fmt}")}]
+    assert records[1]["meta"] == {
+        "source": "file",
+        "name": "mine",
+        "path": f"trainsets/mine.{fmt}",
+        "row": 2,
+        "generator": "file",
+        "category": "general",
+        "difficulty": "easy",
+        "seed": 1234,
+    }
+    assert manifest["sources"] == [
+        {
+            "name": "mine",
+            "type": "file",
+            "weight": 1.0,
+            "limit": None,
+            "records": 3,
+            "path": f"trainsets/mine.{fmt}",
+            "rows": 3,
+            "dropped": 0,
+            "sha256": sha256_file(root / f"trainsets/mine.{fmt}"),
+        }
+    ]
     assert manifest["counts"]["by_source"] == {"mine": 3} and manifest["counts"]["by_category"]["general"] == 3
 
 
@@ -133,8 +173,12 @@ def test_reasoning_as_a_list_of_steps_and_format_from_params(root):
     rows = [{"q": "What is 2 + 2?", "a": "4", "steps": ["Two and two.", "2 + 2 = 4"]}]
     write_table(root / "trainsets/steps.parquet", rows)
     shutil.move(root / "trainsets/steps.parquet", root / "trainsets/steps.data")  # a suffix that says nothing
-    src = {"type": "file", "path": "trainsets/steps.data", "format": "parquet",
-           "fields": {"prompt": "q", "answer": "a", "reasoning": "steps"}}
+    src = {
+        "type": "file",
+        "path": "trainsets/steps.data",
+        "format": "parquet",
+        "fields": {"prompt": "q", "answer": "a", "reasoning": "steps"},
+    }
     seed.run(params([src]), root)
     (record,) = read_jsonl(root / "data/train.jsonl", schema="trace")
     # show_work (the default) works `2 + 2 = 4` column by column, as it does every compute step
@@ -143,16 +187,28 @@ def test_reasoning_as_a_list_of_steps_and_format_from_params(root):
 
 def test_chat_messages(root):
     chat = [
-        {"messages": [{"role": "system", "content": "Show your work."},
-                      {"role": "user", "content": "How many legs do 3 spiders have?"},
-                      {"role": "assistant", "content": "<reasoning>A spider has 8 legs.\n3 spiders: 3 × 8 = 24"
-                                                       "</reasoning><answer>24</answer>"}]},
-        {"messages": [{"role": "user", "content": "Spell cat backwards."},
-                      {"role": "assistant", "content": "<reasoning>c a t reversed</reasoning>\n<answer>tac</answer>"}]},
+        {
+            "messages": [
+                {"role": "system", "content": "Show your work."},
+                {"role": "user", "content": "How many legs do 3 spiders have?"},
+                {
+                    "role": "assistant",
+                    "content": "<reasoning>A spider has 8 legs.\n3 spiders: 3 × 8 = 24</reasoning><answer>24</answer>",
+                },
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "Spell cat backwards."},
+                {"role": "assistant", "content": "<reasoning>c a t reversed</reasoning>\n<answer>tac</answer>"},
+            ]
+        },
     ]
     write_jsonl(root / "trainsets/chat.jsonl", chat)
-    seed.run(params([{"type": "file", "path": "trainsets/chat.jsonl", "fields": {"messages": "messages"}}],
-                    show_work=False), root)
+    seed.run(
+        params([{"type": "file", "path": "trainsets/chat.jsonl", "fields": {"messages": "messages"}}], show_work=False),
+        root,
+    )
     records = read_jsonl(root / "data/train.jsonl", schema="trace")
     assert triples(records) == [
         ("How many legs do 3 spiders have?", ["A spider has 8 legs.", "3 spiders: 3 × 8 = 24"], "24"),
@@ -172,12 +228,16 @@ def test_apportion_by_weight_with_caps():
 
 
 def test_mixed_synthetic_and_file_sources_by_weight_and_limit(root):
-    rows = [{"question": f"Row {k}: what is {k} + {k}?", "final": str(2 * k), "solution": f"{k} + {k} = {2 * k}"}
-            for k in range(1, 13)]
+    rows = [
+        {"question": f"Row {k}: what is {k} + {k}?", "final": str(2 * k), "solution": f"{k} + {k} = {2 * k}"}
+        for k in range(1, 13)
+    ]
     write_table(root / "trainsets/mine.jsonl", rows)
-    srcs = [{"type": "synthetic", "weight": 3},
-            {"type": "file", "name": "capped", "path": "trainsets/mine.jsonl", "fields": FIELDS, "weight": 1, "limit": 4},
-            {"type": "file", "name": "whole", "path": "trainsets/mine.jsonl", "fields": FIELDS, "weight": 1}]
+    srcs = [
+        {"type": "synthetic", "weight": 3},
+        {"type": "file", "name": "capped", "path": "trainsets/mine.jsonl", "fields": FIELDS, "weight": 1, "limit": 4},
+        {"type": "file", "name": "whole", "path": "trainsets/mine.jsonl", "fields": FIELDS, "weight": 1},
+    ]
     manifest = seed.run(params(srcs, size=50), root)
     # shares 30 / 10 / 10; "capped" gives 4, its 6 go to the others by weight: 34.5 / 11.5 -> 35 / 11 (12 rows)
     assert manifest["counts"]["by_source"] == {"synthetic": 35, "capped": 4, "whole": 11}
@@ -199,8 +259,9 @@ def test_mixed_synthetic_and_file_sources_by_weight_and_limit(root):
 
 def test_every_source_capped_gives_fewer_traces(root):
     write_table(root / "trainsets/mine.jsonl", ROWS)
-    manifest = seed.run(params([{"type": "file", "path": "trainsets/mine.jsonl", "fields": FIELDS, "limit": 2}],
-                               size=100), root)
+    manifest = seed.run(
+        params([{"type": "file", "path": "trainsets/mine.jsonl", "fields": FIELDS, "limit": 2}], size=100), root
+    )
     assert manifest["size"] == 2 and manifest["requested"] == 100
 
 
@@ -212,7 +273,10 @@ def test_gsm8k_test_file_becomes_eval_items(root):
     spec = evalsets.EvalSet("gsm8k_test", Path("evalsets/gsm8k_test.jsonl"), "gsm8k", False)
     items = evalsets.load_items(spec, root)
     assert [(i["id"], i["expected_answer"], i["difficulty"], i["answer_type"]) for i in items] == [
-        ("core-001", "72", "easy", "number"), ("core-002", "10", "easy", "number"), ("core-003", "1624", "medium", "number")]
+        ("core-001", "72", "easy", "number"),
+        ("core-002", "10", "easy", "number"),
+        ("core-003", "1624", "medium", "number"),
+    ]
     assert items[0]["prompt"] == GSM8K_TEST[0]["question"]
     assert all(schema_error(i, "eval_item") is None for i in items)
 
@@ -228,10 +292,13 @@ def test_gsm8k_in_parquet_as_hugging_face_ships_it(root):
     seed.run(params([{"type": "gsm8k", "path": "trainsets/train-00000-of-00001.parquet"}]), root)
     records = read_jsonl(root / "data/train.jsonl", schema="trace")
     assert [(r["prompt"], r["final_answer"], r["meta"]["row"]) for r in records] == [
-        (PARAPHRASE, "72", 1), (UNRELATED, "22", 2)]  # only the tunix set here: the paraphrase is kept
+        (PARAPHRASE, "72", 1),
+        (UNRELATED, "22", 2),
+    ]  # only the tunix set here: the paraphrase is kept
     write_table(root / "trainsets/train-00000-of-00001.parquet", [GSM8K_TRAIN[0], {**GSM8K_TRAIN[1], "answer": "22"}])
     assert run_error(root, params([{"type": "gsm8k", "path": "trainsets/train-00000-of-00001.parquet"}])) == (
-        "trainsets/train-00000-of-00001.parquet: row 2: answer: no final '#### <answer>' line")
+        "trainsets/train-00000-of-00001.parquet: row 2: answer: no final '#### <answer>' line"
+    )
 
 
 def test_paraphrase_sharing_a_13_gram_is_dropped_and_an_unrelated_prompt_kept(root):
@@ -244,23 +311,42 @@ def test_paraphrase_sharing_a_13_gram_is_dropped_and_an_unrelated_prompt_kept(ro
     assert manifest["sources"][0]["dropped"] == 1 and manifest["decontamination"]["dropped"] == 1
     report = json.loads((root / "data/decontamination.json").read_text())
     assert report["sets"]["gsm8k_test"] == {
-        "path": "evalsets/gsm8k_test.jsonl", "format": "gsm8k", "sha256": sha256_file(root / "evalsets/gsm8k_test.jsonl"),
-        "prompts": 3, "redrawn": 0, "dropped_exact": 0, "dropped_ngram": 1, "synthetic_ngram_shared": 0}
+        "path": "evalsets/gsm8k_test.jsonl",
+        "format": "gsm8k",
+        "sha256": sha256_file(root / "evalsets/gsm8k_test.jsonl"),
+        "prompts": 3,
+        "redrawn": 0,
+        "dropped_exact": 0,
+        "dropped_ngram": 1,
+        "synthetic_ngram_shared": 0,
+    }
     assert report["sets"]["tunix"]["dropped_ngram"] == report["sets"]["tunix"]["dropped_exact"] == 0
 
     with pytest.raises(StageError) as err:
-        seed.run(params([{"type": "gsm8k", "path": "trainsets/gsm8k_train.jsonl"}], sets=sets,
-                        decontamination="fail"), root)
+        seed.run(
+            params([{"type": "gsm8k", "path": "trainsets/gsm8k_train.jsonl"}], sets=sets, decontamination="fail"), root
+        )
     assert str(err.value) == (
         "trainsets/gsm8k_train.jsonl: row 1: prompt: shares the 13 words 'sold clips to 48 of her friends in april "
-        "and then she sold' with eval item core-001 of eval set gsm8k_test (seed.decontamination: fail)")
+        "and then she sold' with eval item core-001 of eval set gsm8k_test (seed.decontamination: fail)"
+    )
 
 
 def test_synthetic_prompts_are_redrawn_against_every_set(root):
     """A synthetic prompt that equals a prompt of a second eval set is drawn again, counted for that set."""
     drawn, _ = seed.generate_dataset(20, MIX, 1234, [i["prompt"] for i in read_jsonl(EVAL_SET)])
-    mine = [{"id": f"core-{k:03d}", "prompt": r["prompt"], "expected_answer": "1", "section": "core",
-             "category": "arithmetic", "difficulty": "easy", "answer_type": "number"} for k, r in enumerate(drawn[:3], 1)]
+    mine = [
+        {
+            "id": f"core-{k:03d}",
+            "prompt": r["prompt"],
+            "expected_answer": "1",
+            "section": "core",
+            "category": "arithmetic",
+            "difficulty": "easy",
+            "answer_type": "number",
+        }
+        for k, r in enumerate(drawn[:3], 1)
+    ]
     write_jsonl(root / "evalsets/mine.jsonl", mine)
     sets = {"tunix": dict(TUNIX), "mine": {"path": "evalsets/mine.jsonl"}}
     seed.run(params([{"type": "synthetic"}], size=20, sets=sets), root)
@@ -283,24 +369,31 @@ def run_error(root: Path, p: dict) -> str:
 
 def test_missing_file_and_unknown_format(root):
     src = {"type": "file", "path": "trainsets/nope.parquet", "fields": FIELDS}
-    assert run_error(root, params([src])) == "trainsets/nope.parquet: file not found (params.yaml: seed.sources[0].path)"
+    assert (
+        run_error(root, params([src])) == "trainsets/nope.parquet: file not found (params.yaml: seed.sources[0].path)"
+    )
     write_table(root / "trainsets/mine.jsonl", ROWS)
     shutil.copy(root / "trainsets/mine.jsonl", root / "trainsets/mine.xlsx")
     assert run_error(root, params([{**src, "path": "trainsets/mine.xlsx"}])) == (
         "params.yaml: seed.sources[0].format: trainsets/mine.xlsx: no known format for suffix '.xlsx'; "
-        "one of jsonl, json, parquet, csv, arrow (set seed.sources[…].format)")
+        "one of jsonl, json, parquet, csv, arrow (set seed.sources[…].format)"
+    )
     assert run_error(root, params([{**src, "path": "trainsets/mine.jsonl", "format": "excel"}])).startswith(
-        "params.yaml: seed.sources[0].format: format 'excel'; one of jsonl")
+        "params.yaml: seed.sources[0].format: format 'excel'; one of jsonl"
+    )
     (root / "trainsets/broken.jsonl").write_text('{"question": "Q?"}\n{"question": \n')
     assert run_error(root, params([{**src, "path": "trainsets/broken.jsonl"}])).startswith(
-        "trainsets/broken.jsonl: cannot read as jsonl: ")
+        "trainsets/broken.jsonl: cannot read as jsonl: "
+    )
 
 
 def test_mapping_that_names_a_missing_field(root):
     write_table(root / "trainsets/mine.csv", ROWS)
     src = {"type": "file", "path": "trainsets/mine.csv", "fields": {**FIELDS, "answer": "answer"}}
-    assert run_error(root, params([src])) == ("params.yaml: seed.sources[0].fields.answer: 'answer' is not a field of "
-                                              "trainsets/mine.csv (fields: question, solution, final)")
+    assert run_error(root, params([src])) == (
+        "params.yaml: seed.sources[0].fields.answer: 'answer' is not a field of "
+        "trainsets/mine.csv (fields: question, solution, final)"
+    )
 
 
 def test_empty_answer_and_bad_reasoning_name_row_and_field(root):
@@ -314,17 +407,34 @@ def test_empty_answer_and_bad_reasoning_name_row_and_field(root):
     assert run_error(root, params([src])) == "trainsets/mine.jsonl: row 3: solution[1]: expected text, got dict"
 
 
-@pytest.mark.parametrize(("messages", "message"), [
-    ([{"role": "user", "content": "Q?"}], "row 2: messages: no assistant turn"),
-    ([{"role": "assistant", "content": "<reasoning>r</reasoning><answer>1</answer>"}], "row 2: messages: no user turn"),
-    ([{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "<answer>1</answer>"}],
-     "row 2: messages[1].content: no <reasoning>…</reasoning> block (or it is empty)"),
-    ([{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "<reasoning>r</reasoning><answer> </answer>"}],
-     "row 2: messages[1].content: no <answer>…</answer> block (or it is empty)"),
-])
+@pytest.mark.parametrize(
+    ("messages", "message"),
+    [
+        ([{"role": "user", "content": "Q?"}], "row 2: messages: no assistant turn"),
+        (
+            [{"role": "assistant", "content": "<reasoning>r</reasoning><answer>1</answer>"}],
+            "row 2: messages: no user turn",
+        ),
+        (
+            [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "<answer>1</answer>"}],
+            "row 2: messages[1].content: no <reasoning>…</reasoning> block (or it is empty)",
+        ),
+        (
+            [
+                {"role": "user", "content": "Q?"},
+                {"role": "assistant", "content": "<reasoning>r</reasoning><answer> </answer>"},
+            ],
+            "row 2: messages[1].content: no <answer>…</answer> block (or it is empty)",
+        ),
+    ],
+)
 def test_chat_record_errors_name_row_and_field(root, messages, message):
-    good = {"messages": [{"role": "user", "content": "Q?"},
-                         {"role": "assistant", "content": "<reasoning>r</reasoning><answer>1</answer>"}]}
+    good = {
+        "messages": [
+            {"role": "user", "content": "Q?"},
+            {"role": "assistant", "content": "<reasoning>r</reasoning><answer>1</answer>"},
+        ]
+    }
     write_jsonl(root / "trainsets/chat.jsonl", [good, {"messages": messages}])
     src = {"type": "file", "path": "trainsets/chat.jsonl", "fields": {"messages": "messages"}}
     assert run_error(root, params([src])) == f"trainsets/chat.jsonl: {message}"
@@ -335,25 +445,33 @@ def test_source_params_errors(root):
     src = {"type": "file", "path": "trainsets/mine.jsonl", "fields": FIELDS}
     assert run_error(root, params([src, src])) == (
         "params.yaml: seed.sources[1].name: source name 'mine' used twice (also seed.sources[0]); "
-        "give each source its own name")
+        "give each source its own name"
+    )
     assert run_error(root, params([{**src, "path": "mine.jsonl"}])).startswith(
-        "params.yaml: seed.sources[0].path: 'mine.jsonl' is not under trainsets/")
+        "params.yaml: seed.sources[0].path: 'mine.jsonl' is not under trainsets/"
+    )
     assert run_error(root, params([{**src, "fields": {"prompt": "question"}}])).startswith(
-        "params.yaml: seed.sources[0].fields: missing answer, reasoning")
+        "params.yaml: seed.sources[0].fields: missing answer, reasoning"
+    )
     assert run_error(root, params([{"type": "synthetic"}, {"type": "synthetic", "name": "again"}])) == (
-        "params.yaml: seed.sources[1].type: only one synthetic source (seed.mix weights its families)")
+        "params.yaml: seed.sources[1].type: only one synthetic source (seed.mix weights its families)"
+    )
 
 
 def test_eval_set_params_errors(root):
     assert run_error(root, params([{"type": "synthetic"}], sets={"tunix": {**TUNIX, "primary": False}})) == (
-        "params.yaml: evaluate.sets: no set is marked primary: true")
+        "params.yaml: evaluate.sets: no set is marked primary: true"
+    )
     two = {"tunix": dict(TUNIX), "again": dict(TUNIX)}
     assert run_error(root, params([{"type": "synthetic"}], sets=two)) == (
-        "params.yaml: evaluate.sets: 2 sets are marked primary (tunix, again); mark one")
-    assert run_error(root, params([{"type": "synthetic"}], sets={"tunix": {**TUNIX, "path": "data/x.jsonl"}})).startswith(
-        "params.yaml: evaluate.sets.tunix.path: 'data/x.jsonl' is not under evalsets/")
-    assert run_error(root, params([{"type": "synthetic"}], sets={"tunix": {**TUNIX, "path": "evalsets/nope.jsonl"}})) == (
-        "evalsets/nope.jsonl: file not found (params.yaml: evaluate.sets.tunix.path)")
+        "params.yaml: evaluate.sets: 2 sets are marked primary (tunix, again); mark one"
+    )
+    assert run_error(
+        root, params([{"type": "synthetic"}], sets={"tunix": {**TUNIX, "path": "data/x.jsonl"}})
+    ).startswith("params.yaml: evaluate.sets.tunix.path: 'data/x.jsonl' is not under evalsets/")
+    assert run_error(
+        root, params([{"type": "synthetic"}], sets={"tunix": {**TUNIX, "path": "evalsets/nope.jsonl"}})
+    ) == ("evalsets/nope.jsonl: file not found (params.yaml: evaluate.sets.tunix.path)")
 
 
 def test_eval_set_name_used_twice_names_its_line(root):

@@ -77,8 +77,14 @@ def queue_status(repo: Path) -> tuple[dict[str, str], int]:
 
 def start_worker(repo: Path) -> None:
     # The worker is a daemon that inherits stdout: captured pipes would block until it exits.
-    subprocess.run(["dvc", "queue", "start", "-j", "1"], cwd=repo, env=env(), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", "1"],
+        cwd=repo,
+        env=env(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.slow
@@ -110,7 +116,7 @@ def test_queued_grid_runs_three_experiments(tmp_path):
     exps = exp_show(repo)
     assert len(exps) == 3
     assert sorted(lr_of(rev) for rev in exps.values()) == [0.001, 0.002, 0.004]
-    for name, rev in exps.items():
+    for rev in exps.values():
         metrics = report_metrics(rev)
         assert isinstance(metrics["primary_score"], float) and isinstance(metrics["format_accuracy"], float)
         assert metrics["n_items"] == 110
@@ -163,8 +169,22 @@ def test_ray_sweep_trials_become_dvc_experiments(tmp_path):
     repo = make_repo(tmp_path / "repo", TINY)
     space = tmp_path / "space.yaml"
     space.write_text(SWEEP_SPACE)
-    proc = run([sys.executable, "-m", "sweeps.ray_sweep", "--space", str(space), "--name", "t4",
-                "--max-concurrent", "1", "--apply-best"], repo, timeout=900)
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "sweeps.ray_sweep",
+            "--space",
+            str(space),
+            "--name",
+            "t4",
+            "--max-concurrent",
+            "1",
+            "--apply-best",
+        ],
+        repo,
+        timeout=900,
+    )
     out = proc.stdout
     summary = json.loads((repo / ".dvc/tmp/sweeps/t4/summary.json").read_text())
     trials = {(t["params"]["train.learning_rate"], t["params"]["model.preset"]): t for t in summary["trials"]}
@@ -221,8 +241,10 @@ def sweep_cli(space: Path) -> subprocess.CompletedProcess:
 
 def test_unknown_param_path_is_one_line_naming_file_and_key(tmp_path):
     space = tmp_path / "space.yaml"
-    space.write_text("search: {algorithm: random, num_samples: 2}\ntrain.learning_rate: {choice: [0.01]}\n"
-                     "train.learnin_rate: {loguniform: [1e-4, 1e-2]}\n")
+    space.write_text(
+        "search: {algorithm: random, num_samples: 2}\ntrain.learning_rate: {choice: [0.01]}\n"
+        "train.learnin_rate: {loguniform: [1e-4, 1e-2]}\n"
+    )
     proc = sweep_cli(space)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
@@ -236,18 +258,25 @@ def test_empty_space_is_an_error(tmp_path):
         space.write_text(text)
         proc = sweep_cli(space)
         assert proc.returncode == 1
-        assert proc.stderr.strip() == f"error: {space}: empty search space: no param to search " \
+        assert (
+            proc.stderr.strip() == f"error: {space}: empty search space: no param to search "
             "(add e.g. `train.learning_rate: {loguniform: [1.0e-4, 1.0e-2]}`)"
+        )
 
 
 def test_bad_options_are_one_line_errors(tmp_path):
-    proc = run([sys.executable, "-m", "sweeps.ray_sweep", "--space", "sweeps/lr_warmup.yaml", "--metric", "acc"],
-               ROOT, check=False)
+    proc = run(
+        [sys.executable, "-m", "sweeps.ray_sweep", "--space", "sweeps/lr_warmup.yaml", "--metric", "acc"],
+        ROOT,
+        check=False,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: --metric acc: not a metric (one of loss, primary_score, format_accuracy")
     space = tmp_path / "space.yaml"
     space.write_text("search: {algorithm: grid}\ntrain.learning_rate: {grid: [0.001, 0.002]}\n")
-    proc = run([sys.executable, "-m", "sweeps.ray_sweep", "--space", str(space), "--num-samples", "3"], ROOT, check=False)
+    proc = run(
+        [sys.executable, "-m", "sweeps.ray_sweep", "--space", str(space), "--num-samples", "3"], ROOT, check=False
+    )
     assert proc.returncode == 1 and "--num-samples does not apply to algorithm grid" in proc.stderr
 
 
@@ -256,15 +285,28 @@ def test_bad_options_are_one_line_errors(tmp_path):
     [
         ("train: {choice: [1]}\n", ":1: train: is a section of params.yaml, not a param"),
         ("model.preset: [tiny]\n", ":1: model.preset: expected exactly one of {choice"),
-        ("train.learning_rate: {choice: [0.01, 5]}\n", ":1: train.learning_rate.choice[1]: 5 is greater than the maximum of 1"),
-        ("train.learning_rate: {uniform: [0.1, 0.01]}\n", ":1: train.learning_rate.uniform: low 0.1 must be less than high 0.01"),
+        (
+            "train.learning_rate: {choice: [0.01, 5]}\n",
+            ":1: train.learning_rate.choice[1]: 5 is greater than the maximum of 1",
+        ),
+        (
+            "train.learning_rate: {uniform: [0.1, 0.01]}\n",
+            ":1: train.learning_rate.uniform: low 0.1 must be less than high 0.01",
+        ),
         ("train.learning_rate: {loguniform: [0, 0.01]}\n", "loguniform: low 0 must be positive"),
         ("train.warmup_steps: {uniform: [0.5, 10]}\n", "integer param: bounds must be integers"),
-        ("search: {algorithm: grid}\ntrain.learning_rate: {uniform: [0.001, 0.01]}\n",
-         ":2: train.learning_rate: algorithm grid needs a finite list of values, not uniform"),
-        ("search: {algorithm: bayes}\ntrain.steps: {choice: [8]}\n", ":1: search.algorithm: 'bayes' is not one of random, grid"),
-        ("train.steps: {choice: [8, 16]}\nscheduler:\n  asha: {grace_period: 32}\n",
-         ":3: scheduler.asha.grace_period: 32 is more than max_t 16"),
+        (
+            "search: {algorithm: grid}\ntrain.learning_rate: {uniform: [0.001, 0.01]}\n",
+            ":2: train.learning_rate: algorithm grid needs a finite list of values, not uniform",
+        ),
+        (
+            "search: {algorithm: bayes}\ntrain.steps: {choice: [8]}\n",
+            ":1: search.algorithm: 'bayes' is not one of random, grid",
+        ),
+        (
+            "train.steps: {choice: [8, 16]}\nscheduler:\n  asha: {grace_period: 32}\n",
+            ":3: scheduler.asha.grace_period: 32 is more than max_t 16",
+        ),
         ("train.steps: {choice: [8]}\nscheduler: {hyperband: {}}\n", ":2: scheduler: expected {asha:"),
     ],
 )
@@ -295,8 +337,10 @@ def test_example_space_and_its_ray_domains():
 
 def test_integer_ranges_sample_integers_and_asha_defaults(tmp_path):
     space_file = tmp_path / "space.yaml"
-    space_file.write_text("train.warmup_steps: {uniform: [0, 40]}\ntrain.steps: {choice: [100, 300]}\n"
-                          "scheduler: {asha: {grace_period: 10}}\n")
+    space_file.write_text(
+        "train.warmup_steps: {uniform: [0, 40]}\ntrain.steps: {choice: [100, 300]}\n"
+        "scheduler: {asha: {grace_period: 10}}\n"
+    )
     space = load_space(space_file, ROOT / "params.yaml")
     assert space.dims[0].integer and (space.dims[0].low, space.dims[0].high) == (0, 40)
     assert space.asha.max_t == 300 and space.asha.reduction_factor == 2
@@ -328,8 +372,10 @@ def test_names_values_and_error_lines(tmp_path):
     assert exp_name("lr", "3f2a1_00007") == "lr-07"
     assert normalize(0.0012345678) == 0.001235 and normalize(3) == 3 and normalize("tiny") == "tiny"
     log = tmp_path / "dvc.log"
-    log.write_text("Running stage 'train':\rtrain: 10%\r\nerror: data/train.jsonl:3: prompt: bad\n"
-                   "ERROR: failed to reproduce 'train': failed to run: python -m stages.train, exited with 1\n")
+    log.write_text(
+        "Running stage 'train':\rtrain: 10%\r\nerror: data/train.jsonl:3: prompt: bad\n"
+        "ERROR: failed to reproduce 'train': failed to run: python -m stages.train, exited with 1\n"
+    )
     assert experiment.last_error_line(log) == "error: data/train.jsonl:3: prompt: bad"
     log.write_text("predict:   0%|   | 0/110 [00:00<?, ?item/s]ERROR: failed to reproduce 'predict'\n")
     assert experiment.last_error_line(log) == "ERROR: failed to reproduce 'predict'"

@@ -9,6 +9,7 @@ from training.data import BatchStream, Example, pack
 from training.model import Gemma
 from training.trainer import TrainConfig, train
 
+
 def stream(seed=0):
     rng = np.random.default_rng(seed)
     examples = []
@@ -45,7 +46,9 @@ def test_sharded_training_matches_one_device(mesh, tiny_config):
 
 def test_fsdp_shards_parameters(tiny_config):
     _, params = run(tiny_config, mesh_fsdp=8)
-    sharded = [x for x in jax.tree.leaves(params) if len(x.sharding.device_set) == 8 and not x.sharding.is_fully_replicated]
+    sharded = [
+        x for x in jax.tree.leaves(params) if len(x.sharding.device_set) == 8 and not x.sharding.is_fully_replicated
+    ]
     assert sharded, "no parameter was split across the fsdp axis"
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.test_lora import randomize_adapters
+from tests.test_parity import ATOL, SHAPE, our_logits, random_gemma
 from training import lora
 from training.config import FULL, SLIDING, GemmaConfig
 from training.hf_io import save_pretrained
 from training.lora import TARGETS, LoRASpec
-from tests.test_lora import randomize_adapters
-from tests.test_parity import ATOL, SHAPE, our_logits, random_gemma
 
 ROOT = Path(__file__).resolve().parent.parent
 TUNIX_PYTHON = Path(os.environ.get("TUNIX_PYTHON", ROOT / ".venv-tunix/bin/python"))
@@ -45,24 +45,36 @@ def config(family: int) -> GemmaConfig:
         layer_types = (SLIDING, FULL) * 2
         extra = dict(rope_theta=1e4, attn_logit_softcapping=5.0, final_logit_softcapping=5.0)
     return GemmaConfig(
-        family=family, **SHAPE, num_hidden_layers=len(layer_types), layer_types=layer_types,
-        query_pre_attn_scalar=SHAPE["head_dim"], sliding_window=8, **extra,
-    )  # fmt: skip
+        family=family,
+        **SHAPE,
+        num_hidden_layers=len(layer_types),
+        layer_types=layer_types,
+        query_pre_attn_scalar=SHAPE["head_dim"],
+        sliding_window=8,
+        **extra,
+    )
 
 
 def tunix_config(cfg: GemmaConfig) -> dict:
     fields = dict(
-        num_layers=cfg.num_hidden_layers, num_embed=cfg.vocab_size, embed_dim=cfg.hidden_size,
-        hidden_dim=cfg.intermediate_size, num_heads=cfg.num_attention_heads, head_dim=cfg.head_dim,
-        num_kv_heads=cfg.num_key_value_heads, sliding_window_size=cfg.sliding_window,
-    )  # fmt: skip
+        num_layers=cfg.num_hidden_layers,
+        num_embed=cfg.vocab_size,
+        embed_dim=cfg.hidden_size,
+        hidden_dim=cfg.intermediate_size,
+        num_heads=cfg.num_attention_heads,
+        head_dim=cfg.head_dim,
+        num_kv_heads=cfg.num_key_value_heads,
+        sliding_window_size=cfg.sliding_window,
+    )
     if cfg.family == 3:
         return fields | dict(local_base_frequency=10_000, global_base_frequency=1_000_000)
     return fields | dict(
-        final_logit_softcap=cfg.final_logit_softcapping, attn_logits_soft_cap=cfg.attn_logit_softcapping,
-        use_post_attn_norm=True, use_post_ffw_norm=True,
+        final_logit_softcap=cfg.final_logit_softcapping,
+        attn_logits_soft_cap=cfg.attn_logit_softcapping,
+        use_post_attn_norm=True,
+        use_post_ffw_norm=True,
         attention_types=["local" if t == SLIDING else "global" for t in cfg.layer_types],
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("family", [2, 3])
@@ -90,8 +102,17 @@ def tunix_logits(request: dict, workdir: Path) -> np.ndarray:
     (workdir / "request.json").write_text(json.dumps(request))
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")} | {"JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(
-        [str(TUNIX_PYTHON), str(ROOT / "tests/tunix_logits.py"), str(workdir / "request.json"), str(workdir / "out.npy")],
-        capture_output=True, text=True, env=env, cwd=workdir, timeout=900,
-    )  # fmt: skip
+        [
+            str(TUNIX_PYTHON),
+            str(ROOT / "tests/tunix_logits.py"),
+            str(workdir / "request.json"),
+            str(workdir / "out.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=workdir,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return np.load(workdir / "out.npy")

@@ -79,14 +79,33 @@ def server(model_dir, tmp_path_factory):
     """(base URL, port, log path) of a vLLM server for this session; stopped and checked closed after."""
     port = free_port()
     log = tmp_path_factory.mktemp("vllm_log") / "server.log"
-    cmd = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-           "--served-model-name", SERVED, "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", str(port),
-           "--max-model-len", "2048", "--chat-template", str(CHAT_TEMPLATE), "--seed", "0",
-           "--enforce-eager"]  # no torch.compile: minutes less to healthy, and a few requests do not need it  # fmt: skip
+    cmd = [
+        str(VLLM_PYTHON),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        SERVED,
+        "--dtype",
+        "bfloat16",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        "2048",
+        "--chat-template",
+        str(CHAT_TEMPLATE),
+        "--seed",
+        "0",
+        "--enforce-eager",
+    ]  # no torch.compile: minutes less to healthy, and a few requests do not need it
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=model_dir.parent,
-                                start_new_session=True)  # its engine process goes with the group on stop
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=model_dir.parent, start_new_session=True
+        )  # its engine process goes with the group on stop
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -114,15 +133,19 @@ def server(model_dir, tmp_path_factory):
 def served_requests(port: int) -> float:
     """Requests the server has finished, by its own Prometheus counter."""
     text = get(f"http://127.0.0.1:{port}/metrics").decode()
-    counts = re.findall(r'^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$', text, re.MULTILINE)
+    counts = re.findall(r"^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$", text, re.MULTILINE)
     return sum(float(c) for c in counts)
 
 
 def test_a_rubric_is_scored_and_the_verdicts_parsed_over_both_apis(server):
     url, _, _ = server
-    rubric = J.parse_rubric([{"criterion": "The answer is 7.", "weight": 2},
-                             {"criterion": "The reasoning adds 3 and 4.", "weight": 1},
-                             {"criterion": "The reply gives a wrong sum.", "weight": 1, "pitfall": True}])  # fmt: skip
+    rubric = J.parse_rubric(
+        [
+            {"criterion": "The answer is 7.", "weight": 2},
+            {"criterion": "The reasoning adds 3 and 4.", "weight": 1},
+            {"criterion": "The reply gives a wrong sum.", "weight": 1, "pitfall": True},
+        ]
+    )
     for api in ("completions", "chat"):
         backend = OpenAIBackend(url, SERVED, api, concurrency=2, timeout=120, retries=0)
         judge = J.Judge(backend, "rubric-lines")
@@ -144,8 +167,11 @@ def test_a_rubric_is_scored_and_the_verdicts_parsed_over_both_apis(server):
 def test_greedy_judgments_repeat_and_the_cache_asks_the_server_nothing_the_second_time(server, tmp_path):
     url, port, _ = server
     backend = OpenAIBackend(url, SERVED, "completions", concurrency=2, timeout=120, retries=0)
-    tasks = [J.Task(QUESTION, REAL), J.Task(QUESTION, REAL.replace("7 apples", "seven apples")),
-             J.Task(QUESTION, "<reasoning>Let's solve this problem step by step.</reasoning><answer>:</answer>")]
+    tasks = [
+        J.Task(QUESTION, REAL),
+        J.Task(QUESTION, REAL.replace("7 apples", "seven apples")),
+        J.Task(QUESTION, "<reasoning>Let's solve this problem step by step.</reasoning><answer>:</answer>"),
+    ]
     before = served_requests(port)
     first = J.Judge(backend, cache=J.Cache(tmp_path)).judge(tasks)
     assert served_requests(port) - before == 2  # the master key was gated, never sent
@@ -164,7 +190,9 @@ def test_a_timeout_is_one_line_naming_the_endpoint(server):
     backend = OpenAIBackend(url, SERVED, "completions", timeout=0.001, retries=1, backoff=0.01)
     with pytest.raises(J.JudgeError) as err:
         backend.complete([J.render_lines(QUESTION, REAL, J.DEFAULT_RUBRIC)], 64)
-    assert re.fullmatch(rf"judge {re.escape(url)}/completions: timed out after 0.001 s \(2 of 2 tries\)", str(err.value))
+    assert re.fullmatch(
+        rf"judge {re.escape(url)}/completions: timed out after 0.001 s \(2 of 2 tries\)", str(err.value)
+    )
 
 
 def test_the_stage_against_the_server_keeps_the_key_out_of_everything_it_writes(server, tmp_path, capfd, monkeypatch):
@@ -173,14 +201,25 @@ def test_the_stage_against_the_server_keeps_the_key_out_of_everything_it_writes(
     (root / "evalsets").mkdir(parents=True)
     rows = [json.loads(line) for line in (ROOT / "evalsets/gsm8k_test_sample.jsonl").read_text().splitlines()[:2]]
     write_jsonl(root / "evalsets/small.jsonl", rows)
-    write_jsonl(root / paths.predictions("small"), [
-        {"id": f"core-{k:03d}", "completion": c, "reasoning": None, "answer": None, "format_ok": True,
-         "n_tokens": 10, "truncated": False}
-        for k, c in enumerate([REAL, "<reasoning>Thought process:</reasoning><answer>Thought process:</answer>"], 1)
-    ])  # fmt: skip
+    write_jsonl(
+        root / paths.predictions("small"),
+        [
+            {
+                "id": f"core-{k:03d}",
+                "completion": c,
+                "reasoning": None,
+                "answer": None,
+                "format_ok": True,
+                "n_tokens": 10,
+                "truncated": False,
+            }
+            for k, c in enumerate([REAL, "<reasoning>Thought process:</reasoning><answer>Thought process:</answer>"], 1)
+        ],
+    )
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["evaluate"]["sets"] = {"small": {"path": "evalsets/small.jsonl", "format": "gsm8k", "primary": True,
-                                            "judge": True}}  # fmt: skip
+    params["evaluate"]["sets"] = {
+        "small": {"path": "evalsets/small.jsonl", "format": "gsm8k", "primary": True, "judge": True}
+    }
     params["judge"].update(backend="openai", base_url=url, model=SERVED, api_key_env="JUDGE_TEST_KEY", retries=0)
     monkeypatch.setenv("JUDGE_TEST_KEY", KEY)  # vLLM started without --api-key ignores the header
     (root / "params.yaml").write_text(yaml.safe_dump(params))

@@ -34,7 +34,9 @@ def test_worked_examples(step, worked):
     assert show_work(step) == worked
 
 
-@pytest.mark.parametrize("step", ["15 × 25 = 375", "430 / 10 = 43", "3 × 1000 = 3000", "1.5 / 3 = 0.5", "2.5 × 1.5 = 3.75", "5 - -3 = 8"])
+@pytest.mark.parametrize(
+    "step", ["15 × 25 = 375", "430 / 10 = 43", "3 × 1000 = 3000", "1.5 / 3 = 0.5", "2.5 × 1.5 = 3.75", "5 - -3 = 8"]
+)
 def test_steps_without_useful_working_stay_plain(step):
     assert show_work(step) == step
 

@@ -63,8 +63,14 @@ attend.defvjp(_forward, _attend_bwd)
 
 
 def attend_beside_cache(
-    q: jax.Array, cache_kt: jax.Array, cache_v: jax.Array, cache_mask: jax.Array, kt: jax.Array, v: jax.Array,
-    self_mask: jax.Array, cap: float | None,
+    q: jax.Array,
+    cache_kt: jax.Array,
+    cache_v: jax.Array,
+    cache_mask: jax.Array,
+    kt: jax.Array,
+    v: jax.Array,
+    self_mask: jax.Array,
+    cap: float | None,
 ) -> jax.Array:
     """`attend` over a cache's keys and values and this call's own, as if the latter were written in (decoding).
 
@@ -74,8 +80,14 @@ def attend_beside_cache(
     cache_mask [B, T, S] must hide the slot being written; self_mask [B, T, T] is this call's own.
     """
     s = cache_mask.shape[2]
-    logits = jnp.concatenate([jnp.einsum("bkrh,bkhs->bkrs", q, cache_kt, preferred_element_type=jnp.float32),
-                              jnp.einsum("bkrh,bkhs->bkrs", q, kt, preferred_element_type=jnp.float32)], axis=-1)
+    logits = jnp.concatenate(
+        [
+            jnp.einsum("bkrh,bkhs->bkrs", q, cache_kt, preferred_element_type=jnp.float32),
+            jnp.einsum("bkrh,bkhs->bkrs", q, kt, preferred_element_type=jnp.float32),
+        ],
+        axis=-1,
+    )
     probs = _masked_softmax(logits, jnp.concatenate([cache_mask, self_mask], axis=-1), cap)[0].astype(v.dtype)
-    return (jnp.einsum("bkrs,bksh->bkrh", probs[..., :s], cache_v.astype(v.dtype))
-            + jnp.einsum("bkrs,bksh->bkrh", probs[..., s:], v))
+    return jnp.einsum("bkrs,bksh->bkrh", probs[..., :s], cache_v.astype(v.dtype)) + jnp.einsum(
+        "bkrs,bksh->bkrh", probs[..., s:], v
+    )

@@ -16,8 +16,7 @@ REASONING_OPEN, REASONING_CLOSE = "<reasoning>", "</reasoning>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 
 SYSTEM_INSTRUCTION = (
-    "Think step by step inside <reasoning></reasoning>, "
-    "then give only the final answer inside <answer></answer>."
+    "Think step by step inside <reasoning></reasoning>, then give only the final answer inside <answer></answer>."
 )
 
 

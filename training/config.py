@@ -323,9 +323,17 @@ def gemma2_2b() -> GemmaConfig:
 PRESET_SHAPES = {"gemma3-270m": gemma3_270m, "gemma3-1b": gemma3_1b, "gemma2-2b": gemma2_2b}
 # What makes a checkpoint the preset's model: its architecture and shape (not ids, dtypes or context length).
 SHAPE_FIELDS = (
-    "family", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-    "num_attention_heads", "num_key_value_heads", "head_dim", "layer_types", "sliding_window",
-)  # fmt: skip
+    "family",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "layer_types",
+    "sliding_window",
+)
 
 
 def shape_mismatch(cfg: GemmaConfig, preset: str) -> str | None:

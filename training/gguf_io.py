@@ -39,8 +39,14 @@ def gguf_config(path: Path) -> GemmaConfig:
     hf.pop("quantization_config", None)
     model_type = hf.get("model_type", "")
     # transformers names Gemma 3's text model "gemma3"; the text-only architecture is what we run.
-    hf.setdefault("architectures", [{"gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM",
-                                     "gemma3": "Gemma3ForCausalLM"}.get(model_type, model_type)])  # fmt: skip
+    hf.setdefault(
+        "architectures",
+        [
+            {"gemma": "GemmaForCausalLM", "gemma2": "Gemma2ForCausalLM", "gemma3": "Gemma3ForCausalLM"}.get(
+                model_type, model_type
+            )
+        ],
+    )
     try:
         return GemmaConfig.from_hf(hf)
     except (KeyError, ValueError, TypeError) as err:

@@ -37,9 +37,9 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from training import loop, lora
+from training.grpo_objective import Objective, check_names, group_advantages, policy_loss
 from training.lm_head import token_cross_entropy
 from training.loop import LoopConfig, NonFiniteLoss, make_optimizer
-from training.grpo_objective import Objective, check_names, group_advantages, policy_loss
 from training.model import Gemma, init_cache
 from training.sampler import Sampler, SamplingConfig, bucket_length, left_pad
 

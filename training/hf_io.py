@@ -80,9 +80,11 @@ def save_pretrained(
     shards = _plan_shards(params, np_dtype.itemsize, max_shard_bytes)
     for stale in [*directory.glob("model-*-of-*.safetensors"), *(directory / f for f in WEIGHT_FILES)]:
         stale.unlink(missing_ok=True)  # an index left from an earlier save would shadow the new weights
-    names = ["model.safetensors"] if len(shards) == 1 else [
-        f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))
-    ]
+    names = (
+        ["model.safetensors"]
+        if len(shards) == 1
+        else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    )
     weight_map = {}
     for file, paths in zip(names, shards):
         tensors = {hf_name(p): _to_hf(p, np.asarray(params[p])).astype(np_dtype, order="C") for p in paths}
@@ -224,7 +226,9 @@ def load_pretrained(
     return model
 
 
-def save_trained(model: Gemma, spec: lora.LoRASpec, directory: Path, tokenizer_dir: Path, base_model: str | None) -> None:
+def save_trained(
+    model: Gemma, spec: lora.LoRASpec, directory: Path, tokenizer_dir: Path, base_model: str | None
+) -> None:
     """A trained model's HF directory: with adapters, first their PEFT `adapter/`, then the model with them
     folded in (the directory transformers, vLLM and Tunix load); without, the model as it is."""
     if spec.rank:

@@ -33,7 +33,9 @@ class LocalBackend:
             model = load_pretrained(self.model_dir, dtype=dtype, param_dtype=dtype)
         except CheckpointError as err:
             raise JudgeError(f"judge {self.model_dir}: {err}") from None
-        self.sampler = Sampler(model, eos_ids=tokenizers_io.stop_ids(self.tok), pad_id=self.tok.token_to_id("<pad>") or 0)
+        self.sampler = Sampler(
+            model, eos_ids=tokenizers_io.stop_ids(self.tok), pad_id=self.tok.token_to_id("<pad>") or 0
+        )
         self.identity = {"backend": "local", "model": self.model_dir.as_posix(), "sha256": fingerprint, "dtype": dtype}
 
     def complete(self, prompts: Sequence[str], max_tokens: int) -> list[str]:

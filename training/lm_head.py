@@ -102,8 +102,12 @@ def _forward_frozen_table(hidden, table, targets, cap, tile):
         acc = acc * rescale[:, None] + jnp.einsum("nv,vd->nd", weights, rows, preferred_element_type=jnp.float32)
         return (new_max, run_sum, target_logit, acc), None
 
-    start = (jnp.full((n_tokens,), -jnp.inf), jnp.zeros((n_tokens,)), jnp.zeros((n_tokens,)),
-             jnp.zeros(hidden.shape, jnp.float32))  # fmt: skip
+    start = (
+        jnp.full((n_tokens,), -jnp.inf),
+        jnp.zeros((n_tokens,)),
+        jnp.zeros((n_tokens,)),
+        jnp.zeros(hidden.shape, jnp.float32),
+    )
     (run_max, run_sum, target_logit, acc), _ = _scan(step, start, tiles)
     log_normalizer = run_max + jnp.log(run_sum)
     target_rows = jnp.take(table, targets, axis=0).astype(jnp.float32)

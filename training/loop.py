@@ -113,8 +113,16 @@ def make_optimizer(cfg: LoopConfig) -> optax.GradientTransformation:
     return optax.chain(clip_by_global_norm(cfg.grad_clip), opt)
 
 
-OPTIMIZER_FIELDS = ("steps", "learning_rate", "warmup_steps", "schedule", "end_lr_fraction", "weight_decay",
-                    "grad_clip", "optimizer")  # fmt: skip
+OPTIMIZER_FIELDS = (
+    "steps",
+    "learning_rate",
+    "warmup_steps",
+    "schedule",
+    "end_lr_fraction",
+    "weight_decay",
+    "grad_clip",
+    "optimizer",
+)
 
 
 def optimizer_key(cfg: LoopConfig) -> tuple:
@@ -170,8 +178,9 @@ def check_devices(cfg: LoopConfig) -> None:
         raise MeshError("mesh", f"{n} devices asked for, {jax.device_count()} visible")
     rows, microbatches = cfg.batch_split()
     if rows % (microbatches * n):
-        raise MeshError("batch_size", f"a batch of {rows} is not a multiple of "
-                                      f"grad_accum × mesh devices ({microbatches * n})")
+        raise MeshError(
+            "batch_size", f"a batch of {rows} is not a multiple of grad_accum × mesh devices ({microbatches * n})"
+        )
 
 
 def make_mesh(cfg: LoopConfig) -> Mesh:

@@ -66,8 +66,15 @@ def projection_shapes(cfg: GemmaConfig) -> dict[str, tuple[int, int]]:
     """(in, out) of every projection LoRA can adapt."""
     d, f = cfg.hidden_size, cfg.intermediate_size
     q, kv = cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
-    return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
-            "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}  # fmt: skip
+    return {
+        "q_proj": (d, q),
+        "k_proj": (d, kv),
+        "v_proj": (d, kv),
+        "o_proj": (q, d),
+        "gate_proj": (d, f),
+        "up_proj": (d, f),
+        "down_proj": (f, d),
+    }
 
 
 def validate(spec: LoRASpec, cfg: GemmaConfig) -> None:
@@ -92,9 +99,9 @@ def validate(spec: LoRASpec, cfg: GemmaConfig) -> None:
         limit = min(shapes[target])
         if spec.rank > limit:
             raise LoRAError(
-                "rank", f"{spec.rank} is larger than {target} ({shapes[target][0]} -> "
-                        f"{shapes[target][1]}) allows ({limit})"
-            )  # fmt: skip
+                "rank",
+                f"{spec.rank} is larger than {target} ({shapes[target][0]} -> {shapes[target][1]}) allows ({limit})",
+            )
 
 
 class LoRA(nnx.Module):
@@ -173,8 +180,8 @@ def add_adapters(model, spec: LoRASpec, seed: int) -> None:
     if spec.rank == 0:
         return
     key = jax.random.fold_in(jax.random.key(seed), _INIT_STREAM)
-    wanted = [(i, name, layer) for i, name, layer in _targets(model) if name in spec.targets]
-    for index, (i, name, layer) in enumerate(wanted):
+    wanted = [layer for _, name, layer in _targets(model) if name in spec.targets]
+    for index, layer in enumerate(wanted):
         fan_in, fan_out = layer.kernel.shape
         bound = 1.0 / math.sqrt(fan_in)  # PEFT: kaiming_uniform_(a=√5) on a [r, in] weight
         a = jax.random.uniform(jax.random.fold_in(key, index), (fan_in, spec.rank), jnp.float32, -bound, bound)

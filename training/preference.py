@@ -39,8 +39,19 @@ from training.loop import LoopConfig, NonFiniteLoss, global_norm, make_optimizer
 from training.model import Gemma
 from training.sampler import bucket_length, left_pad
 
-__all__ = ["LOSSES", "REFERENCE_LOSSES", "NonFiniteLoss", "Objective", "Pair", "PreferenceConfig",
-           "PreferenceResult", "log1mexp", "preference_loss", "reference_logps", "train_preference"]  # fmt: skip
+__all__ = [
+    "LOSSES",
+    "REFERENCE_LOSSES",
+    "NonFiniteLoss",
+    "Objective",
+    "Pair",
+    "PreferenceConfig",
+    "PreferenceResult",
+    "log1mexp",
+    "preference_loss",
+    "reference_logps",
+    "train_preference",
+]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -141,8 +152,14 @@ def rft_loss(logp, ref, n, obj):
     return jnp.zeros(logp.shape[:1], logp.dtype)
 
 
-LOSSES: dict[str, LossFn] = {"dpo": dpo_loss, "ipo": ipo_loss, "robust": robust_loss, "simpo": simpo_loss,
-                             "orpo": orpo_loss, "rft": rft_loss}  # fmt: skip
+LOSSES: dict[str, LossFn] = {
+    "dpo": dpo_loss,
+    "ipo": ipo_loss,
+    "robust": robust_loss,
+    "simpo": simpo_loss,
+    "orpo": orpo_loss,
+    "rft": rft_loss,
+}
 REFERENCE_LOSSES = frozenset({"dpo", "ipo", "robust"})  # the ones that read a reference
 NLL_LOSSES = frozenset({"orpo", "rft"})  # NLL(chosen) is part of the loss itself (weight 1)
 
@@ -173,11 +190,16 @@ def preference_loss(
     if logp.shape[1] > 1:
         rewards = obj.beta * ((logp - ref) if uses_ref else logp / jnp.maximum(n, 1.0))
         margin = rewards[:, 0] - rewards[:, 1]
-        metrics.update({
-            "reward_chosen": jnp.mean(rewards[:, 0]), "reward_rejected": jnp.mean(rewards[:, 1]),
-            "margin": jnp.mean(margin), "pair_accuracy": jnp.mean((margin > 0).astype(jnp.float32)),
-            "logp_rejected": jnp.mean(logp[:, 1]), "length_rejected": jnp.mean(n[:, 1]),
-        })  # fmt: skip
+        metrics.update(
+            {
+                "reward_chosen": jnp.mean(rewards[:, 0]),
+                "reward_rejected": jnp.mean(rewards[:, 1]),
+                "margin": jnp.mean(margin),
+                "pair_accuracy": jnp.mean((margin > 0).astype(jnp.float32)),
+                "logp_rejected": jnp.mean(logp[:, 1]),
+                "length_rejected": jnp.mean(n[:, 1]),
+            }
+        )
     return loss, metrics
 
 
@@ -208,10 +230,15 @@ def pair_batch(pairs: Sequence[Pair], prompt_len: int, pad_id: int) -> dict[str,
     active = steps < lengths[:, None]
     positions = (np.repeat(p_pos[:, -1:], k, axis=0) + 1 + steps).astype(np.int32)
     return {
-        "prompt_inputs": p_tok, "prompt_positions": p_pos, "prompt_segments": p_seg,
-        "inputs": tokens[:, :-1], "positions": positions[:, :-1], "segments": active[:, :-1].astype(np.int32),
-        "targets": tokens, "mask": active.astype(np.float32),
-    }  # fmt: skip
+        "prompt_inputs": p_tok,
+        "prompt_positions": p_pos,
+        "prompt_segments": p_seg,
+        "inputs": tokens[:, :-1],
+        "positions": positions[:, :-1],
+        "segments": active[:, :-1].astype(np.int32),
+        "targets": tokens,
+        "mask": active.astype(np.float32),
+    }
 
 
 def summed(token_logp: jax.Array, mask: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
@@ -241,13 +268,21 @@ def reference_logps(model: Gemma, pairs: Sequence[Pair], cfg: PreferenceConfig, 
 def compiled_step(graphdef: nnx.GraphDef, cfg: PreferenceConfig, shardings: Any) -> Callable:
     """The jitted step of `make_step`, shared by every run whose step reads the same: the model graph, the
     optimizer's fields, the objective, the LM head's tile and the state's shardings."""
-    key = ("preference", graphdef, loop.optimizer_key(cfg), Objective.of(cfg), cfg.vocab_tile,
-           jax.tree.structure(shardings), tuple(jax.tree.leaves(shardings)))  # fmt: skip
+    key = (
+        "preference",
+        graphdef,
+        loop.optimizer_key(cfg),
+        Objective.of(cfg),
+        cfg.vocab_tile,
+        jax.tree.structure(shardings),
+        tuple(jax.tree.leaves(shardings)),
+    )
     return compiled(key, lambda: make_step(graphdef, make_optimizer(cfg), cfg, out_shardings=shardings))
 
 
-def make_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: PreferenceConfig,
-              out_shardings: Any = None) -> Callable:  # fmt: skip
+def make_step(
+    graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: PreferenceConfig, out_shardings: Any = None
+) -> Callable:
     """One jitted, buffer-donating step: log-probs of the batch's completions, the loss, the update."""
     obj, k, vocab_tile = Objective.of(cfg), Objective.of(cfg).rows, cfg.vocab_tile
 
@@ -262,8 +297,7 @@ def make_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, cfg: Pre
         params = optax.apply_updates(params, updates)
         return params, opt_state, {**metrics, "loss": loss, "grad_norm": global_norm(grads)}
 
-    return jax.jit(step, donate_argnums=(0, 1),
-                   out_shardings=None if out_shardings is None else (*out_shardings, None))  # fmt: skip
+    return jax.jit(step, donate_argnums=(0, 1), out_shardings=None if out_shardings is None else (*out_shardings, None))
 
 
 @dataclasses.dataclass
@@ -313,10 +347,15 @@ def train_preference(
         return {"step": float(done), **{name: float(v) for name, v in sorted(metrics.items())}}
 
     result = loop.run(
-        cfg, {"params": placed.params, "opt_state": placed.opt_state}, step, row,
-        checkpoint_dir=checkpoint_dir, on_log=on_log, progress=progress,
+        cfg,
+        {"params": placed.params, "opt_state": placed.opt_state},
+        step,
+        row,
+        checkpoint_dir=checkpoint_dir,
+        on_log=on_log,
+        progress=progress,
         postfix=lambda r: {"loss": f"{r['loss']:.4f}"},
-    )  # fmt: skip
+    )
     params = result.state["params"]
     nnx.update(model, params)
     return PreferenceResult(params, result.history, result.resumed_from, reference)

@@ -44,10 +44,24 @@ from training.loop import (  # the shared loop's names, importable from here as 
 from training.model import Gemma
 
 __all__ = [
-    "LoopConfig", "MeshError", "NonFiniteLoss", "TrainConfig", "TrainResult", "batch_sharding", "check_devices",
-    "clip_by_global_norm", "fixed_order_sum", "global_norm", "learning_rate_schedule", "make_mesh",
-    "make_optimizer", "make_train_step", "param_sharding", "sft_loss_sum", "train",
-]  # fmt: skip
+    "LoopConfig",
+    "MeshError",
+    "NonFiniteLoss",
+    "TrainConfig",
+    "TrainResult",
+    "batch_sharding",
+    "check_devices",
+    "clip_by_global_norm",
+    "fixed_order_sum",
+    "global_norm",
+    "learning_rate_schedule",
+    "make_mesh",
+    "make_optimizer",
+    "make_train_step",
+    "param_sharding",
+    "sft_loss_sum",
+    "train",
+]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -150,8 +164,9 @@ def train(
     placed = loop.place(model, cfg)
     schedule = learning_rate_schedule(cfg)
     dropout = any(a.dropout > 0 for a in lora.adapters(model).values())
-    step_fn = make_train_step(placed.graphdef, placed.tx, cfg, out_shardings=(*placed.shardings, None),
-                              lora_dropout=dropout)  # fmt: skip
+    step_fn = make_train_step(
+        placed.graphdef, placed.tx, cfg, out_shardings=(*placed.shardings, None), lora_dropout=dropout
+    )
     window = {"tokens": 0, "start": time.perf_counter()}  # tokens/s since the last log step
 
     def step(index: int, state: dict) -> tuple[dict, dict]:
@@ -172,10 +187,15 @@ def train(
         return out
 
     result = loop.run(
-        cfg, {"params": placed.params, "opt_state": placed.opt_state}, step, row,
-        checkpoint_dir=checkpoint_dir, on_log=on_log, progress=progress,
+        cfg,
+        {"params": placed.params, "opt_state": placed.opt_state},
+        step,
+        row,
+        checkpoint_dir=checkpoint_dir,
+        on_log=on_log,
+        progress=progress,
         postfix=lambda r: {"loss": f"{r['loss']:.4f}"},
-    )  # fmt: skip
+    )
     params = result.state["params"]
     nnx.update(model, params)
     history = [(int(r["step"]), float(r["loss"])) for r in result.history]

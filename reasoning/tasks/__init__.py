@@ -43,6 +43,17 @@ from reasoning.tasks.core import (
 from reasoning.tasks.word_problems import NAMES
 
 __all__ = [
-    "CATEGORIES", "DIFFICULTIES", "FAMILIES", "FAMILY_OF_CATEGORY", "GENERATORS", "NAMES",
-    "Draft", "Task", "generate", "normalize_prompt", "num", "sample_task", "with_commas",
+    "CATEGORIES",
+    "DIFFICULTIES",
+    "FAMILIES",
+    "FAMILY_OF_CATEGORY",
+    "GENERATORS",
+    "NAMES",
+    "Draft",
+    "Task",
+    "generate",
+    "normalize_prompt",
+    "num",
+    "sample_task",
+    "with_commas",
 ]

@@ -170,4 +170,3 @@ def arithmetic_thousands(rng: random.Random, difficulty: str) -> Draft:
             value = s.compute(value, op, b)
         if value >= 1000:
             return _what_is(rng, expr, s, num(value))
-

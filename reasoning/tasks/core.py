@@ -7,9 +7,8 @@ import random
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field, fields
 from decimal import Decimal
-from typing import Union
 
-Number = Union[int, Decimal]
+Number = int | Decimal
 
 # Each category's task family (params `seed.mix` weighs the families): the one place either is spelled.
 FAMILY_OF_CATEGORY = {

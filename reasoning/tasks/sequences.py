@@ -32,8 +32,9 @@ def sequence_arithmetic(rng: random.Random, difficulty: str) -> Draft:
     terms = [start + (d if up else -d) * i for i in range(n_terms)]
     seq = ", ".join(map(str, terms))
     if extra == 1:
-        prompt = rng.choice(("What comes next: {s}?", "What is the next number in {s}?",
-                             "Find the next number: {s}.")).format(s=seq)
+        prompt = rng.choice(
+            ("What comes next: {s}?", "What is the next number in {s}?", "Find the next number: {s}.")
+        ).format(s=seq)
     else:
         prompt = f"In the sequence {seq}, what is the {_ORDINALS[n_terms + 2]} number?"
     step = s.compute(max(terms[0], terms[1]), "-", min(terms[0], terms[1]))
@@ -41,4 +42,3 @@ def sequence_arithmetic(rng: random.Random, difficulty: str) -> Draft:
     for _ in range(extra):
         value = s.compute(value, "+" if up else "-", step)
     return Draft(prompt, s.steps, num(value))
-

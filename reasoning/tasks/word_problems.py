@@ -8,9 +8,31 @@ from dataclasses import dataclass
 from reasoning.tasks.core import Draft, Steps, generator, num
 
 NAMES = (
-    "Ana", "Ben", "Carlos", "Dana", "Eli", "Fatima", "Grace", "Hiro", "Ivan", "Jade",
-    "Kofi", "Lena", "Maya", "Noah", "Omar", "Priya", "Quinn", "Rosa", "Sam", "Tara",
-    "Uma", "Victor", "Wen", "Yusuf", "Zoe",
+    "Ana",
+    "Ben",
+    "Carlos",
+    "Dana",
+    "Eli",
+    "Fatima",
+    "Grace",
+    "Hiro",
+    "Ivan",
+    "Jade",
+    "Kofi",
+    "Lena",
+    "Maya",
+    "Noah",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tara",
+    "Uma",
+    "Victor",
+    "Wen",
+    "Yusuf",
+    "Zoe",
 )
 COUNT_ITEMS = ("stickers", "marbles", "cards", "coins", "stamps", "books", "shells", "beads", "apples", "pencils")
 # singular, plural, price range in dollars
@@ -56,32 +78,75 @@ class Unit:
     mixed: str  # "{q} big and {r} small" phrasing, medium
     mixed_hard: str  # "({q1} + {q2}) big and {r} small", hard
 
+
 UNITS = (
-    Unit("km", "km", "meters", "m", 1000,
-         "{name} walks {q} km and {r} meters. How many meters does {name} walk?",
-         "{name} walks {q1} km, then {q2} km and {r} meters. How many meters does {name} walk in total?"),
-    Unit("kg", "kg", "grams", "g", 1000,
-         "A box weighs {q} kg and {r} grams. How many grams does it weigh?",
-         "A bag of rice weighs {q1} kg. A bag of flour weighs {q2} kg and {r} grams. "
-         "How many grams do they weigh together?"),
-    Unit("hours", "hours", "minutes", "minutes", 60,
-         "A trip takes {q} hours and {r} minutes. How many minutes does it take?",
-         "A trip takes {q1} hours, then {q2} more hours and {r} minutes. How many minutes does it take in total?"),
-    Unit("dollars", "dollars", "cents", "cents", 100,
-         "{name} has {q} dollars and {r} cents. How many cents does {name} have?",
-         "{name} has {q1} dollars and finds {q2} dollars and {r} cents. How many cents does {name} have now?"),
-    Unit("meters", "m", "centimeters", "cm", 100,
-         "A rope is {q} meters and {r} centimeters long. How many centimeters long is it?",
-         "One rope is {q1} meters long. Another is {q2} meters and {r} centimeters long. "
-         "How many centimeters are they together?"),
-    Unit("minutes", "minutes", "seconds", "seconds", 60,
-         "A song lasts {q} minutes and {r} seconds. How many seconds does it last?",
-         "One song lasts {q1} minutes. Another lasts {q2} minutes and {r} seconds. "
-         "How many seconds do they last together?"),
-    Unit("liters", "liters", "milliliters", "ml", 1000,
-         "A jug holds {q} liters and {r} milliliters. How many milliliters does it hold?",
-         "A pot holds {q1} liters. A jug holds {q2} liters and {r} milliliters. "
-         "How many milliliters do they hold together?"),
+    Unit(
+        "km",
+        "km",
+        "meters",
+        "m",
+        1000,
+        "{name} walks {q} km and {r} meters. How many meters does {name} walk?",
+        "{name} walks {q1} km, then {q2} km and {r} meters. How many meters does {name} walk in total?",
+    ),
+    Unit(
+        "kg",
+        "kg",
+        "grams",
+        "g",
+        1000,
+        "A box weighs {q} kg and {r} grams. How many grams does it weigh?",
+        "A bag of rice weighs {q1} kg. A bag of flour weighs {q2} kg and {r} grams. "
+        "How many grams do they weigh together?",
+    ),
+    Unit(
+        "hours",
+        "hours",
+        "minutes",
+        "minutes",
+        60,
+        "A trip takes {q} hours and {r} minutes. How many minutes does it take?",
+        "A trip takes {q1} hours, then {q2} more hours and {r} minutes. How many minutes does it take in total?",
+    ),
+    Unit(
+        "dollars",
+        "dollars",
+        "cents",
+        "cents",
+        100,
+        "{name} has {q} dollars and {r} cents. How many cents does {name} have?",
+        "{name} has {q1} dollars and finds {q2} dollars and {r} cents. How many cents does {name} have now?",
+    ),
+    Unit(
+        "meters",
+        "m",
+        "centimeters",
+        "cm",
+        100,
+        "A rope is {q} meters and {r} centimeters long. How many centimeters long is it?",
+        "One rope is {q1} meters long. Another is {q2} meters and {r} centimeters long. "
+        "How many centimeters are they together?",
+    ),
+    Unit(
+        "minutes",
+        "minutes",
+        "seconds",
+        "seconds",
+        60,
+        "A song lasts {q} minutes and {r} seconds. How many seconds does it last?",
+        "One song lasts {q1} minutes. Another lasts {q2} minutes and {r} seconds. "
+        "How many seconds do they last together?",
+    ),
+    Unit(
+        "liters",
+        "liters",
+        "milliliters",
+        "ml",
+        1000,
+        "A jug holds {q} liters and {r} milliliters. How many milliliters does it hold?",
+        "A pot holds {q1} liters. A jug holds {q2} liters and {r} milliliters. "
+        "How many milliliters do they hold together?",
+    ),
 )
 
 
@@ -123,22 +188,28 @@ def rate_total(rng: random.Random, difficulty: str) -> Draft:
             t1 = rng.randint(2, 9)
             t2 = rng.randint(1, 12 - t1)
             more = f"{t2} more {unit}" + ("s" if t2 > 1 else "")
-            prompt = (f"{subj} {verbs} {r} {noun} {per} {unit}. "
-                      f"How many {noun} does {pron} {verb} in {t1} {unit}s and then {more}?")
+            prompt = (
+                f"{subj} {verbs} {r} {noun} {per} {unit}. "
+                f"How many {noun} does {pron} {verb} in {t1} {unit}s and then {more}?"
+            )
             total = s.compute(t1, "+", t2)
             value = s.compute(r, "×", total)
         else:
             t1 = rng.randint(3, 12)
             t2 = rng.randint(2, t1 - 1)
-            prompt = (f"{subj} {verbs} {r} {noun} {per} {unit}. "
-                      f"How many more {noun} does {pron} {verb} in {t1} {unit}s than in {t2} {unit}s?")
+            prompt = (
+                f"{subj} {verbs} {r} {noun} {per} {unit}. "
+                f"How many more {noun} does {pron} {verb} in {t1} {unit}s than in {t2} {unit}s?"
+            )
             diff = s.compute(t1, "-", t2)
             value = s.compute(r, "×", diff)
     else:
         r1, r2 = rng.sample(rates, 2)
         t1, t2 = rng.randint(2, 12), rng.randint(2, 12)
-        prompt = (f"{subj} {verbs} {r1} {noun} {per} {unit} for {t1} {unit}s, "
-                  f"then {r2} {noun} {per} {unit} for {t2} {unit}s. How many {noun} is that in total?")
+        prompt = (
+            f"{subj} {verbs} {r1} {noun} {per} {unit} for {t1} {unit}s, "
+            f"then {r2} {noun} {per} {unit} for {t2} {unit}s. How many {noun} is that in total?"
+        )
         value = s.sum_of_products((r1, t1), (r2, t2))
     return Draft(prompt, s.steps, num(value))
 
@@ -155,16 +226,20 @@ def rate_unit_rate(rng: random.Random, difficulty: str) -> Draft:
         value = s.compute(total, "/", t)
     elif difficulty == "medium":
         t2 = rng.choice([x for x in range(2, 13) if x != t])
-        prompt = (f"{subj} {verbs} {total} {noun} in {t} {unit}s. "
-                  f"At that rate, how many {noun} does {pron} {verb} in {t2} {unit}s?")
+        prompt = (
+            f"{subj} {verbs} {total} {noun} in {t} {unit}s. "
+            f"At that rate, how many {noun} does {pron} {verb} in {t2} {unit}s?"
+        )
         rate = s.compute(total, "/", t)
         value = s.compute(rate, "×", t2)
     else:
         t2 = rng.randint(2, 9)
         t3 = rng.randint(1, 12 - t2)
         more = f"{t3} more {unit}" + ("s" if t3 > 1 else "")
-        prompt = (f"{subj} {verbs} {total} {noun} in {t} {unit}s. "
-                  f"At that rate, how many {noun} does {pron} {verb} in {t2} {unit}s and then {more}?")
+        prompt = (
+            f"{subj} {verbs} {total} {noun} in {t} {unit}s. "
+            f"At that rate, how many {noun} does {pron} {verb} in {t2} {unit}s and then {more}?"
+        )
         rate = s.compute(total, "/", t)
         time = s.compute(t2, "+", t3)
         value = s.compute(rate, "×", time)
@@ -199,14 +274,16 @@ def percentage_of(rng: random.Random, difficulty: str) -> Draft:
     p = rng.choice(_ONE_STEP_PERCENTS if difficulty == "easy" else _TWO_STEP_PERCENTS)
     n = _percent_base(rng, p)
     name, items = rng.choice(NAMES), rng.choice(COUNT_ITEMS)
-    prompt = rng.choice((
-        "What is {p}% of {n}?",
-        "Find {p}% of {n}.",
-        "{name} has {n} {items}. {name} gives away {p}% of them. How many {items} does {name} give away?",
-        "A class has {n} students. {p}% of them walk to school. How many students walk to school?",
-        "A tank holds {n} liters. It is {p}% full. How many liters are in the tank?",
-        "A book has {n} pages. {name} has read {p}% of it. How many pages has {name} read?",
-    )).format(p=p, n=n, name=name, items=items)
+    prompt = rng.choice(
+        (
+            "What is {p}% of {n}?",
+            "Find {p}% of {n}.",
+            "{name} has {n} {items}. {name} gives away {p}% of them. How many {items} does {name} give away?",
+            "A class has {n} students. {p}% of them walk to school. How many students walk to school?",
+            "A tank holds {n} liters. It is {p}% full. How many liters are in the tank?",
+            "A book has {n} pages. {name} has read {p}% of it. How many pages has {name} read?",
+        )
+    ).format(p=p, n=n, name=name, items=items)
     s = Steps()
     value = _percent_part(s, n, p)
     return Draft(prompt, s.steps, num(value))
@@ -219,14 +296,16 @@ def percentage_change(rng: random.Random, difficulty: str) -> Draft:
     n = _percent_base(rng, p, 20, 990)
     name = rng.choice(NAMES)
     item = rng.choice(SHOP_ITEMS)[0]
-    template, op = rng.choice((
-        ("A {item} costs {n} dollars. It is {p}% off. What is the sale price in dollars?", "-"),
-        ("{name} had {n} dollars and spent {p}% of it. How many dollars does {name} have left?", "-"),
-        ("A farm had {n} sheep and sold {p}% of them. How many sheep are left?", "-"),
-        ("A town has {n} people. The number grows by {p}%. How many people live there now?", "+"),
-        ("A shop sold {n} cups last week and {p}% more this week. How many cups did it sell this week?", "+"),
-        ("{name} earns {n} dollars a week and gets a {p}% raise. How many dollars a week is that now?", "+"),
-    ))
+    template, op = rng.choice(
+        (
+            ("A {item} costs {n} dollars. It is {p}% off. What is the sale price in dollars?", "-"),
+            ("{name} had {n} dollars and spent {p}% of it. How many dollars does {name} have left?", "-"),
+            ("A farm had {n} sheep and sold {p}% of them. How many sheep are left?", "-"),
+            ("A town has {n} people. The number grows by {p}%. How many people live there now?", "+"),
+            ("A shop sold {n} cups last week and {p}% more this week. How many cups did it sell this week?", "+"),
+            ("{name} earns {n} dollars a week and gets a {p}% raise. How many dollars a week is that now?", "+"),
+        )
+    )
     prompt = template.format(item=item, n=n, p=p, name=name)
     s = Steps()
     part = _percent_part(s, n, p)
@@ -263,15 +342,19 @@ def cost_total(rng: random.Random, difficulty: str) -> Draft:
     elif difficulty == "medium":
         item, other = rng.sample(SHOP_ITEMS, 2)
         p, k, q = _price(rng, item), rng.randint(2, 12), _price(rng, other)
-        prompt = (f"{name} buys {k} {item[1]} at {p} dollars each and {_a(other[0])} for {q} dollars. "
-                  f"How much does {name} spend in dollars?")
+        prompt = (
+            f"{name} buys {k} {item[1]} at {p} dollars each and {_a(other[0])} for {q} dollars. "
+            f"How much does {name} spend in dollars?"
+        )
         cost = s.compute(k, "×", p)
         value = s.compute(cost, "+", q)
     else:
         item, other = rng.sample(SHOP_ITEMS, 2)
         k1, p1, k2, p2 = rng.randint(2, 12), _price(rng, item), rng.randint(2, 12), _price(rng, other)
-        prompt = (f"{name} buys {k1} {item[1]} at {p1} dollars each and {k2} {other[1]} at {p2} dollars each. "
-                  f"How much does {name} spend in dollars?")
+        prompt = (
+            f"{name} buys {k1} {item[1]} at {p1} dollars each and {k2} {other[1]} at {p2} dollars each. "
+            f"How much does {name} spend in dollars?"
+        )
         value = s.sum_of_products((k1, p1), (k2, p2))
     return Draft(prompt, s.steps, num(value))
 
@@ -298,8 +381,10 @@ def cost_unit_price(rng: random.Random, difficulty: str) -> Draft:
         bill = _bill_for(rng, total)
         change = bill - total
         m = rng.choice([x for x in range(2, 13) if x != k])
-        prompt = (f"{name} pays {bill} dollars for {k} {many} and gets {change} dollars in change. "
-                  f"How many dollars would {m} {many} cost?")
+        prompt = (
+            f"{name} pays {bill} dollars for {k} {many} and gets {change} dollars in change. "
+            f"How many dollars would {m} {many} cost?"
+        )
         paid = s.compute(bill, "-", change)
         price = s.compute(paid, "/", k)
         value = s.compute(price, "×", m)
@@ -320,16 +405,20 @@ def cost_change(rng: random.Random, difficulty: str) -> Draft:
         item = rng.choice(_CHEAP_ITEMS)
         k, p = rng.randint(2, 12), _price(rng, item)
         bill = _bill_for(rng, k * p)
-        prompt = (f"{name} buys {k} {item[1]} at {p} dollars each and pays with {bill} dollars. "
-                  f"How many dollars of change does {name} get?")
+        prompt = (
+            f"{name} buys {k} {item[1]} at {p} dollars each and pays with {bill} dollars. "
+            f"How many dollars of change does {name} get?"
+        )
         cost = s.compute(k, "×", p)
         value = s.compute(bill, "-", cost)
     else:
         item, other = rng.sample(_CHEAP_ITEMS, 2)
         k1, p1, k2, p2 = rng.randint(2, 6), _price(rng, item), rng.randint(2, 6), _price(rng, other)
         bill = _bill_for(rng, k1 * p1 + k2 * p2)
-        prompt = (f"{name} buys {k1} {item[1]} at {p1} dollars each and {k2} {other[1]} at {p2} dollars each, "
-                  f"and pays with {bill} dollars. How many dollars of change does {name} get?")
+        prompt = (
+            f"{name} buys {k1} {item[1]} at {p1} dollars each and {k2} {other[1]} at {p2} dollars each, "
+            f"and pays with {bill} dollars. How many dollars of change does {name} get?"
+        )
         cost = s.sum_of_products((k1, p1), (k2, p2))
         value = s.compute(bill, "-", cost)
     return Draft(prompt, s.steps, num(value))
@@ -378,8 +467,7 @@ def unit_mixed(rng: random.Random, difficulty: str) -> Draft:
         q = s.compute(q1, "+", q2)
         big = s.compute(q, "×", unit.factor)
     value = s.compute(big, "+", r)
-    return Draft(prompt, s.steps, num(value),
-                unit=unit.small_short)
+    return Draft(prompt, s.steps, num(value), unit=unit.small_short)
 
 
 # ---------------------------------------------------------------- word problems: comparison
@@ -494,12 +582,13 @@ def comparison_yes_no(rng: random.Random, difficulty: str) -> Draft:
         name, items = rng.choice(NAMES), rng.choice(COUNT_ITEMS)
         prompt = f"{name} has {a} {items} and buys {b} more. Does {name} now have more than {threshold} {items}?"
     elif form == 5:
-        prompt = (f"{name} has {a} {items}, buys {b} more, then finds {c} more. "
-                  f"Does {name} now have more than {threshold} {items}?")
+        prompt = (
+            f"{name} has {a} {items}, buys {b} more, then finds {c} more. "
+            f"Does {name} now have more than {threshold} {items}?"
+        )
     else:
         prompt = f"Is {expr} {'greater' if greater else 'less'} than {threshold}?"
     is_greater = s.compare(value, threshold)
     answer = "yes" if is_greater == greater else "no"
     s.add("conclude", answer)
     return Draft(prompt, s.steps, answer, "bool")
-
