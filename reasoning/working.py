@@ -511,7 +511,9 @@ def _rewrite_number(literal: str, shown: str) -> str:
 # ---------------------------------------------------------------- calculator notes and division facts
 
 _NOTE = re.compile(r"<<([^<>=]*)=([^<>=]*)>>(-?[$€£]?[\d,]*\.?\d*%?)")
-_DIVISION = re.compile(r"(?<![\d.])(\d+)/(\d+)=(\d+) \((\d+)\) r(\d+)(?![\d.])")
+# `49/6=8 (48) r1`: a long division's step (quotient digit, its product, the remainder).
+_DIVISION_FACT = r"(\d+)/(\d+)=(\d+) \((\d+)\) r(\d+)"
+_DIVISION = re.compile(rf"(?<![\d.]){_DIVISION_FACT}(?![\d.])")
 
 
 def _note_claims(line: str, offset: int, rel_tolerance: float) -> tuple[list[Claim], str]:
@@ -535,17 +537,27 @@ def _note_claims(line: str, offset: int, rel_tolerance: float) -> tuple[list[Cla
         ok = agrees(stated_value, stated.places, value, rel_tolerance)
         shown = fmt(value * 100 if stated.percent else value, stated.places, stated.thousands)
         expected = _rewrite_number(rhs.lstrip("-"), shown)
-        start, end = offset + m.start(), offset + m.start() + 2 + len(m[1]) + 1 + len(m[2]) + 2
-        note = line[m.start() : m.start() + (end - start)]
+        note_end = m.end(2) + len(">>")  # the note without the copy of its value shown after it
+        note = line[m.start() : note_end]
         claims.append(
-            Claim("note", note, start, end, rhs, expected, ok, note if ok else f"<<{lhs}={expected}>>", stated_value)
+            Claim(
+                "note",
+                note,
+                offset + m.start(),
+                offset + note_end,
+                rhs,
+                expected,
+                ok,
+                note if ok else f"<<{lhs}={expected}>>",
+                stated_value,
+            )
         )
     return claims, "".join(blanked)
 
 
 def _division_fact(fact: str) -> tuple[bool, str] | None:
     """`49/6=8 (48) r1`: quotient digit's product, then the remainder (less than the divisor); None if not one."""
-    m = re.fullmatch(r"(\d+)/(\d+)=(\d+) \((\d+)\) r(\d+)", fact)
+    m = re.fullmatch(_DIVISION_FACT, fact)
     if not m or any(len(g) > MAX_DIGITS for g in m.groups()):
         return None
     n, f, q, p, r = map(int, m.groups())
@@ -580,6 +592,10 @@ _COLUMN = re.compile(
 )
 _VERSUS = re.compile(r"^(?P<a>\d+) vs (?P<b>\d+): (?P<facts>.+), so (?P<c>\d+) (?P<sign>[<>]) (?P<d>\d+)$")
 _COMPARE = re.compile(rf"^(?P<a>{_N}) (?P<sign>[<>]) (?P<b>{_N})$")
+
+
+def _sign(x: Fraction | int, y: Fraction | int) -> str:
+    return ">" if x > y else "<" if x < y else "="
 
 
 def _exact(a: Fraction, op: str, b: Fraction) -> Fraction | None:
@@ -619,7 +635,7 @@ def _fact_alone(fact: str, start: int, rel_tolerance: float) -> list[Claim]:
     m = re.fullmatch(r"(\d)([=<>])(\d)", fact)
     if m:  # a digit comparison
         x, y = int(m[1]), int(m[3])
-        sign = "=" if x == y else ">" if x > y else "<"
+        sign = _sign(x, y)
         return [Claim("column", fact, start, start + len(fact), m[2], sign, sign == m[2], f"{x}{sign}{y}")]
     claims = _chain_claims(fact, start, _Shifted(fact, start), rel_tolerance)
     return [dataclasses.replace(c, kind="column", value=None) for c in claims]
@@ -658,104 +674,104 @@ def _column_claims(line: str, offset: int, rel_tolerance: float) -> list[Claim] 
     MAX_DIGITS: then it is read as free text, where such a number makes its chain unreadable)."""
     if any(len(n) > MAX_DIGITS for n in re.findall(r"\d+", line)):
         return None
-    m = _COLUMN.match(line)
-    if m:
-        a, op, b = m["a"], m["op"], m["b"]
-        value = _exact(Fraction(a), op, Fraction(b))
-        if value is None:
-            return None
-        ref = _reference(a, op, b, value)
-        claims = []
-        if m["rewrite"]:
-            rewrite = m["rewrite"]
-            want = ref[0] if ref is not None else None
-            if want is not None:
-                ok = rewrite == want
-            else:  # check it as an equality of values
-                inner = rewrite.removeprefix("-(").removesuffix(")")
-                x, rop, y = inner.split(" ")
-                rv = _exact(Fraction(x), rop, Fraction(y))
-                rv = -rv if rewrite.startswith("-(") else rv
-                ok, want = rv == value, rewrite
-            claims.append(
-                Claim(
-                    "rewrite",
-                    rewrite,
-                    offset + m.start("rewrite"),
-                    offset + m.end("rewrite"),
-                    rewrite,
-                    want or rewrite,
-                    ok,
-                    rewrite if ok else want,
-                )
-            )
-        claims.extend(_fact_claims(m["facts"], offset + m.start("facts"), ref[1] if ref else None, rel_tolerance))
-        result = _read_num(m["result"].lstrip("-"))
-        stated = -result.value if m["result"].startswith("-") else result.value
-        ok = agrees(stated, result.places, value, rel_tolerance)
-        places = max(len(n.partition(".")[2]) for n in (a, b))
-        expected = fmt(value, result.places if ok else min(places, result.places) if _terminates(value) else places)
-        claims.append(
-            Claim(
-                "result",
-                f"so {m['result']}",
-                offset + m.start("result") - 3,
-                offset + m.end("result"),
-                m["result"],
-                expected,
-                ok,
-                f"so {m['result']}" if ok else f"so {expected}",
-                stated,
-            )
-        )
-        return claims
-    m = _VERSUS.match(line)
-    if m:
-        a, b = m["a"], m["b"]
-        sign = ">" if int(a) > int(b) else "<" if int(a) < int(b) else "="
-        ref = None
-        if sign != "=":
-            work = worked.show_comparison(f"{a} {sign} {b}")
-            if work.startswith(f"{a} vs {b}: "):
-                ref = work.split(": ", 1)[1].rsplit(", so ", 1)[0].split(", ")
-        claims = _fact_claims(m["facts"], offset + m.start("facts"), ref, rel_tolerance)
-        c, d = Fraction(m["c"]), Fraction(m["d"])
-        truth = ">" if c > d else "<" if c < d else "="
-        ok = truth == m["sign"] and (m["c"], m["d"]) == (a, b)
-        stated = f"{m['c']} {m['sign']} {m['d']}"
-        want = f"{a} {sign} {b}"
-        claims.append(
-            Claim(
-                "compare",
-                f"so {stated}",
-                offset + m.start("c") - 3,
-                offset + m.end("d"),
-                stated,
-                want,
-                ok,
-                f"so {stated}" if ok else f"so {want}",
-            )
-        )
-        return claims
-    m = _COMPARE.match(line)
-    if m:
-        x, y = Fraction(m["a"]), Fraction(m["b"])
-        truth = ">" if x > y else "<" if x < y else "="
-        stated = line
-        want = f"{m['a']} {truth} {m['b']}"
-        return [
-            Claim(
-                "compare",
-                line,
-                offset,
-                offset + len(line),
-                m["sign"],
-                truth,
-                truth == m["sign"],
-                line if truth == m["sign"] else want,
-            )
-        ]
+    for notation, read in _NOTATIONS:
+        m = notation.match(line)
+        if m:
+            return read(m, offset, rel_tolerance)
     return None
+
+
+def _operation_claims(m: re.Match, offset: int, rel_tolerance: float) -> list[Claim] | None:
+    """`a op b: [rewrite: ]facts, so result` (None for a division by zero: no claim)."""
+    a, op, b = m["a"], m["op"], m["b"]
+    value = _exact(Fraction(a), op, Fraction(b))
+    if value is None:
+        return None
+    ref = _reference(a, op, b, value)
+    claims = []
+    if m["rewrite"]:
+        rewrite = m["rewrite"]
+        want = ref[0] if ref is not None else None
+        if want is not None:
+            ok = rewrite == want
+        else:  # check it as an equality of values
+            inner = rewrite.removeprefix("-(").removesuffix(")")
+            x, rop, y = inner.split(" ")
+            rv = _exact(Fraction(x), rop, Fraction(y))
+            rv = -rv if rewrite.startswith("-(") else rv
+            ok, want = rv == value, rewrite
+        claims.append(
+            Claim(
+                "rewrite",
+                rewrite,
+                offset + m.start("rewrite"),
+                offset + m.end("rewrite"),
+                rewrite,
+                want or rewrite,
+                ok,
+                rewrite if ok else want,
+            )
+        )
+    claims.extend(_fact_claims(m["facts"], offset + m.start("facts"), ref[1] if ref else None, rel_tolerance))
+    result = _read_num(m["result"].lstrip("-"))
+    stated = -result.value if m["result"].startswith("-") else result.value
+    ok = agrees(stated, result.places, value, rel_tolerance)
+    places = max(len(n.partition(".")[2]) for n in (a, b))
+    expected = fmt(value, result.places if ok else min(places, result.places) if _terminates(value) else places)
+    claims.append(
+        Claim(
+            "result",
+            f"so {m['result']}",
+            offset + m.start("result") - 3,
+            offset + m.end("result"),
+            m["result"],
+            expected,
+            ok,
+            f"so {m['result']}" if ok else f"so {expected}",
+            stated,
+        )
+    )
+    return claims
+
+
+def _versus_claims(m: re.Match, offset: int, rel_tolerance: float) -> list[Claim]:
+    """`a vs b: facts, so c > d`: a comparison worked digit by digit."""
+    a, b = m["a"], m["b"]
+    sign = _sign(int(a), int(b))
+    ref = None
+    if sign != "=":
+        work = worked.show_comparison(f"{a} {sign} {b}")
+        if work.startswith(f"{a} vs {b}: "):
+            ref = work.split(": ", 1)[1].rsplit(", so ", 1)[0].split(", ")
+    claims = _fact_claims(m["facts"], offset + m.start("facts"), ref, rel_tolerance)
+    ok = _sign(Fraction(m["c"]), Fraction(m["d"])) == m["sign"] and (m["c"], m["d"]) == (a, b)
+    stated = f"{m['c']} {m['sign']} {m['d']}"
+    want = f"{a} {sign} {b}"
+    claims.append(
+        Claim(
+            "compare",
+            f"so {stated}",
+            offset + m.start("c") - 3,
+            offset + m.end("d"),
+            stated,
+            want,
+            ok,
+            f"so {stated}" if ok else f"so {want}",
+        )
+    )
+    return claims
+
+
+def _comparison_claims(m: re.Match, offset: int, rel_tolerance: float) -> list[Claim]:
+    """`a < b` alone on its line."""
+    line = m.string
+    truth = _sign(Fraction(m["a"]), Fraction(m["b"]))
+    want = f"{m['a']} {truth} {m['b']}"
+    ok = truth == m["sign"]
+    return [Claim("compare", line, offset, offset + len(line), m["sign"], truth, ok, line if ok else want)]
+
+
+_NOTATIONS = ((_COLUMN, _operation_claims), (_VERSUS, _versus_claims), (_COMPARE, _comparison_claims))
 
 
 # ---------------------------------------------------------------- the checker
