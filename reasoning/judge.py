@@ -65,14 +65,21 @@ def parse_rubric(raw: Sequence[Mapping[str, Any]] | None, where: str = "rubric")
     """A rubric from its JSON form `[{criterion, weight, pitfall?}, …]`; None gives the default rubric."""
     if raw is None:
         return DEFAULT_RUBRIC
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise JudgeError(f"{where}: expected a non-empty list of {{criterion, weight, pitfall}}")
     out = []
     for i, c in enumerate(raw):
+        if not isinstance(c, Mapping):
+            raise JudgeError(f"{where}[{i}]: expected an object {{criterion, weight, pitfall}}")
         text, weight = c.get("criterion"), c.get("weight")
         if not isinstance(text, str) or not text.strip():
             raise JudgeError(f"{where}[{i}].criterion: expected a non-empty string")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
             raise JudgeError(f"{where}[{i}].weight: expected a number above 0, got {weight!r}")
-        out.append(Criterion(" ".join(text.split()), float(weight), bool(c.get("pitfall", False))))
+        pitfall = c.get("pitfall", False)
+        if not isinstance(pitfall, bool):
+            raise JudgeError(f"{where}[{i}].pitfall: expected true or false, got {pitfall!r}")
+        out.append(Criterion(" ".join(text.split()), float(weight), pitfall))
     if not any(not c.pitfall for c in out):
         raise JudgeError(f"{where}: needs at least one criterion that is not a pitfall")
     return tuple(out)

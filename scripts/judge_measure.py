@@ -2,6 +2,7 @@
 
     python scripts/judge_measure.py --base-url http://127.0.0.1:8000/v1 --model NAME [--n 250] [--out FILE]
     python scripts/judge_measure.py --local DIR [--n 40]
+    python scripts/judge_measure.py --local DIR --n 16 --rate-only    # the time only: warm-up, then a timed batch
 
 Completions with a known verdict are built from the eval sample's own solutions
 (evalsets/gsm8k_test_sample.jsonl): each item's worked solution as a
@@ -79,6 +80,30 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
     return round(statistics.correlation(ranks(xs), ranks(ys)), 4)
 
 
+def rate(backend, n: int, template: str, warmup: int) -> dict:
+    """Seconds to judge the right and wrong completions of `n` items, after judging `warmup` other ones
+    (a local judge compiles its sampler on the first batch: a stage pays that once, whatever it judges)."""
+    items = completions(n + warmup)
+    tasks = [J.Task(it["question"], it[kind]) for it in items for kind in ("right", "wrong")]
+    start = time.perf_counter()
+    J.Judge(backend, template).judge(tasks[: 2 * warmup])
+    first = time.perf_counter() - start
+    judge = J.Judge(backend, template)
+    start = time.perf_counter()
+    judged = judge.judge(tasks[2 * warmup :])
+    seconds = time.perf_counter() - start
+    return {
+        "judge": judge.identity,
+        "warmup_completions": 2 * warmup,
+        "warmup_seconds": round(first, 1),
+        "completions": len(judged),
+        "prompts_asked": judge.asked,
+        "seconds": round(seconds, 1),
+        "seconds_per_completion": round(seconds / len(judged), 3),
+        "failed": sum(j["score"] is None for j in judged),
+    }
+
+
 def measure(backend, n: int, template: str) -> dict:
     items = completions(n)
     judge = J.Judge(backend, template)
@@ -138,6 +163,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=250)
     ap.add_argument("--template", default="rubric-lines")
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=16, help="local: prompts per sampler batch")
+    ap.add_argument("--rate-only", action="store_true", help="only the time: no agreement, no master keys")
+    ap.add_argument("--warmup", type=int, default=8, help="--rate-only: items judged before the timed ones")
     ap.add_argument("--out")
     args = ap.parse_args()
     if args.local:
@@ -146,12 +174,15 @@ def main() -> None:
         from training.judge_local import LocalBackend
 
         configure_host_cpu()
-        backend = LocalBackend(args.local, sha256_tree(args.local), "float32", batch_size=16)
+        backend = LocalBackend(args.local, sha256_tree(args.local), "float32", batch_size=args.batch_size)
     else:
         from reasoning.judge_client import OpenAIBackend
 
         backend = OpenAIBackend(args.base_url, args.model, args.api, concurrency=args.concurrency, timeout=600)
-    result = measure(backend, args.n, args.template)
+    if args.rate_only:
+        result = rate(backend, args.n, args.template, args.warmup)
+    else:
+        result = measure(backend, args.n, args.template)
     text = dumps_json(result)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")

@@ -17,6 +17,22 @@ difficulty, …): evaluate reports accuracy per value of each. An item's
 exemplars are the exemplar rows whose breakdown values all equal its own, in
 file order. Every mistake is one line naming the file and line (JSONL) or row,
 or the params.yaml line of the mapping.
+
+A set whose answers no rule can check (a summary, a plan, a poem) is judged:
+
+    open_ended:
+      path: evalsets/open_ended_v1.jsonl
+      format: file
+      answer_type: judged                   # no answer to check: the judge's rubric score is the set's score
+      judge: true                           # required: judge@open_ended asks params judge (docs/judge.md)
+      fields: {id: id, prompt: prompt, rubric: rubric, domain: domain}
+
+Its rows have a prompt and optionally a rubric (`[{criterion, weight, pitfall}]`,
+reasoning/judge.py; a row without one is judged with the default rubric); it
+takes no answer, choices, answer_type, reasoning or exemplar field and no
+few-shot, and it cannot be the primary set (the run's primary score is one a
+rule checks). `check_judged` holds these params rules; every stage that reads
+evaluate.sets runs it, so `dvc repro` stops at its first stage with one line.
 """
 
 from __future__ import annotations
@@ -27,13 +43,18 @@ from typing import TYPE_CHECKING, Any
 
 from reasoning.scoring import ANSWER_TYPES, score_answer
 from stages import tables
-from stages.common import StageError, params_where
+from stages.common import StageError, param_error, params_where
 
 if TYPE_CHECKING:  # evalsets imports this module
     from stages.evalsets import EvalSet
 
-ROLES = ("prompt", "answer", "id", "choices", "answer_type", "reasoning", "exemplar")
+ROLES = ("prompt", "answer", "id", "choices", "answer_type", "reasoning", "exemplar", "rubric")
 DEFAULT_FIELDS = {"prompt": "prompt", "answer": "answer"}
+# A set-level answer type, not a scoring rule (reasoning/scoring.py has none for it): the judge scores the set.
+JUDGED = "judged"
+SET_ANSWER_TYPES = (*ANSWER_TYPES, JUDGED)  # what evaluate.sets.<set>.answer_type and scorecards name
+JUDGED_FIELDS = {"prompt": "prompt", "rubric": "rubric"}  # a judged set's defaults (rubric only if the file has it)
+NOT_JUDGED_ROLES = ("answer", "choices", "answer_type", "reasoning", "exemplar")  # what a judged set has not
 SECTION = "core"  # the fixed sections of our own set (core, trace_sensitive, edge_case) mean nothing here
 UNRATED = "unrated"  # the difficulty of an item whose file gives none
 
@@ -41,6 +62,46 @@ UNRATED = "unrated"  # the difficulty of an item whose file gives none
 def breakdowns(fields: Mapping[str, str]) -> list[str]:
     """The breakdown names of a fields mapping (every key that is not a role), in params order."""
     return [key for key in fields if key not in ROLES]
+
+
+def check_judged(name: str, spec: Mapping[str, Any], root: Path = Path(".")) -> None:
+    """The params rules of a judged set (`answer_type: judged`), each a one-line error naming its key."""
+    keys = ("evaluate", "sets", name)
+    if not spec.get("judge", False):
+        raise param_error(
+            *keys,
+            "answer_type",
+            root=root,
+            message=f"a judged set needs the judge: add judge: true to evaluate.sets.{name} "
+            "(and point params judge at a judge model, docs/judge.md)",
+        )
+    if spec.get("primary", False):
+        raise param_error(
+            *keys,
+            "primary",
+            root=root,
+            message="a judged set cannot be primary: the run's primary_score is checked by rule",
+        )
+    if spec.get("few_shot", 0):
+        raise param_error(*keys, "few_shot", root=root, message="a judged set has no exemplars to show")
+    for role in NOT_JUDGED_ROLES:
+        if role in (spec.get("fields") or {}):
+            raise param_error(
+                *keys, "fields", role, root=root, message=f"a judged set has no {role}: the judge scores each reply"
+            )
+
+
+def _rubric(value: Any, where: str, name: str) -> list:
+    """A row's rubric, checked as the judge reads it (reasoning/judge.py parse_rubric)."""
+    # Imported here: only judge@ and evaluate@ read a rubric's meaning, and they declare reasoning/judge.py;
+    # predict and seed, which read eval sets too, must not re-run when the judge's code changes.
+    from reasoning.judge import JudgeError, parse_rubric
+
+    try:
+        parse_rubric(value, name)
+    except JudgeError as err:
+        raise StageError(f"{where}: {err}") from None
+    return value
 
 
 def _text(value: Any, where: str, name: str) -> str:
@@ -68,7 +129,8 @@ class FileSet:
     def __init__(self, evalset: EvalSet, root: Path = Path(".")):
         self.evalset = evalset
         self.root = root
-        self.fields = {**DEFAULT_FIELDS, **evalset.fields}
+        self.judged = evalset.answer_type == JUDGED
+        self.fields = {**(JUDGED_FIELDS if self.judged else DEFAULT_FIELDS), **evalset.fields}
         path = root / evalset.path
         rows = tables.read_rows(path, tables.table_format(evalset.path), evalset.path)
         if not rows:
@@ -101,6 +163,8 @@ class FileSet:
         columns: dict[str, None] = {}
         for _, row in rows:
             columns.update(dict.fromkeys(row))
+        if "rubric" not in self.evalset.fields and self.fields.get("rubric") not in columns:
+            self.fields.pop("rubric", None)  # a judged file without rubrics: the default rubric for every row
         for role, name in self.fields.items():
             if role == "section":
                 raise StageError(
@@ -133,7 +197,7 @@ class FileSet:
         record = {
             "id": _text(row.get(f["id"]), where, f["id"]) if "id" in f else f"item-{k:04d}",
             "prompt": _text(row.get(f["prompt"]), where, f["prompt"]),
-            "expected_answer": _text(row.get(f["answer"]), where, f["answer"]),
+            "expected_answer": None if self.judged else _text(row.get(f["answer"]), where, f["answer"]),
             "answer_type": answer_type,
             "section": SECTION,
             "exemplar": bool(exemplar),
@@ -152,6 +216,10 @@ class FileSet:
                 f"{where}: {f.get('choices', 'choices')}: a choice answer needs its options "
                 "(a list, the field fields.choices names)"
             )
+        if "rubric" in f and row.get(f["rubric"]) is not None:
+            record["rubric"] = _rubric(row[f["rubric"]], where, f["rubric"])
+        if self.judged:
+            return record
         try:  # the answer must read as its type: a number, one of the options, math, …
             score_answer(None, record["expected_answer"], answer_type, 0.0, 0.0, record.get("choices"))
         except ValueError as err:

@@ -5,7 +5,8 @@ dvc.yaml); `seed` decontaminates against all of them; `report` takes
 `primary_score` from the one marked `primary: true`. A set is our eval-item
 JSONL (`format: items`, schemas/eval_item.schema.json), a GSM8K-format file
 (`format: gsm8k`, JSONL or Parquet) whose `question` and `#### answer` become
-items, or any table file whose fields params map (`format: file`, stages/evalfile.py).
+items, or any table file whose fields params map (`format: file`,
+stages/evalfile.py; with `answer_type: judged`, a set only the judge scores).
 Sets live under `evalsets/`, the folder `seed` and `package` track.
 """
 
@@ -31,7 +32,7 @@ class EvalSet:
     format: str
     primary: bool
     fields: Mapping[str, str] = field(default_factory=dict)  # format file: role or breakdown -> the file's field
-    answer_type: str = "number"  # format file: of every row whose answer_type field does not say
+    answer_type: str = "number"  # format file: of every row whose answer_type field does not say; or judged
     few_shot: int = 0  # exemplars before each prompt (format file, rows marked by fields.exemplar)
 
 
@@ -101,6 +102,8 @@ def _evalset(name: str, spec: Mapping[str, Any], path: Path, root: Path) -> Eval
                     root=root,
                     message=f"only a set of format file takes {key} ({fmt} fixes its fields and answers)",
                 )
+    if spec.get("answer_type") == evalfile.JUDGED:
+        evalfile.check_judged(name, spec, root)
     return EvalSet(
         name,
         path,

@@ -14,6 +14,11 @@ with a checkable claim, of number items whose answer is the value the working
 ends with, and the counts of right answers over false working and of wrong
 answers over working that is all true), and each scorecard row quotes its first
 false claim and what it should have said.
+
+A judged set (`answer_type: judged`, stages/evalfile.py) has no answer a rule
+can check: its rows claim no correctness (`correct` and `partial` null), and its
+primary score, by section and by breakdown, is the rubric judge's (judge@<set>'s
+judgments, read by `attach_judgments`, the one place evaluate reads a judge).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from reasoning.judge import summary as judge_summary
 from reasoning.scoring import parse_number, score_answer
 from reasoning.working import check
 from reasoning.working import summary as working_summary
-from stages import evalsets, paths
+from stages import evalfile, evalsets, paths
 from stages.common import (
     StageError,
     dumps_json,
@@ -92,6 +97,10 @@ def score_predictions(
                 f"{predictions_path}: id: no prediction for eval item {item['id']!r} ({_where(eval_path, item['id'])})"
             )
         parsed = parse_completion(pred["completion"])
+        working = check(parsed["reasoning"], params["rel_tolerance"])
+        if item["answer_type"] == evalfile.JUDGED:  # nothing to check by rule: the judge scores it
+            rows.append(_row(item, pred, parsed, working, None, None, None, params["rel_tolerance"]))
+            continue
         expected = item["expected_answer"]
         expected = expected if isinstance(expected, str) else json.dumps(expected)  # 42 -> "42", true -> "true"
         score = functools.partial(
@@ -110,31 +119,40 @@ def score_predictions(
             except ValueError:
                 raise StageError(f"{_where(eval_path, item['id'])}: expected_answer: {err}") from None
             correct, partial = False, False  # an answer that cannot be read is wrong, never the eval set's fault
-        working = check(parsed["reasoning"], params["rel_tolerance"])
-        rows.append(
-            {
-                "id": item["id"],
-                "section": item["section"],
-                "category": item["category"],
-                "difficulty": item["difficulty"],
-                "answer_type": item["answer_type"],
-                "expected": expected,
-                "answer": parsed["answer"],
-                "correct": correct,
-                "partial": partial,
-                "format_ok": parsed["format_ok"],
-                "n_tokens": pred["n_tokens"],
-                "truncated": pred["truncated"],
-                "working": {
-                    **working_summary(working),
-                    "consistent": _consistent(
-                        working.ends_with, parsed["answer"], item["answer_type"], params["rel_tolerance"]
-                    ),
-                },
-                **({"groups": item["groups"]} if item.get("groups") else {}),  # a format file set's breakdowns
-            }
-        )
+        rows.append(_row(item, pred, parsed, working, expected, correct, partial, params["rel_tolerance"]))
     return rows
+
+
+def _row(
+    item: dict,
+    pred: dict,
+    parsed: dict,
+    working: Any,
+    expected: str | None,
+    correct: bool | None,
+    partial: bool | None,
+    rel_tolerance: float,
+) -> dict:
+    """One scorecard row; expected, correct and partial are None for a judged item (no rule checks it)."""
+    return {
+        "id": item["id"],
+        "section": item["section"],
+        "category": item["category"],
+        "difficulty": item["difficulty"],
+        "answer_type": item["answer_type"],
+        "expected": expected,
+        "answer": parsed["answer"],
+        "correct": correct,
+        "partial": partial,
+        "format_ok": parsed["format_ok"],
+        "n_tokens": pred["n_tokens"],
+        "truncated": pred["truncated"],
+        "working": {
+            **working_summary(working),
+            "consistent": _consistent(working.ends_with, parsed["answer"], item["answer_type"], rel_tolerance),
+        },
+        **({"groups": item["groups"]} if item.get("groups") else {}),  # a format file set's breakdowns
+    }
 
 
 def _consistent(ends_with: Fraction | None, answer: str | None, answer_type: str, rel_tolerance: float) -> bool | None:
@@ -150,13 +168,16 @@ def _consistent(ends_with: Fraction | None, answer: str | None, answer_type: str
 def _group_stats(rows: list[dict], any_scored: bool) -> dict:
     # Accuracies are null when nothing could be scored (no item has any
     # completion): a broken run must not look like a model that is merely wrong.
-    # A completion without a parseable answer is scored, as wrong.
+    # A completion without a parseable answer is scored, as wrong. Judged rows (correct None) have no
+    # accuracy at all: the judge's score stands in for it (attach_judgments).
     n = len(rows)
+    checked = [r for r in rows if r["correct"] is not None]
+    any_scored = any_scored and bool(checked)
     return {
         "n": n,
-        "accuracy": _rate(sum(r["correct"] for r in rows), n) if any_scored else None,
+        "accuracy": _rate(sum(r["correct"] for r in checked), len(checked)) if any_scored else None,
         "format_accuracy": _rate(sum(r["format_ok"] for r in rows), n),
-        "partial_accuracy": _rate(sum(r["partial"] for r in rows), n) if any_scored else None,
+        "partial_accuracy": _rate(sum(r["partial"] for r in checked), len(checked)) if any_scored else None,
     }
 
 
@@ -170,18 +191,23 @@ def working_metrics(rows: list[dict]) -> dict:
         "claim_accuracy": _rate(n_claims - n_false, n_claims) if n_claims else None,
         "checkable_share": _rate(len(checked), len(rows)),
         "consistency": _rate(sum(asked), len(asked)) if asked else None,
-        "right_over_false": sum(r["correct"] and r["working"]["n_false"] > 0 for r in checked),
-        "wrong_over_true": sum(not r["correct"] and r["working"]["n_false"] == 0 for r in checked),
+        "right_over_false": sum(r["correct"] is True and r["working"]["n_false"] > 0 for r in checked),
+        "wrong_over_true": sum(r["correct"] is False and r["working"]["n_false"] == 0 for r in checked),
         "n_claims": n_claims,
         "n_false_claims": n_false,
     }
 
 
-def _breakdown(rows: Iterable[dict], key: str, any_scored: bool) -> dict:
+def _grouped(rows: Iterable[dict], key: str) -> dict[str, list[dict]]:
+    """Scorecard rows by their value of breakdown `key` (section, category, difficulty, or a file set's own)."""
     groups: dict[str, list[dict]] = {}
     for row in rows:
         groups.setdefault(row[key] if key in GROUPS else row["groups"][key], []).append(row)
-    return {name: _group_stats(members, any_scored) for name, members in sorted(groups.items())}
+    return dict(sorted(groups.items()))
+
+
+def _breakdown(rows: Iterable[dict], key: str, any_scored: bool) -> dict:
+    return {name: _group_stats(members, any_scored) for name, members in _grouped(rows, key).items()}
 
 
 def summarize(rows: list[dict], eval_set: dict) -> tuple[dict, dict]:
@@ -228,13 +254,18 @@ def evaluate(evalset: evalsets.EvalSet, params: dict, root: Path = Path(".")) ->
     predictions = read_jsonl(predictions_path, "prediction")
     rows = score_predictions(items, predictions, params["evaluate"], root / evalset.path, predictions_path)
     metrics, scorecard = summarize(rows, describe_set(evalset.name, evalset.path, evalset.format, len(items), root))
-    attach_judgments(evalset.name, params, metrics, scorecard, root)  # a set with judge: true
+    attach_judgments(evalset, items, params, metrics, scorecard, root)  # a set with judge: true
     return metrics, scorecard
 
 
-def attach_judgments(name: str, params: dict, metrics: dict, scorecard: dict, root: Path = Path(".")) -> None:
+def attach_judgments(
+    evalset: evalsets.EvalSet, items: list[dict], params: dict, metrics: dict, scorecard: dict, root: Path = Path(".")
+) -> None:
     """evaluate@<name>'s hook: for a set with `judge: true`, each scorecard row gets its judgment, the
-    metrics the judge's score, failures and gates, the scorecard which judge judged. Re-validated."""
+    metrics the judge's score, failures and gates, each breakdown group its `judge_score`, the scorecard
+    which judge judged. A judged set's primary score (overall, by section, by breakdown) is the judge's.
+    Re-validated."""
+    name = evalset.name
     if not params["evaluate"]["sets"][name].get("judge", False):
         return
     path = root / paths.judgments(name)
@@ -249,10 +280,25 @@ def attach_judgments(name: str, params: dict, metrics: dict, scorecard: dict, ro
             )
         row["judge"] = {k: record[k] for k in ("score", "verdicts", "gate", "failure")}
     records = [by_id[row["id"]] for row in scorecard["items"]]
-    rubrics = [parse_rubric(None)] * len(records)  # eval items carry no rubric of their own: the default
+    rubrics = [parse_rubric(item.get("rubric")) for item in items]  # the item's own, else the default
     totals = judge_summary(records, rubrics)
     metrics["judge"] = {k: totals[k] for k in ("score", "n_judged", "n_failed", "n_gated")}
     scorecard["judge"] = {"identity": records[0]["judge"], **totals}
+    rows = scorecard["items"]
+    for key, groups in scorecard["breakdowns"].items():
+        for value, members in _grouped(rows, key).items():
+            groups[value]["judge_score"] = judge_summary([r["judge"] for r in members], [])["score"]
+    if evalset.answer_type == evalfile.JUDGED:
+        # as for accuracy: null when no completion has a token (a broken run, not a bad model)
+        scored = any(r["n_tokens"] > 0 for r in rows)
+        metrics["primary_score"] = totals["score"] if scored else None
+        judged = {
+            key: {v: g["judge_score"] if scored else None for v, g in groups.items()}
+            for key, groups in scorecard["breakdowns"].items()
+        }
+        metrics["section"] = {s: judged["section"].get(s) for s in SECTIONS}
+        if "by" in metrics:
+            metrics["by"] = {key: judged[key] for key in metrics["by"]}
     validate(metrics, "metrics", str(paths.set_metrics(name)))
     validate(scorecard, "scorecard", str(paths.set_scorecard(name)))
 

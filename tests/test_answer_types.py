@@ -286,14 +286,18 @@ def test_evaluate_and_reward_give_the_same_verdicts(bbh, tmp_path):
 
 
 def test_schemas_name_the_answer_types_scoring_knows():
-    """Adding an answer type to scoring.ANSWER_TYPES means adding it where params and scorecards name them."""
+    """Adding an answer type to scoring.ANSWER_TYPES means adding it where params and scorecards name them
+    (with `judged`, the set-level type of stages/evalfile.py that only a judge scores)."""
     import json
 
+    from stages.evalfile import JUDGED, SET_ANSWER_TYPES
+
+    assert SET_ANSWER_TYPES == (*ANSWER_TYPES, JUDGED)
     params = json.loads((ROOT / "schemas/params.schema.json").read_text())
     entry = params["properties"]["evaluate"]["properties"]["sets"]["additionalProperties"]["properties"]
     card = json.loads((ROOT / "schemas/scorecard.schema.json").read_text())
-    assert entry["answer_type"]["enum"] == list(ANSWER_TYPES)
-    assert card["properties"]["items"]["items"]["properties"]["answer_type"]["enum"] == list(ANSWER_TYPES)
+    assert entry["answer_type"]["enum"] == list(SET_ANSWER_TYPES)
+    assert card["properties"]["items"]["items"]["properties"]["answer_type"]["enum"] == list(SET_ANSWER_TYPES)
 
 
 def test_any_model_text_is_scored_never_raised():

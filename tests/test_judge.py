@@ -155,6 +155,10 @@ def test_rubric_score_weights_criteria_and_subtracts_pitfalls():
         ([{"criterion": "a", "weight": 0}], "rubric[0].weight"),
         ([{"criterion": "a", "weight": True}], "rubric[0].weight"),
         ([{"criterion": "a", "weight": 1, "pitfall": True}], "not a pitfall"),
+        ([{"criterion": "a", "weight": 1, "pitfall": "yes"}], "rubric[0].pitfall"),
+        (["a"], "rubric[0]: expected an object"),
+        ([], "rubric: expected a non-empty list"),
+        ("a", "rubric: expected a non-empty list"),
     ],
 )
 def test_bad_rubrics_are_one_line_errors(raw, message):
@@ -479,3 +483,148 @@ def test_a_local_judge_without_a_checkpoint_is_a_one_line_params_error(tmp_path)
         StageError, match=r"^params.yaml:\d+: judge.model: 'models/nope' is not a Hugging Face directory"
     ):
         judge_stage.make_judge(params, tmp_path)
+
+
+# ------------------------------------------------------------------ a judged set (answer_type: judged)
+
+JUDGED_SPEC = {
+    "path": "evalsets/open.jsonl",
+    "format": "file",
+    "answer_type": "judged",
+    "judge": True,
+    "fields": {"id": "id", "prompt": "prompt", "rubric": "rubric", "domain": "domain"},
+}
+
+
+def _judged_root(tmp_path: Path, spec: dict) -> tuple[Path, dict]:
+    """A root with three open-ended items (three domains) as set `open`, a one-item primary set and
+    params.yaml (so errors can name its lines)."""
+    root = tmp_path / "root"
+    (root / "evalsets").mkdir(parents=True)
+    items = read_jsonl(OPEN_SET, "open_item")
+    picked = [next(i for i in items if i["domain"] == d) for d in ("summarise", "science", "math")]
+    write_jsonl(root / "evalsets/open.jsonl", picked)
+    (root / "evalsets/small.jsonl").write_text((ROOT / "evalsets/gsm8k_test_sample.jsonl").read_text().split("\n")[0])
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["evaluate"]["sets"] = {
+        "small": {"path": "evalsets/small.jsonl", "format": "gsm8k", "primary": True},
+        "open": spec,
+    }
+    params["predict"].update(batch_size=4, max_new_tokens=8)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root, params
+
+
+def test_a_judged_set_is_predicted_judged_and_evaluated_with_the_judge_as_its_score(shared_base, tmp_path, monkeypatch):
+    from stages import predict as predict_stage
+
+    root, params = _judged_root(tmp_path, JUDGED_SPEC)
+    (root / "data").mkdir()
+    (root / paths.POLICY).symlink_to(shared_base / paths.POLICY)  # the tiny model of the base fixture
+    # predict, then judge with the tiny model itself as an in-process judge (judge.backend local), then evaluate
+    preds = predict_stage.run(params, "open", root)
+    assert [p["id"] for p in preds] == ["oe-summarise-001", "oe-science-001", "oe-math-001"]
+    params["judge"].update(backend="local", model=paths.POLICY.as_posix(), batch_size=4)
+    records = judge_stage.run(params, "open", root)
+    assert len(records) == 3 and all(r["judge"]["backend"] == "local" for r in records)
+    metrics = evaluate_stage.run(params, "open", root)
+    card = json.loads((root / paths.set_scorecard("open")).read_text())
+    assert metrics["judge"]["n_judged"] == 3
+    assert metrics["primary_score"] == metrics["judge"]["score"]  # the judge's score, not an accuracy
+    assert metrics["partial_accuracy"] is None and set(metrics["by"]["domain"]) == {"summarise", "science", "math"}
+    assert all(r["answer_type"] == "judged" and r["correct"] is None and r["expected"] is None for r in card["items"])
+
+    # The same stages over real answers, with a judge that says yes to everything: each item's own rubric
+    # scores it (its pitfalls count against), and those scores are the set's primary score, by domain too.
+    items = read_jsonl(root / "evalsets/open.jsonl")
+    answer = "<reasoning>I read the question and answer it in full, point by point.</reasoning><answer>{}</answer>"
+    write_jsonl(
+        root / paths.predictions("open"),
+        [
+            {**p, "completion": answer.format(f"A real reply to item {p['id']}."), "n_tokens": 20}
+            for p in read_jsonl(root / paths.predictions("open"))
+        ],
+    )
+    backend = all_yes()
+    monkeypatch.setattr(judge_stage, "make_judge", lambda p, r: J.Judge(backend, p["judge"]["template"]))
+    judge_stage.run(params, "open", root)
+    assert len(backend.prompts) == 3
+    metrics = evaluate_stage.run(params, "open", root)
+    own = [J.rubric_score(J.parse_rubric(i["rubric"]), [True] * len(i["rubric"])) for i in items]
+    assert all(0 < s < 1 for s in own)  # every rubric has a pitfall: yes to all is no full score
+    assert metrics["primary_score"] == pytest.approx(sum(own) / 3, abs=1e-6)
+    assert metrics["by"]["domain"]["math"] == pytest.approx(own[2], abs=1e-6)
+    assert metrics["section"]["core"] == metrics["primary_score"]
+    card = json.loads((root / paths.set_scorecard("open")).read_text())
+    assert [r["judge"]["score"] for r in card["items"]] == pytest.approx(own, abs=1e-6)
+    assert card["breakdowns"]["domain"]["science"]["judge_score"] == pytest.approx(own[1], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "message"),
+    [
+        ({"judge": False}, "answer_type", "a judged set needs the judge: add judge: true to evaluate.sets.open"),
+        ({"primary": True}, "primary", "a judged set cannot be primary"),
+        ({"fields": {"prompt": "prompt", "answer": "reference"}}, "fields.answer", "a judged set has no answer"),
+    ],
+)
+def test_bad_judged_params_are_one_line_and_exit_1(tmp_path, change, key, message):
+    import os
+    import subprocess
+    import sys
+
+    spec = {**JUDGED_SPEC, **change}
+    root, params = _judged_root(tmp_path, spec)
+    if change.get("primary"):
+        params["evaluate"]["sets"]["small"]["primary"] = False
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = subprocess.run(
+        [sys.executable, "-m", "stages.evaluate", "open"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert re.match(rf"^error: params.yaml:\d+: evaluate.sets.open.{re.escape(key)}: {re.escape(message)}", lines[0])
+    assert not (root / "reports").exists()
+
+
+def test_a_judged_set_reads_rows_with_and_without_a_rubric_and_names_a_bad_one(tmp_path):
+    from stages import evalsets
+
+    root, params = _judged_root(tmp_path, JUDGED_SPEC)
+    lines = (root / "evalsets/open.jsonl").read_text().splitlines()
+    row = json.loads(lines[1])
+    del row["rubric"]
+    lines[1] = json.dumps(row)
+    (root / "evalsets/open.jsonl").write_text("\n".join(lines) + "\n")
+    items = evalsets.load_items(evalsets.named(params, "open", root), root)
+    assert "rubric" in items[0] and "rubric" not in items[1]  # judged with the default rubric
+    assert items[0]["expected_answer"] is None and items[0]["groups"] == {"domain": "summarise"}
+    row["rubric"] = [{"criterion": "Says so.", "weight": -1}]
+    lines[1] = json.dumps(row)
+    (root / "evalsets/open.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(StageError, match=r"evalsets/open.jsonl:2: rubric\[0\].weight: expected a number above 0"):
+        evalsets.load_items(evalsets.named(params, "open", root), root)
+
+
+def test_the_open_ended_entry_params_yaml_holds_commented_out_is_a_judged_set_of_42(tmp_path):
+    """Uncommented as docs/judge.md says, the entry is valid params and the set loads every item."""
+    from stages import evalsets
+    from stages.common import load_params
+
+    lines = (ROOT / "params.yaml").read_text().split("\n")
+    at = next(k for k, line in enumerate(lines) if line.startswith("    # open_ended:"))
+    end = next(k for k in range(at, len(lines)) if not lines[k].startswith("    #"))
+    lines[at:end] = [re.sub(r"^    # ", "    ", line) for line in lines[at:end]]
+    (tmp_path / "params.yaml").write_text("\n".join(lines))
+    (tmp_path / "evalsets").mkdir()
+    for spec in yaml.safe_load("\n".join(lines))["evaluate"]["sets"].values():
+        (tmp_path / spec["path"]).symlink_to(ROOT / spec["path"])
+    params = load_params(path=tmp_path / "params.yaml")
+    assert params["evaluate"]["sets"]["open_ended"]["answer_type"] == "judged"
+    items = evalsets.load_items(evalsets.named(params, "open_ended", tmp_path), tmp_path)
+    assert len(items) == 42 and all(i["rubric"] and i["expected_answer"] is None for i in items)
