@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from stages import evalsets, paths
+from stages import evalfile, evalsets, paths
 from stages.common import (
     StageError,
     atomic_path,
@@ -308,6 +308,8 @@ def render_log(manifest: dict, summary: dict, loss_history: list) -> str:
     out += ["", "== eval sets"]
     for name, e in manifest["eval_sets"].items():
         score = _fmt(summary["sets"][name]["primary_score"])
+        if manifest["params"]["evaluate"]["sets"][name].get("answer_type") == evalfile.JUDGED:
+            score += " (the rubric judge's score: no rule checks these answers)"
         out.append(
             f"{name}{' (primary)' if e['primary'] else ''}: {e['path']} ({e['format']}), {e['n_items']} items, "
             f"sha256 {e['sha256']}, primary_score {score}"

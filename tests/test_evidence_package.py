@@ -227,6 +227,18 @@ def test_evidence_files(root, params):
     assert "primary_score: 0.5000" in log and "by section" in log and "edge_case" in log
     assert "gsm8k_test: evalsets/gsm8k_test.jsonl (gsm8k), 1 items, sha256 " in log and "primary_score 1.0000" in log
     assert "decontamination.tunix: " in log
+    assert "judge's score" not in log  # every set here is checked by rule
+
+
+def test_the_log_says_whose_score_a_judged_set_has(root, params):
+    run_dir = run_evidence(root, params)
+    manifest = json.loads((run_dir / "run_manifest.json").read_text())
+    summary = json.loads((run_dir / "eval_summary.json").read_text())
+    manifest["params"]["evaluate"]["sets"]["gsm8k_test"]["answer_type"] = "judged"
+    log = evidence.render_log(manifest, summary, [])
+    assert "gsm8k_test: evalsets/gsm8k_test.jsonl (gsm8k), 1 items" in log
+    assert "primary_score 1.0000 (the rubric judge's score: no rule checks these answers)" in log
+    assert log.count("judge's score") == 1  # the tunix set is checked by rule
 
 
 def test_evidence_is_deterministic(root, params):
