@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jax
 
-from stages import live, paths
+from stages import live, paths, tunix_train
 from stages.common import (
     StageError,
     atomic_path,
@@ -32,7 +32,7 @@ from training import lora
 from training import tokenizer as tokenizers_io
 from training.data import BatchStream, encode_trace, pack
 from training.factory import ShapeError, build_model
-from training.hf_io import CheckpointError, save_trained
+from training.hf_io import CheckpointError, read_config, save_trained
 from training.host_memory import reuse_freed_memory
 from training.lora import LoRAError, LoRASpec
 from training.trainer import MeshError, NonFiniteLoss, TrainConfig, TrainResult, check_devices, train
@@ -66,14 +66,20 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     examples = [encode_trace(tok, r) for r in records]
     rows = pack(examples, cfg.seq_len, pad_id=tokenizers_io.token_id(tok, "<pad>"))
     stream = BatchStream(rows, cfg.batch_size, cfg.seed)
+    tunix = params["train"]["engine"] == "tunix"  # Tunix's PeftTrainer in .venv-tunix (stages/tunix_train.py)
+    if tunix:
+        tunix_train.check(params, root)
     try:
-        model = build_model(
-            params["model"],
-            tok.get_vocab_size(),
-            cfg.seed,
-            remat=params["train"]["remat"],
-            checkpoint=root / paths.BASE,
-        )
+        model = None
+        if not tunix:
+            model = build_model(
+                params["model"],
+                tok.get_vocab_size(),
+                cfg.seed,
+                remat=params["train"]["remat"],
+                checkpoint=root / paths.BASE,
+            )
+        model_config = read_config(root / paths.BASE) if tunix else model.config
     except CheckpointError as err:
         raise StageError(str(err)) from None
     except ShapeError as err:
@@ -81,7 +87,7 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     except LoRAError as err:
         raise param_error("model", "lora", err.key, message=err, root=root) from None
     spec = LoRASpec.from_params(params["model"].get("lora"))
-    n_params = model.config.num_params()
+    n_params = model_config.num_params()
     print(
         f"train: {len(records)} traces packed into {len(rows)} rows of {cfg.seq_len} "
         f"({rows.fill:.0%} full, {rows.truncated} truncated); {n_params / 1e6:.2f}M parameters "
@@ -92,7 +98,10 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     with live.curves(root / paths.TRAIN_LIVE, checkpoints, prefix="train/") as on_log:
         progress = live.progress(cfg.steps, "train")
         try:
-            result = train(model, stream, cfg, checkpoint_dir=checkpoints, on_log=on_log, progress=progress)
+            if tunix:
+                model, result = tunix_train.train(params, cfg, stream, root, on_log, progress)
+            else:
+                result = train(model, stream, cfg, checkpoint_dir=checkpoints, on_log=on_log, progress=progress)
         except NonFiniteLoss as err:
             raise StageError(f"{paths.TRAIN}: training diverged: {err}") from None
 
