@@ -28,9 +28,10 @@ from training import lora
 from training.config import FULL, SLIDING, GemmaConfig
 from training.hf_io import save_pretrained
 from training.lora import TARGETS, LoRASpec
+from training.tunix_launch import tunix_python
 
 ROOT = Path(__file__).resolve().parent.parent
-TUNIX_PYTHON = Path(os.environ.get("TUNIX_PYTHON", ROOT / ".venv-tunix/bin/python"))
+TUNIX_PYTHON = tunix_python()
 pytestmark = pytest.mark.skipif(
     not TUNIX_PYTHON.exists(), reason=f"no Tunix environment at {TUNIX_PYTHON} (make tunix-env)"
 )
@@ -100,19 +101,19 @@ def test_merged_lora_export_loads_in_tunix_with_our_logits(family, tmp_path):
 def tunix_logits(request: dict, workdir: Path) -> np.ndarray:
     """The logits tests/tunix_logits.py computes for `request` in the Tunix environment."""
     (workdir / "request.json").write_text(json.dumps(request))
+    run_in_tunix("tests/tunix_logits.py", ["request.json", "out.npy"], workdir)
+    return np.load(workdir / "out.npy")
+
+
+def run_in_tunix(script: str, args: list[str], workdir: Path, timeout: int = 900) -> None:
+    """Run a script of this repository with the Tunix environment's interpreter, in `workdir`, on the CPU."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")} | {"JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(
-        [
-            str(TUNIX_PYTHON),
-            str(ROOT / "tests/tunix_logits.py"),
-            str(workdir / "request.json"),
-            str(workdir / "out.npy"),
-        ],
+        [str(TUNIX_PYTHON), str(ROOT / script), *args],
         capture_output=True,
         text=True,
         env=env,
         cwd=workdir,
-        timeout=900,
+        timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return np.load(workdir / "out.npy")
