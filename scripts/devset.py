@@ -3,12 +3,18 @@
     python scripts/devset.py make --seeds 7 8 --train data/train.jsonl --out /tmp/dev.jsonl
     python scripts/devset.py score --model data/policy --items /tmp/dev.jsonl
     python scripts/devset.py headroom --model data/model --items /tmp/dev.jsonl --k 16
+    python scripts/devset.py score --model data/model --items /tmp/dev.jsonl --rows /tmp/sft.jsonl
+    python scripts/devset.py compare /tmp/sft.jsonl /tmp/policy.jsonl
 
 `make` draws the eval set's plan (scripts/make_evalset.py) with other seeds
 and drops every item whose prompt is an eval prompt or a training prompt, so
 a score on it is a held-out score that says nothing about the eval set.
 `score` predicts greedily (stages/predict.py) and scores as evaluate does,
-printing primary score, per-section accuracy and wall time as one JSON line.
+printing primary score, per-section accuracy and wall time as one JSON line;
+`--rows` also writes whether each item was right, so that `compare` can set two
+models side by side on the same items: the difference in accuracy, the items
+only one of them gets right, and the exact two-sided sign test on those (a
+paired comparison, tighter than two means).
 `headroom` asks what RL could gain before any is run: it samples k completions
 of each item (grpo's temperature) and prints, overall and per section, the
 greedy accuracy, the mean sampled accuracy, maj@k (the most frequent answer
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -53,7 +60,7 @@ def make(seeds: list[int], train: Path) -> list[dict]:
     return out
 
 
-def score(model: Path, items_path: Path, params: dict) -> dict:
+def score(model: Path, items_path: Path, params: dict, rows_out: Path | None = None) -> dict:
     from stages.evaluate import describe_set, score_predictions, summarize
     from stages.predict import predict
 
@@ -64,6 +71,8 @@ def score(model: Path, items_path: Path, params: dict) -> dict:
     seconds = time.perf_counter() - t0
     rows = score_predictions(items, predictions, params["evaluate"], items_path, Path("<predictions>"))
     metrics, _ = summarize(rows, describe_set("dev", items_path, "items", len(items)))
+    if rows_out is not None:
+        write_jsonl(rows_out, [{"id": r["id"], "correct": bool(r["correct"])} for r in rows])
     return {
         "model": str(model),
         "n": len(items),
@@ -76,12 +85,44 @@ def score(model: Path, items_path: Path, params: dict) -> dict:
     }
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact p-value of `wins` against `losses` when each discordant item is a fair coin."""
+    n, low = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(low + 1)) / 2**n)
+
+
+def compare(a_path: Path, b_path: Path) -> dict:
+    """B against A on the same items: accuracy of each, B - A, the items only one gets right, the sign test."""
+    a = {r["id"]: r["correct"] for r in read_jsonl(a_path)}
+    b = {r["id"]: r["correct"] for r in read_jsonl(b_path)}
+    if a.keys() != b.keys():
+        raise SystemExit(f"{b_path}: not the items of {a_path} ({len(a.keys() ^ b.keys())} ids differ)")
+    only_a = sum(a[i] and not b[i] for i in a)
+    only_b = sum(b[i] and not a[i] for i in a)
+    n = len(a)
+    return {
+        "n": n,
+        "a": round(sum(a.values()) / n, 3),
+        "b": round(sum(b.values()) / n, 3),
+        "b_minus_a": round((only_b - only_a) / n, 3),
+        "only_a": only_a,
+        "only_b": only_b,
+        "sign_test_p": round(sign_test(only_b, only_a), 4),
+    }
+
+
 def vote(samples: list[tuple[str | None, bool]]) -> tuple[float, bool, bool]:
     """(share right, the most frequent answer is right, some answer is right) of one item's scored samples;
-    a tie for most frequent goes to the answer sampled first."""
+    a tie for most frequent goes to the answer sampled first. The share is the samples stage's pass rate
+    (stages/samples.py), so headroom and the pairs, RFT and grpo.prompt_filter read one definition."""
+    from stages.samples import pass_rate
+
     top = Counter(answer for answer, _ in samples).most_common(1)[0][0]
     majority = next(correct for answer, correct in samples if answer == top)
-    return sum(correct for _, correct in samples) / len(samples), majority, any(c for _, c in samples)
+    share = pass_rate([{"correct": correct, "greedy": False} for _, correct in samples])
+    return share, majority, any(c for _, c in samples)
 
 
 def headroom(model: Path, items_path: Path, params: dict, k: int, temperature: float, seed: int) -> dict:
@@ -146,6 +187,10 @@ def main() -> None:
     s.add_argument("--model", type=Path, required=True)
     s.add_argument("--items", type=Path, required=True)
     s.add_argument("--params", type=Path, default=Path("params.yaml"))
+    s.add_argument("--rows", type=Path, help="also write each item's id and whether it was right (for compare)")
+    c = sub.add_parser("compare", help="two models' --rows files on the same items, paired")
+    c.add_argument("a", type=Path)
+    c.add_argument("b", type=Path)
     h = sub.add_parser("headroom", help="greedy, mean sampled, maj@k and pass@k accuracy of a model on a dev set")
     h.add_argument("--model", type=Path, required=True)
     h.add_argument("--items", type=Path, required=True)
@@ -159,7 +204,9 @@ def main() -> None:
         write_jsonl(args.out, items)
         print(f"devset: {len(items)} items -> {args.out}")
     elif args.command == "score":
-        print(json.dumps(score(args.model, args.items, load_params(path=args.params))))
+        print(json.dumps(score(args.model, args.items, load_params(path=args.params), args.rows)))
+    elif args.command == "compare":
+        print(json.dumps(compare(args.a, args.b)))
     else:
         params = load_params(path=args.params)
         temperature = params["grpo"]["temperature"] if args.temperature is None else args.temperature

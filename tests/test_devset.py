@@ -1,8 +1,13 @@
-"""scripts/devset.py headroom: how samples are voted, and the sampled predictions it is built on."""
+"""scripts/devset.py: how headroom votes samples, the sampled predictions it is built on, and compare's paired test."""
 
 from __future__ import annotations
 
-from scripts.devset import vote
+import json
+import math
+
+import pytest
+
+from scripts.devset import compare, sign_test, vote
 from stages.common import read_jsonl
 from stages.predict import predict
 from tests.test_bad_inputs import EVAL_SET
@@ -27,3 +32,40 @@ def test_sampled_predictions_follow_the_seed_and_greedy_ignores_it(shared_base):
     assert run(0.0, 0) == run(0.0, 5) == [p["completion"] for p in predict(items, model, 4, 8, "float32")]
     assert run(1.0, 3) == run(1.0, 3)
     assert run(1.0, 3) != run(1.0, 4)
+
+
+def test_sign_test_is_the_exact_binomial_tail():
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(3, 3) == 1.0
+    assert sign_test(5, 0) == pytest.approx(2 / 32)  # both tails of 5 fair coins all one way
+    assert sign_test(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
+    assert sign_test(9, 1) == sign_test(1, 9)
+    # by hand from the binomial sum, for a larger count
+    assert sign_test(20, 40) == pytest.approx(2 * sum(math.comb(60, i) for i in range(21)) / 2**60)
+
+
+def write_rows(path, correct):
+    path.write_text("".join(json.dumps({"id": f"core-{i:03d}", "correct": c}) + "\n" for i, c in enumerate(correct)))
+    return path
+
+
+def test_compare_pairs_the_same_items(tmp_path):
+    a = write_rows(tmp_path / "a.jsonl", [True, True, False, False, True])
+    b = write_rows(tmp_path / "b.jsonl", [True, False, True, True, True])
+    got = compare(a, b)
+    assert got == {
+        "n": 5,
+        "a": 0.6,
+        "b": 0.8,
+        "b_minus_a": 0.2,
+        "only_a": 1,
+        "only_b": 2,
+        "sign_test_p": round(sign_test(2, 1), 4),
+    }
+
+
+def test_compare_refuses_rows_of_other_items(tmp_path):
+    a = write_rows(tmp_path / "a.jsonl", [True, False])
+    b = write_rows(tmp_path / "b.jsonl", [True, False, True])
+    with pytest.raises(SystemExit, match="b.jsonl: not the items of"):
+        compare(a, b)
