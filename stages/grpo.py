@@ -171,6 +171,17 @@ def curve_summary(history: list[dict]) -> dict:
     }
 
 
+def make_reward_fn(rewards: RewardSet, tok, max_new_tokens: int):
+    """The learner's reward function: a completion's tokens decoded (special tokens kept, as the format
+    rewards read them) and scored by `rewards` with its prompt's record."""
+
+    def reward_fn(prompt: Prompt, tokens: np.ndarray, n: int, truncated: bool) -> tuple[float, dict]:
+        completion = tok.decode(tokens.tolist(), skip_special_tokens=False)
+        return rewards.score(Rollout(prompt.text, completion, prompt.record, n, truncated, max_new_tokens))
+
+    return reward_fn
+
+
 def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
     """RL on `root`'s SFT model with its training prompts; write the policy's HF directory and dvclive curves."""
     cfg = grpo_config(params)
@@ -203,10 +214,6 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
     encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r in records], add_special_tokens=False)
     prompts = [Prompt(e.ids, r["prompt"], r) for e, r in zip(encoded, records)]
 
-    def reward_fn(prompt: Prompt, tokens: np.ndarray, n: int, truncated: bool) -> tuple[float, dict]:
-        completion = tok.decode(tokens.tolist(), skip_special_tokens=False)
-        return rewards.score(Rollout(prompt.text, completion, prompt.record, n, truncated, cfg.max_new_tokens))
-
     print(
         f"grpo: {cfg.steps} steps of {cfg.prompts_per_step} prompts × {cfg.group_size} completions "
         f"(≤ {cfg.max_new_tokens} tokens) from {len(prompts)} training prompts; rewards {', '.join(rewards.parts)}; "
@@ -219,7 +226,7 @@ def run(params: dict, root: Path = Path(".")) -> GRPOResult | None:
             result = grpo(
                 model,
                 prompts,
-                reward_fn,
+                make_reward_fn(rewards, tok, cfg.max_new_tokens),
                 cfg,
                 eos_ids=tokenizers_io.stop_ids(tok),
                 pad_id=tok.token_to_id("<pad>") or 0,

@@ -1,0 +1,1 @@
+"""The benchmarks (`python -m scripts.bench --help`): one module per benchmark, `__main__` dispatches."""
