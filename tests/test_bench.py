@@ -60,6 +60,29 @@ def test_train_bench_prints_gflops_in_both_conventions_roof_mfu_and_ratio():
     assert re.search(
         r"MFU \(against the 1 TFLOP/s datasheet peak\): \d+\.\d% \(6N\), \d+\.\d% \(6N \+ attention\)", out
     )
+    assert "tunix side skipped: PeftTrainer loads real weights, give --checkpoint" in out
+
+
+def test_train_bench_tunix_side_runs_only_a_float32_gemma3_270m_or_1b_checkpoint(tmp_path, monkeypatch):
+    from scripts.bench.__main__ import parser
+    from scripts.bench.train import tunix_preset, tunix_skip_reason
+
+    assert tunix_preset(configs.gemma3_270m()) == "gemma3-270m"
+    assert tunix_preset(configs.gemma3_1b()) == "gemma3-1b"
+    assert tunix_preset(configs.gemma2_2b()) is None
+    for name, cfg in (("tiny", configs.tiny(256)), ("270m", configs.gemma3_270m())):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg.to_hf()))
+    reason = lambda *argv: tunix_skip_reason(parser().parse_args(["train", *argv]))
+    real = ("--checkpoint", str(tmp_path / "270m"))
+    assert "give --checkpoint" in reason()
+    assert "not a gemma3-270m or gemma3-1b checkpoint" in reason("--checkpoint", str(tmp_path / "tiny"))
+    assert "float32 only, not --dtype bfloat16" in reason(*real, "--dtype", "bfloat16")
+    assert reason(*real, "--no-tunix") == "tunix side skipped (--no-tunix)"
+    monkeypatch.setenv("TUNIX_PYTHON", str(tmp_path / "absent"))
+    assert "no Tunix environment" in reason(*real)
+    monkeypatch.setenv("TUNIX_PYTHON", sys.executable)
+    assert reason(*real) is None
 
 
 def test_train_bench_puts_lora_beside_full_fine_tuning():

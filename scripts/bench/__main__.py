@@ -2,6 +2,8 @@
 
     python -m scripts.bench roof        # the machine alone: matmul roof and memory bandwidth
     python -m scripts.bench train       # SFT step beside PyTorch: tokens/s, GFLOP/s, matmul roof, MFU
+    python -m scripts.bench train --checkpoint data/base --no-reference
+                                        # on a gemma3-270m/1b checkpoint: ours beside Tunix's PeftTrainer
     python -m scripts.bench train --preset gemma2-2b --lora-rank 16 --batch 8 --seq 512 --remat --dtype bfloat16
                                         # full fine-tuning (float32 master weights, AdamW) beside LoRA
     python -m scripts.bench lora --checkpoint data/base

@@ -157,14 +157,22 @@ def random_batch(args, vocab: int) -> dict[str, np.ndarray]:
     }
 
 
+def bench_train_config(args, learning_rate: float):
+    """The SFT config (optimizer, schedule, batch shape) every side that steps through `training.loop`'s
+    optimizer builds: ours, and Tunix's PeftTrainer given the same fields."""
+    from training.trainer import TrainConfig
+
+    return TrainConfig(steps=100, batch_size=args.batch, seq_len=args.seq, learning_rate=learning_rate, warmup_steps=10)
+
+
 def jax_train_step(args, graphdef, params, frozen, learning_rate: float, compile_only: bool = False):
-    """Our compiled training step on a random batch and what runs it once, waiting for its loss (with
-    `compile_only`, abstract params: the step is compiled, not run)."""
+    """Our compiled training step on a random batch and what runs it once, waiting for its loss and returning
+    its metrics (with `compile_only`, abstract params: the step is compiled, not run)."""
     import jax
 
-    from training.trainer import TrainConfig, make_optimizer, make_train_step
+    from training.trainer import make_optimizer, make_train_step
 
-    tc = TrainConfig(steps=100, batch_size=args.batch, seq_len=args.seq, learning_rate=learning_rate, warmup_steps=10)
+    tc = bench_train_config(args, learning_rate)
     tx = make_optimizer(tc)
     opt_state = jax.eval_shape(tx.init, params) if compile_only else tx.init(params)
     batch = random_batch(args, model_config(args).vocab_size)
@@ -174,6 +182,7 @@ def jax_train_step(args, graphdef, params, frozen, learning_rate: float, compile
     def one():
         holder["p"], holder["o"], m = compiled(holder["p"], holder["o"], frozen, batch, np.int32(0))
         jax.block_until_ready(m["loss"])
+        return m
 
     return compiled, one
 
