@@ -80,7 +80,9 @@ def train(
 ) -> tuple[Gemma, TrainResult]:
     """Train with Tunix; the trained model (ours, float32, read from its export) and the run's history."""
     checkpoints = root / paths.CHECKPOINTS
-    work = checkpoints.parent / f".{checkpoints.name}.tunix"  # kept with the checkpoints until the run ends
+    # kept with the checkpoints until the run ends; absolute, as every path the runner is given (it starts
+    # in the repository root, the stage in its own directory)
+    work = (checkpoints.parent / f".{checkpoints.name}.tunix").resolve()
     start = live.resume_step(checkpoints) if live.resuming(checkpoints) else 0
     log = work / "tunix_log.jsonl"
     kept = [row for row in read_rows(log) if row["step"] <= start]  # a killed run logged past its checkpoint

@@ -59,6 +59,7 @@ def start_engine(request: dict, workdir: Path) -> tuple[subprocess.Popen, Path]:
     """Start training/tunix_engine.py on `request` in the Tunix environment (its "log" defaults to
     workdir/tunix_log.jsonl); the process and the log. `finish_engine` waits for it."""
     python = check_available()
+    workdir = workdir.resolve()  # the runner starts in the repository root, not in the stage's directory
     workdir.mkdir(parents=True, exist_ok=True)
     request = {"log": str(workdir / "tunix_log.jsonl"), **request}
     (workdir / "request.json").write_text(json.dumps(request))
