@@ -318,15 +318,26 @@ def completion_width(lengths: np.ndarray, max_new_tokens: int) -> int:
 def update_batch(rollout: RolloutBatch, cfg: GRPOConfig, prompt_len: int, pad_id: int) -> dict[str, np.ndarray]:
     """The arrays of `completion_logprobs`: each group's prompt [P, prompt_len], left-padded, and its
     completions [P·G, width]: the inputs (all but the last token), targets, mask and advantages."""
-    g = cfg.group_size
     new = completion_width(rollout.lengths, cfg.max_new_tokens)
-    p_tok, p_pos, p_seg = left_pad([p.tokens for p in rollout.prompts], prompt_len, pad_id)
-    steps = np.arange(new)[None, :]
     # the end-of-turn token is a completion token too: the policy learns when to stop
-    active = steps < np.minimum(rollout.lengths + 1, new)[:, None]
+    scored = np.minimum(rollout.lengths + 1, new)
     tokens = rollout.tokens[:, :new].astype(np.int32)
-    positions = (np.repeat(p_pos[:, -1:], g, axis=0) + 1 + steps).astype(np.int32)
+    batch = completion_batch([p.tokens for p in rollout.prompts], tokens, scored, prompt_len, pad_id)
     adv = np.asarray(group_advantages(jnp.asarray(rollout.rewards, jnp.float32), cfg.advantage)).reshape(-1)
+    return batch | {"advantages": adv.astype(np.float32)}
+
+
+def completion_batch(
+    prompts: Sequence[Sequence[int]], tokens: np.ndarray, scored: np.ndarray, prompt_len: int, pad_id: int
+) -> dict[str, np.ndarray]:
+    """The arrays of `completion_logprobs` for P prompts and their k completions each, prompt-major: the
+    prompts [P, prompt_len] left-padded, the completions' `tokens` [P·k, width] (inputs: all but the last),
+    positions following their prompt's, and the mask of each row's first `scored` tokens."""
+    k = len(tokens) // len(prompts)
+    p_tok, p_pos, p_seg = left_pad(prompts, prompt_len, pad_id)
+    steps = np.arange(tokens.shape[1])[None, :]
+    active = steps < scored[:, None]
+    positions = (np.repeat(p_pos[:, -1:], k, axis=0) + 1 + steps).astype(np.int32)
     return {
         "prompt_inputs": p_tok,
         "prompt_positions": p_pos,
@@ -336,7 +347,6 @@ def update_batch(rollout: RolloutBatch, cfg: GRPOConfig, prompt_len: int, pad_id
         "segments": active[:, :-1].astype(np.int32),
         "targets": tokens,
         "mask": active.astype(np.float32),
-        "advantages": adv.astype(np.float32),
     }
 
 

@@ -34,10 +34,10 @@ import optax
 from flax import nnx
 
 from training import loop, lora
-from training.grpo import PromptStream, compiled, completion_logprobs, make_logprob_fn
+from training.grpo import PromptStream, compiled, completion_batch, completion_logprobs, make_logprob_fn
 from training.loop import LoopConfig, NonFiniteLoss, global_norm, make_optimizer
 from training.model import Gemma
-from training.sampler import bucket_length, left_pad
+from training.sampler import bucket_length
 
 __all__ = [
     "LOSSES",
@@ -219,26 +219,12 @@ def pair_batch(pairs: Sequence[Pair], prompt_len: int, pad_id: int) -> dict[str,
     """The arrays of `grpo.completion_logprobs` for pairs: each prompt once [P, prompt_len], left-padded,
     its k completions after it [P·k, width] (a power-of-two bucket of the longest), and the token mask."""
     rows = [list(c) for p in pairs for c in p.completions]
-    k = len(pairs[0].completions)
     width = bucket_length(max(len(r) for r in rows), minimum=32)
-    p_tok, p_pos, p_seg = left_pad([p.prompt for p in pairs], prompt_len, pad_id)
-    lengths = np.asarray([len(r) for r in rows])
     tokens = np.full((len(rows), width), pad_id, np.int32)
     for i, r in enumerate(rows):
         tokens[i, : len(r)] = r
-    steps = np.arange(width)[None, :]
-    active = steps < lengths[:, None]
-    positions = (np.repeat(p_pos[:, -1:], k, axis=0) + 1 + steps).astype(np.int32)
-    return {
-        "prompt_inputs": p_tok,
-        "prompt_positions": p_pos,
-        "prompt_segments": p_seg,
-        "inputs": tokens[:, :-1],
-        "positions": positions[:, :-1],
-        "segments": active[:, :-1].astype(np.int32),
-        "targets": tokens,
-        "mask": active.astype(np.float32),
-    }
+    lengths = np.asarray([len(r) for r in rows])
+    return completion_batch([p.prompt for p in pairs], tokens, lengths, prompt_len, pad_id)
 
 
 def summed(token_logp: jax.Array, mask: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
