@@ -10,7 +10,8 @@ the best right completion of each prompt alone. The learner is `training.prefere
 (mesh, orbax checkpoints in data/preference_checkpoints/, the non-finite stop, progress), with dvclive
 curves in dvclive/preference/. With LoRA (`preference.lora`, or `model.lora` when that is null) the
 reference is the SFT model with the adapters off. `preference.steps: 0` copies the SFT model unchanged,
-so `grpo` always reads data/preferred.
+so `grpo` always reads data/preferred. `preference.engine: tunix` trains dpo or orpo with Tunix's own
+`DPOTrainer` instead (stages/tunix_preference.py), on the same pairs, with the same outputs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from stages import live, paths
+from stages import live, paths, tunix_preference
 from stages.common import (
     StageError,
     atomic_path,
@@ -130,6 +131,9 @@ def run(params: dict, root: Path = Path(".")):
         )
         print(f"preference: steps 0, {paths.MODEL} passed through unchanged -> {paths.PREFERRED}")
         return None
+    tunix = params["preference"]["engine"] == "tunix"  # Tunix's DPOTrainer in .venv-tunix
+    if tunix:
+        tunix_preference.check(params, root)
     try:
         check_devices(cfg)
     except MeshError as err:
@@ -147,7 +151,8 @@ def run(params: dict, root: Path = Path(".")):
             f"(samples.prompts, samples.completions) or change the rule"
         )
     tok = load_tokenizer(model_dir, hint="the model directory must hold the tokenizer it was trained with")
-    model, spec = live.load_learner(params, "preference", model_dir, root)
+    if not tunix:
+        model, spec = live.load_learner(params, "preference", model_dir, root)
     encoded = tok.encode_batch([chat.render_prompt(r["prompt"]) for r, _ in chosen], add_special_tokens=False)
     pairs = [Pair(e.ids, tuple(tuple(c["tokens"]) for c in cs)) for e, (_, cs) in zip(encoded, chosen)]
     source = "a right completion" if cfg.loss == "rft" else f"a pair ({rule})"
@@ -157,16 +162,16 @@ def run(params: dict, root: Path = Path(".")):
     )
     checkpoints = root / paths.PREFERENCE_CHECKPOINTS
     with live.curves(root / paths.PREFERENCE_LIVE, checkpoints) as on_log:
+        pad_id, progress = tok.token_to_id("<pad>") or 0, live.progress(cfg.steps, "preference")
         try:
-            result = train_preference(
-                model,
-                pairs,
-                cfg,
-                pad_id=tok.token_to_id("<pad>") or 0,
-                checkpoint_dir=checkpoints,
-                on_log=on_log,
-                progress=live.progress(cfg.steps, "preference"),
-            )
+            if tunix:
+                model, spec, result = tunix_preference.train(
+                    params, cfg, pairs, root, pad_id=pad_id, on_log=on_log, progress=progress
+                )
+            else:
+                result = train_preference(
+                    model, pairs, cfg, pad_id=pad_id, checkpoint_dir=checkpoints, on_log=on_log, progress=progress
+                )
         except NonFiniteLoss as err:
             raise StageError(f"{paths.PREFERRED}: preference training diverged: {err}") from None
 

@@ -6,41 +6,43 @@ The stage packs the batches as always and writes every step's (training/tunix_la
 schedule, checkpoints through Tunix's Orbax manager into data/checkpoints/ (a rerun after a kill resumes
 there, as ours does), appends a row per step to a log the stage follows into dvclive, and exports the trained
 weights under Hugging Face names, which are read back into our model and written by the same `save_trained`.
+With LoRA (model.lora.rank > 0) the stage builds our model with its adapters first, as our engine does, hands
+their initial values to the runner (qwix LoRA on the same projections starts from them), and reads the trained
+adapters back into it: `save_trained` then writes the same PEFT adapter and merged model as for our engine.
 docs/tunix.md says what each engine supports.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from flax import nnx
+from safetensors.numpy import save_file
 
-from stages import live, paths
-from stages.common import StageError, param_error
+from stages import paths
+from stages.common import StageError, load_tokenizer, param_error
+from stages.tunix_runner import follow, work_folder
+from training import lora
 from training.data import BatchStream
+from training.factory import build_model
 from training.hf_io import CheckpointError
-from training.lora import LoRASpec
+from training.lora import LoRAError, LoRASpec
 from training.model import Gemma
-from training.trainer import NonFiniteLoss, TrainConfig, TrainResult
+from training.trainer import TrainConfig, TrainResult
 from training.tunix_launch import (
     TUNIX_PRESETS,
     TunixUnavailable,
     check_available,
-    finish_engine,
+    load_adapters,
     load_export,
-    read_rows,
     start_engine,
     write_batches,
 )
 
 LOOP_FIELDS = ("steps", "learning_rate", "warmup_steps", "schedule", "end_lr_fraction", "weight_decay")
 LOOP_FIELDS += ("grad_clip", "optimizer", "seed")
-POLL_SECONDS = 1.0
 
 
 def check(params: dict, root: Path) -> None:
@@ -54,8 +56,12 @@ def check(params: dict, root: Path) -> None:
             f"not model.preset {preset}: set train.engine: ours",
             root=root,
         )
+    spec = LoRASpec.from_params(params["model"].get("lora"))
     reasons = {
-        "model.lora.rank > 0 (LoRA)": LoRASpec.from_params(params["model"].get("lora")).rank > 0,
+        "LoRA with model.lora.dropout > 0": spec.rank > 0 and spec.dropout > 0,
+        # Tunix computes k and v in one einsum: qwix adapts both or neither
+        "LoRA on only one of k_proj and v_proj": spec.rank > 0
+        and ("k_proj" in spec.targets) != ("v_proj" in spec.targets),
         "train.grad_accum > 1": params["train"]["grad_accum"] > 1,
         "a mesh of more than one device": params["train"]["mesh"]["data"] * params["train"]["mesh"]["fsdp"] > 1,
     }
@@ -79,17 +85,13 @@ def train(
     progress: Callable[[int], object],
 ) -> tuple[Gemma, TrainResult]:
     """Train with Tunix; the trained model (ours, float32, read from its export) and the run's history."""
+    spec = LoRASpec.from_params(params["model"].get("lora"))
+    model = lora_model(params, cfg, root) if spec.rank else None  # full fine-tuning: read from the export
     checkpoints = root / paths.CHECKPOINTS
-    # kept with the checkpoints until the run ends; absolute, as every path the runner is given (it starts
-    # in the repository root, the stage in its own directory)
-    work = (checkpoints.parent / f".{checkpoints.name}.tunix").resolve()
-    start = live.resume_step(checkpoints) if live.resuming(checkpoints) else 0
-    log = work / "tunix_log.jsonl"
-    kept = [row for row in read_rows(log) if row["step"] <= start]  # a killed run logged past its checkpoint
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    log.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    work, start, log = work_folder(checkpoints)
     write_batches(stream.batch, cfg.steps, work / "batches.npz")
+    if spec.rank:
+        save_file(lora.peft_tensors(model), str(work / "lora_init.safetensors"))
     request = {
         "model_dir": str((root / paths.BASE).resolve()),
         "preset": params["model"]["preset"],
@@ -97,39 +99,21 @@ def train(
         "batches": str(work / "batches.npz"),
         "export": str(work / "export"),
     }
+    if spec.rank:
+        lora_fields = {"rank": spec.rank, "alpha": spec.alpha, "targets": list(spec.targets), "rslora": spec.rslora}
+        request["lora"] = lora_fields | {"init": str(work / "lora_init.safetensors")}
     if cfg.save_every:
         request |= {"checkpoint_dir": str(checkpoints.resolve()), "save_every": cfg.save_every}
-    proc, log = start_engine(request | {"log": str(log)}, work)
-    bar, done = progress(start), start
-    try:
-        while True:
-            finished = proc.poll() is not None
-            for row in read_rows(log):
-                if row["step"] > done:
-                    bar.update(row["step"] - done)
-                    done = row["step"]
-                    if not math.isfinite(row["loss"]):
-                        proc.kill()
-                        raise NonFiniteLoss(f"loss {row['loss']} at step {row['step']}")
-                    if row["step"] % cfg.log_every == 0 or row["step"] == cfg.steps:
-                        on_log(row["step"], row)
-            if finished:
-                break
-            time.sleep(POLL_SECONDS)
-        rows = finish_engine(proc, log)
-    except NonFiniteLoss:
-        raise
-    except RuntimeError as err:
-        raise StageError(f"train.engine tunix: {err}") from None
-    finally:
-        bar.close()
-        if proc.poll() is None:
-            proc.kill()
+    rows = follow(*start_engine(request | {"log": str(log)}, work), cfg, start, on_log, progress, "train.engine")
     history = [(r["step"], r["loss"]) for r in rows if r["step"] % cfg.log_every == 0 or r["step"] == cfg.steps]
     if not history or history[-1][0] != cfg.steps:
+        done = rows[-1]["step"] if rows else start
         raise StageError(f"train.engine tunix: the runner stopped at step {done} of {cfg.steps}")
     try:
-        model = load_export(work / "export", root / paths.BASE)
+        if model is None:
+            model = load_export(work / "export", root / paths.BASE)
+        else:
+            load_adapters(model, work / "export")
     except CheckpointError as err:
         raise StageError(f"train.engine tunix: {err}") from None
     shutil.rmtree(work)
@@ -140,3 +124,15 @@ def train(
         resumed_from=start,
     )
     return model, result
+
+
+def lora_model(params: dict, cfg: TrainConfig, root: Path) -> Gemma:
+    """Our model with fresh adapters, as our engine builds it (`build_model`, the same seed): the adapters the
+    runner starts from and the model the trained ones are read back into."""
+    vocab = load_tokenizer(root / paths.TOKENIZER).get_vocab_size()
+    try:
+        return build_model(params["model"], vocab, cfg.seed, checkpoint=root / paths.BASE)
+    except LoRAError as err:
+        raise param_error("model", "lora", err.key, message=err, root=root) from None
+    except CheckpointError as err:
+        raise StageError(str(err)) from None

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -32,6 +33,22 @@ def env() -> dict[str, str]:
     e["GIT_AUTHOR_NAME"] = e["GIT_COMMITTER_NAME"] = "tunix-rt tests"
     e["GIT_AUTHOR_EMAIL"] = e["GIT_COMMITTER_EMAIL"] = "tests@tunix-rt.invalid"
     return e
+
+
+def run_stage_process(root: Path, stage: str) -> float:
+    """`python -m stages.<stage>` in `root`, as DVC runs it; its wall time. A process of its own: a 270M
+    fine-tune frees its memory on exit, so two run one after the other never hold theirs at once."""
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"],
+        cwd=root,
+        env=env() | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return time.perf_counter() - started
 
 
 def run(args: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.CompletedProcess:

@@ -13,18 +13,29 @@ orpo: Tunix's definition differs from ours (TRL's, the paper's Eq. 4 and 7) in t
   chosen token of the batch (TRL's cross-entropy).
 On pairs whose completions are one token each the two coincide, and the whole losses must agree; on the
 general batch each of Tunix's two terms (`or_loss`, `sft_loss`) must equal ours on the quantity it reads.
+
+`preference.engine: tunix` (stages/tunix_preference.py, training/tunix_dpo.py in .venv-tunix): the preference
+stage, as DVC runs it, trains two dpo steps of the real google/gemma-3-270m in float32 through Tunix's
+DPOTrainer and then through ours, on the same pairs in the same order, pre-tokenised with our template.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
+from safetensors import safe_open
+from tokenizers import Tokenizer
 
+from stages import paths, tunix_preference
+from stages.common import StageError, sha256_tree, write_jsonl
+from tests.pipeline_utils import ROOT, run_stage_process
 from tests.test_tunix_interop import TUNIX_PYTHON, run_in_tunix
 from training.preference import Objective, chosen_nll, orpo_loss, preference_loss
 
@@ -137,3 +148,158 @@ def test_orpo_terms_equal_tunix_on_what_each_reads(general):
     assert abs(float(jnp.mean(per_pair_nll)) - theirs["sft_loss"]) <= TOL
     value, _ = preference_loss(logp, None, n, Objective(loss="orpo", beta=0.25))
     assert abs(float(value) - theirs["loss"]) > 1e-3  # the definitions do differ on this batch
+
+
+# ---------------------------------------------------------------- preference.engine: tunix
+
+ENGINE_ATOL = 1e-4
+QUESTIONS = [  # (prompt, right answer, wrong answer): short completions, so a 270M step takes seconds
+    ("What is 3 + 4?", "3 + 4 = 7", "7", "8"),
+    ("What is 6 times 7?", "6 × 7 = 42", "42", "36"),
+    ("Half of 10?", "10 / 2 = 5", "5", "4"),
+    ("What is 9 - 2?", "9 - 2 = 7", "7", "11"),
+]
+
+
+def engine_params(engine: str, **preference) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["model"].update(preset="gemma3-270m", checkpoint="models/gemma-3-270m")
+    params["preference"].update(engine=engine, **preference)
+    return params
+
+
+def samples(tok: Tokenizer, model_sha: str) -> list[dict]:
+    """Samples as the samples stage writes them: a right and a wrong completion per prompt, each ending in its
+    end of turn."""
+
+    def completion(text: str, right: bool) -> dict:
+        ids = tok.encode(text + "<end_of_turn>", add_special_tokens=False).ids
+        return {
+            "text": text + "<end_of_turn>",
+            "tokens": ids,
+            "n_tokens": len(ids) - 1,
+            "truncated": False,
+            "reward": float(right),
+            "parts": {"correctness": float(right)},
+            "correct": right,
+            "greedy": False,
+        }
+
+    return [
+        {
+            "id": f"q{i}",
+            "prompt": prompt,
+            "model_sha256": model_sha,
+            "pass_rate": 0.5,
+            "completions": [
+                completion(f"<reasoning>{step.split('=')[0]}= {wrong}</reasoning><answer>{wrong}</answer>", False),
+                completion(f"<reasoning>{step}</reasoning><answer>{right}</answer>", True),
+            ],
+        }
+        for i, (prompt, step, right, wrong) in enumerate(QUESTIONS)
+    ]
+
+
+def preference_repo(root: Path, base: Path, params: dict) -> Path:
+    """What the preference stage reads: data/model/ (the 270M's files linked, as an SFT model), its samples,
+    params.yaml."""
+    model = root / paths.MODEL
+    model.mkdir(parents=True)
+    for file in base.iterdir():
+        (model / file.name).symlink_to(file)
+    (model / paths.TRAINING_INFO.name).write_text("{}\n")
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    write_jsonl(root / paths.SAMPLES, samples(tok, sha256_tree(model)))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return root
+
+
+def test_two_dpo_steps_of_ours_and_of_the_tunix_engine_agree(gemma270m, tmp_path):
+    base = gemma270m[1]
+    settings = dict(steps=2, pairs_per_step=2, loss="dpo", beta=0.1, learning_rate=1e-5, save_every=0, log_every=1)
+    theirs_root = preference_repo(tmp_path / "tunix", base, engine_params("tunix", **settings))
+    ours_root = preference_repo(tmp_path / "ours", base, engine_params("ours", **settings))
+    seconds = {
+        "tunix": run_stage_process(theirs_root, "preference"),
+        "ours": run_stage_process(ours_root, "preference"),
+    }
+    print(f"preference stage wall time: {seconds}")
+
+    info = lambda root: json.loads((root / paths.PREFERENCE_INFO).read_text())
+    ours, theirs = info(ours_root), info(theirs_root)
+    print(f"ours {ours['history']}\ntunix {theirs['history']}")
+    assert [r["step"] for r in theirs["history"]] == [r["step"] for r in ours["history"]] == [1.0, 2.0]
+    first, second = zip(ours["history"], theirs["history"])
+    # step 1: the policy is the reference, so the loss is log 2 on both; the forward passes are what differ
+    assert abs(first[0]["loss"] - first[1]["loss"]) <= ENGINE_ATOL
+    for key in ("logp_chosen", "logp_rejected", "grad_norm"):  # log-probs summed over a completion: relative
+        assert first[1][key] == pytest.approx(first[0][key], rel=ENGINE_ATOL), key
+    # step 2: other pairs, after one update of each engine's own gradients and AdamW
+    assert abs(second[0]["loss"] - second[1]["loss"]) <= ENGINE_ATOL
+    assert abs(second[0]["loss"] - math.log(2)) > 10 * ENGINE_ATOL  # the update moved the loss: the check can fail
+    for key in ("margin", "reward_chosen", "reward_rejected"):
+        assert abs(second[0][key] - second[1][key]) <= ENGINE_ATOL, key
+    assert second[1]["grad_norm"] == pytest.approx(second[0]["grad_norm"], rel=ENGINE_ATOL)
+    assert second[0]["pair_accuracy"] == second[1]["pair_accuracy"]
+    assert theirs["pairs"] == ours["pairs"] and theirs["reference_logps_mean"] is None
+
+    # data/preferred holds the same weights: AdamW moves a weight by at most ~lr a step
+    bound = 2 * settings["learning_rate"] * settings["steps"] + 1e-6
+    with (
+        safe_open(str(theirs_root / paths.PREFERRED / "model.safetensors"), framework="numpy") as exported,
+        safe_open(str(ours_root / paths.PREFERRED / "model.safetensors"), framework="numpy") as trained,
+    ):
+        assert set(exported.keys()) == set(trained.keys())
+        for name in exported.keys():
+            difference = np.abs(exported.get_tensor(name).astype(np.float32) - trained.get_tensor(name)).max()
+            assert float(difference) <= bound, name
+    assert sorted(p.name for p in (theirs_root / paths.PREFERRED).iterdir()) == sorted(
+        p.name for p in (ours_root / paths.PREFERRED).iterdir()
+    )
+
+    # the dvclive curves as ours logs them; nothing left to resume
+    metrics = json.loads((theirs_root / paths.PREFERENCE_LIVE / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["loss"] == pytest.approx(second[1]["loss"])
+    assert {"margin", "pair_accuracy", "logp_chosen", "grad_norm"} <= metrics.keys()
+    checkpoints = theirs_root / paths.PREFERENCE_CHECKPOINTS
+    assert list(checkpoints.iterdir()) == []
+    assert [p.name for p in checkpoints.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def engine_line() -> int:
+    """The line of params.yaml's `engine:` in its `preference:` section."""
+    lines = (ROOT / "params.yaml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("preference:"))
+    return next(i for i in range(start, len(lines)) if lines[i].startswith("  engine:")) + 1
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (
+            {"model": {"preset": "tiny"}},
+            "tunix runs only the presets with a Tunix ModelConfig (gemma3-270m, gemma3-1b)",
+        ),
+        ({"preference": {"loss": "ipo"}}, "tunix runs preference.loss dpo or orpo, not ipo"),
+        ({"preference": {"lora": {"rank": 4}}}, "tunix does not run LoRA (preference.lora, or model.lora"),
+        ({"model": {"lora": {"rank": 4}}}, "tunix does not run LoRA (preference.lora, or model.lora"),
+        ({"preference": {"nll_weight": 0.1}}, "tunix does not run preference.nll_weight > 0 with dpo"),
+        ({"train": {"mesh": {"data": 2, "fsdp": 1}}}, "tunix does not run a mesh of more than one device"),
+    ],
+)
+def test_the_tunix_engine_refuses_in_one_line_naming_the_param(change, says):
+    params = engine_params("tunix")
+    for section, values in change.items():
+        for key, value in values.items():
+            params[section][key] = {**(params[section][key] or {}), **value} if isinstance(value, dict) else value
+    with pytest.raises(StageError) as err:
+        tunix_preference.check(params, ROOT)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(f"params.yaml:{engine_line()}: preference.engine: {says}"), line
+    tunix_preference.check(engine_params("tunix", loss="orpo", nll_weight=0.1), ROOT)  # orpo reads no nll_weight
+
+
+def test_without_the_tunix_environment_the_preference_engine_says_how_to_make_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("TUNIX_PYTHON", str(tmp_path / "nowhere/bin/python"))
+    with pytest.raises(StageError, match=r"preference\.engine: no Tunix environment at .*nowhere.*make tunix-env"):
+        tunix_preference.check(engine_params("tunix"), ROOT)

@@ -19,6 +19,14 @@ BATCH_KEYS = ("inputs", "targets", "weights", "positions", "segments")  # as tra
 # our preset -> Tunix's Gemma 3 ModelConfig constructor. gemma2-2b has one too (tunix.models.gemma), but its
 # weights are not mapped back to Hugging Face names here (tunix_engine.hf_weights), so it is not offered.
 TUNIX_PRESETS = {"gemma3-270m": "gemma3_270m", "gemma3-1b": "gemma3_1b_pt"}
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # training.lora's ATTENTION_TARGETS (JAX: not imported here)
+
+
+def adapter_name(layer: int, target: str, which: str) -> str:
+    """PEFT's name of an adapter matrix (`which`: "A" or "B"), as training.lora.peft_tensors writes it; the
+    stage checks the two agree (`read_adapters`)."""
+    module = "self_attn" if target in ATTENTION else "mlp"
+    return f"base_model.model.model.layers.{layer}.{module}.{target}.lora_{which}.weight"
 
 
 class TunixUnavailable(RuntimeError):
@@ -55,8 +63,8 @@ def read_rows(log: Path) -> list[dict]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def start_engine(request: dict, workdir: Path) -> tuple[subprocess.Popen, Path]:
-    """Start training/tunix_engine.py on `request` in the Tunix environment (its "log" defaults to
+def start_engine(request: dict, workdir: Path, runner: str = "training.tunix_engine") -> tuple[subprocess.Popen, Path]:
+    """Start `runner` (training/tunix_engine.py, or training/tunix_dpo.py) on `request` in the Tunix environment (its "log" defaults to
     workdir/tunix_log.jsonl); the process and the log. `finish_engine` waits for it."""
     python = check_available()
     workdir = workdir.resolve()  # the runner starts in the repository root, not in the stage's directory
@@ -66,7 +74,7 @@ def start_engine(request: dict, workdir: Path) -> tuple[subprocess.Popen, Path]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "XLA_FLAGS")} | {"PYTHONPATH": str(ROOT)}
     with (workdir / "tunix_stderr.txt").open("w") as stderr:  # a file, not a pipe: a chatty runner never blocks
         proc = subprocess.Popen(
-            [str(python), "-m", "training.tunix_engine", str(workdir / "request.json")],
+            [str(python), "-m", runner, str(workdir / "request.json")],
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             env=env,
@@ -96,6 +104,27 @@ def load_export(export: Path, base: Path, **dtypes):
 
     shutil.copyfile(base / "config.json", export / "config.json")
     return load_pretrained(export, **dtypes)
+
+
+def load_adapters(model, export: Path) -> None:
+    """The runner's trained adapters (request "lora": export/adapter_model.safetensors, PEFT's names and
+    shapes) into `model`'s adapters, which must be the same set (a CheckpointError says what differs)."""
+    import jax.numpy as jnp  # JAX: only the main environment's side reads it
+    from safetensors.numpy import load_file
+
+    from training import lora
+    from training.hf_io import CheckpointError
+
+    path = export / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    wanted = {name: value.shape for name, value in lora.peft_tensors(model).items()}
+    got = {name: value.shape for name, value in tensors.items()}
+    if got != wanted:
+        diff = sorted(set(got) ^ set(wanted)) or [n for n in wanted if got[n] != wanted[n]]
+        raise CheckpointError(f"{path}: the adapters are not the model's ({diff[0]} differs)")
+    for (layer, target), adapter in lora.adapters(model).items():
+        adapter.a.value = jnp.asarray(tensors[adapter_name(layer, target, "A")].T)
+        adapter.b.value = jnp.asarray(tensors[adapter_name(layer, target, "B")].T)
 
 
 def run_engine(request: dict, workdir: Path, timeout: float | None = None) -> list[dict]:

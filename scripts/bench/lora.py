@@ -1,7 +1,9 @@
 """`lora`: our LoRA step beside other engines' (same rank, targets, batch), with each one's share of the
 machine's matmul roof measured in the same run.
 
-An engine is a side (a function in its own process returning its figures) and a row label in ENGINES.
+An engine is a side (a function in its own process returning its figures) and a row label in ENGINES. With a
+gemma3-270m/1b `--checkpoint` in float32, Tunix's PeftTrainer with qwix LoRA (training/tunix_engine.py in
+.venv-tunix, started as scripts/bench/train.py starts its full fine-tuning) is a row too.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def add_arguments(parser) -> None:
         "--base-dtype", choices=["float32", "bfloat16"], help="the frozen base's dtype on our side (default: --dtype)"
     )
     parser.add_argument("--no-reference", action="store_true", help="ours alone (no other engine)")
+    parser.add_argument("--no-tunix", action="store_true", help="skip the Tunix PeftTrainer + qwix LoRA side")
 
 
 def lora_flops_per_token(cfg, seq_len: int, rank: int, targets: tuple[str, ...]) -> float:
@@ -106,14 +109,34 @@ def torch_lora(args) -> dict:
     return torch_step_rate(args, torch, model, trainable, opt, device, device_name, sync, warmup=1)
 
 
-SIDES = {"jax": jax_lora, "torch": torch_lora}
+def tunix_lora(args) -> dict:
+    """Tunix's PeftTrainer with qwix LoRA of our rank, alpha and targets on our batch and optimizer (its
+    tokens/s: the median step after the compiling first). qwix draws its own initial adapters here: a step's
+    time does not depend on their values."""
+    from scripts.bench.train import tunix_train
+    from training.lora import TARGETS
+
+    spec = {"rank": args.lora_rank, "alpha": float(2 * args.lora_rank), "targets": list(TARGETS), "rslora": False}
+    return tunix_train(args, lora=spec)
+
+
+SIDES = {"jax": jax_lora, "torch": torch_lora, "tunix": tunix_lora}
 OURS = ("tunix-rt (JAX)", "jax")
 ENGINES = [("transformers + peft (PyTorch)", "torch")]  # the references, each a side, printed in this order
+TUNIX = ("Tunix PeftTrainer + qwix LoRA", "tunix")  # a reference too, where it can run these arguments
 
 
 def measure(args, argv: list[str]) -> list[tuple[str, dict]]:
-    """(label, figures) of ours and, unless --no-reference, of every reference engine."""
+    """(label, figures) of ours and, unless --no-reference, of every reference engine (Tunix's where
+    `tunix_skip_reason` has none, else the reason is printed)."""
+    from scripts.bench.train import tunix_skip_reason
+
     engines = [OURS] + ([] if args.no_reference else ENGINES)
+    reason = None if args.no_reference else tunix_skip_reason(args)
+    if reason:
+        print(reason)
+    elif not args.no_reference:
+        engines.append(TUNIX)
     return [(label, run_side(argv, side)) for label, side in engines]
 
 

@@ -162,10 +162,10 @@ def tunix_skip_reason(args) -> str | None:
     return None
 
 
-def tunix_train(args) -> dict:
+def tunix_train(args, lora: dict | None = None) -> dict:
     """Tunix's PeftTrainer (training/tunix_engine.py in .venv-tunix) on our batch and optimizer: the first
     step (compiling) and `--repeats` more, each on the same random batch as ours; its median step after the
-    first."""
+    first. With `lora` (the runner's request "lora"), qwix LoRA of that spec (scripts/bench/lora.py)."""
     from training.tunix_launch import run_engine, tunix_python, write_batches
 
     cfg = model_config(args)
@@ -181,6 +181,8 @@ def tunix_train(args) -> dict:
             "loop": loop,
             "batches": str(work / "batches.npz"),
         }
+        if lora:
+            request["lora"] = lora
         rows = run_engine(request, work)
     if len(rows) != steps:
         raise SystemExit(f"bench: the Tunix engine logged {len(rows)} steps of {steps}")
