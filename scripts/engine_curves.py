@@ -7,6 +7,12 @@ the same synthetic traces (the seed stage's generators), the same tokenizer and 
 params but `train.engine`. The stage writes its curve to dvclive; this prints both curves side by side,
 the absolute difference at every step, its largest value and the wall time of each engine's stage. One
 engine at a time: a 270M fine-tune's memory is freed before the other starts.
+
+    python scripts/engine_curves.py --base DIR --steps 6 --save-every 2 --kill-at 3
+
+also checks the `tunix` engine's resume: a third run whose stage and runner are killed together (SIGKILL to
+the process group, as a lost machine would be) once the runner has logged step `--kill-at`, then run again
+to the end; its `data/model/model.safetensors` must be byte for byte the uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +54,7 @@ def engine_params(args, engine: str) -> dict:
         warmup_steps=max(args.steps // 10, 1),
         schedule="cosine",
         log_every=1,
-        save_every=0,  # checkpoints are seconds of writing a step and say nothing about the curve
+        save_every=args.save_every,  # 0: checkpoints are seconds of writing a step and say nothing about a curve
     )
     return params
 
@@ -71,6 +78,24 @@ def run_stage(root: Path) -> float:
     return time.perf_counter() - started
 
 
+def run_killed_then_resumed(root: Path, kill_at: int) -> None:
+    """The stage killed with its runner once the runner's log reaches step `kill_at`, then run to the end."""
+    log = root / paths.CHECKPOINTS.parent / f".{paths.CHECKPOINTS.name}.tunix" / "tunix_log.jsonl"
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root, env=env, start_new_session=True)
+    while proc.poll() is None:
+        steps = [json.loads(line)["step"] for line in log.read_text().splitlines()] if log.exists() else []
+        if steps and max(steps) >= kill_at:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            print(f"killed at step {max(steps)}; running the stage again")
+            break
+        time.sleep(0.5)
+    else:
+        raise SystemExit(f"{root}: the stage ended before step {kill_at} (exit {proc.returncode})")
+    run_stage(root)
+
+
 def read_curve(root: Path) -> dict[int, float]:
     with (root / LOSS_CURVE).open() as f:
         return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f, delimiter="\t")}
@@ -86,7 +111,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-5)
     parser.add_argument("--lora-rank", type=int, default=0, help="0: full fine-tuning")
     parser.add_argument("--traces", type=int, default=400, help="synthetic training traces")
+    parser.add_argument("--save-every", type=int, default=0, help="train.save_every (0: no checkpoints)")
+    parser.add_argument("--kill-at", type=int, help="also run tunix killed at this step and resumed (--save-every)")
     args = parser.parse_args(argv)
+    if args.kill_at and not 0 < args.save_every <= args.kill_at < args.steps:
+        parser.error("--kill-at needs 0 < --save-every <= --kill-at < --steps (a checkpoint to resume from)")
     base = args.base.resolve()
     traces = build_dataset(args.traces, {"arithmetic": 3, "word_problem": 4, "sequence": 1, "string": 1}, seed=0)
     curves, seconds = {}, {}
@@ -95,6 +124,14 @@ def main(argv: list[str] | None = None) -> None:
             root = make_repo(Path(tmp) / engine, base, traces, engine_params(args, engine))
             seconds[engine] = run_stage(root)
             curves[engine] = read_curve(root)
+        if args.kill_at:
+            resumed = make_repo(Path(tmp) / "tunix-resumed", base, traces, engine_params(args, "tunix"))
+            run_killed_then_resumed(resumed, args.kill_at)
+            weights = [(r / paths.MODEL / "model.safetensors").read_bytes() for r in (resumed, Path(tmp) / "tunix")]
+            print(
+                f"tunix killed at step {args.kill_at} and resumed: data/model/model.safetensors "
+                f"{'byte for byte the uninterrupted run' if weights[0] == weights[1] else 'DIFFERS from the uninterrupted run'}"
+            )
     steps = sorted(set(curves["ours"]) & set(curves["tunix"]))
     if not steps:
         raise SystemExit("no step logged by both engines")
