@@ -30,6 +30,7 @@ from tokenizers import Tokenizer
 from stages import paths, tunix_train
 from stages.common import StageError
 from tests.pipeline_utils import ROOT, run_stage_process
+from tests.test_preference_tunix import ENGINE_ATOL, engine_params, preference_repo
 from tests.test_tunix_interop import TUNIX_PYTHON
 from training import lora
 from training import tokenizer as tokenizers_io
@@ -206,6 +207,61 @@ def test_lora_through_qwix_and_ours_agree_and_export_the_same_adapter(gemma270m,
             np.abs(merged[name] - ours_merged[name]).max()
             <= LORA_UPDATE_RTOL * np.abs(ours_merged[name] - before[name]).max()
         )
+
+
+# The preference stage's two engines (tests/test_preference_tunix.py has the rest): in this file so that the
+# 270M runs of both Tunix engines never overlap (pytest-xdist keeps a file on one worker, one test at a time).
+@pytest.mark.skipif(not TUNIX_PYTHON.exists(), reason=f"no Tunix environment at {TUNIX_PYTHON} (make tunix-env)")
+def test_two_dpo_steps_of_ours_and_of_the_tunix_engine_agree(gemma270m, tmp_path):
+    base = gemma270m[1]
+    settings = dict(steps=2, pairs_per_step=2, loss="dpo", beta=0.1, learning_rate=1e-5, save_every=0, log_every=1)
+    theirs_root = preference_repo(tmp_path / "tunix", base, engine_params("tunix", **settings))
+    ours_root = preference_repo(tmp_path / "ours", base, engine_params("ours", **settings))
+    seconds = {
+        "tunix": run_stage_process(theirs_root, "preference"),
+        "ours": run_stage_process(ours_root, "preference"),
+    }
+    print(f"preference stage wall time: {seconds}")
+
+    info = lambda root: json.loads((root / paths.PREFERENCE_INFO).read_text())
+    ours, theirs = info(ours_root), info(theirs_root)
+    print(f"ours {ours['history']}\ntunix {theirs['history']}")
+    assert [r["step"] for r in theirs["history"]] == [r["step"] for r in ours["history"]] == [1.0, 2.0]
+    first, second = zip(ours["history"], theirs["history"])
+    # step 1: the policy is the reference, so the loss is log 2 on both; the forward passes are what differ
+    assert abs(first[0]["loss"] - first[1]["loss"]) <= ENGINE_ATOL
+    for key in ("logp_chosen", "logp_rejected", "grad_norm"):  # log-probs summed over a completion: relative
+        assert first[1][key] == pytest.approx(first[0][key], rel=ENGINE_ATOL), key
+    # step 2: other pairs, after one update of each engine's own gradients and AdamW
+    assert abs(second[0]["loss"] - second[1]["loss"]) <= ENGINE_ATOL
+    assert abs(second[0]["loss"] - math.log(2)) > 10 * ENGINE_ATOL  # the update moved the loss: the check can fail
+    for key in ("margin", "reward_chosen", "reward_rejected"):
+        assert abs(second[0][key] - second[1][key]) <= ENGINE_ATOL, key
+    assert second[1]["grad_norm"] == pytest.approx(second[0]["grad_norm"], rel=ENGINE_ATOL)
+    assert second[0]["pair_accuracy"] == second[1]["pair_accuracy"]
+    assert theirs["pairs"] == ours["pairs"] and theirs["reference_logps_mean"] is None
+
+    # data/preferred holds the same weights: AdamW moves a weight by at most ~lr a step
+    bound = 2 * settings["learning_rate"] * settings["steps"] + 1e-6
+    with (
+        safe_open(str(theirs_root / paths.PREFERRED / "model.safetensors"), framework="numpy") as exported,
+        safe_open(str(ours_root / paths.PREFERRED / "model.safetensors"), framework="numpy") as trained,
+    ):
+        assert set(exported.keys()) == set(trained.keys())
+        for name in exported.keys():
+            difference = np.abs(exported.get_tensor(name).astype(np.float32) - trained.get_tensor(name)).max()
+            assert float(difference) <= bound, name
+    assert sorted(p.name for p in (theirs_root / paths.PREFERRED).iterdir()) == sorted(
+        p.name for p in (ours_root / paths.PREFERRED).iterdir()
+    )
+
+    # the dvclive curves as ours logs them; nothing left to resume
+    metrics = json.loads((theirs_root / paths.PREFERENCE_LIVE / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["loss"] == pytest.approx(second[1]["loss"])
+    assert {"margin", "pair_accuracy", "logp_chosen", "grad_norm"} <= metrics.keys()
+    checkpoints = theirs_root / paths.PREFERENCE_CHECKPOINTS
+    assert list(checkpoints.iterdir()) == []
+    assert [p.name for p in checkpoints.parent.iterdir() if p.name.startswith(".")] == []
 
 
 @pytest.mark.parametrize(
