@@ -115,13 +115,18 @@ def finished(checkpoints: Path) -> None:
     checkpoints.mkdir(parents=True, exist_ok=True)
 
 
-def load_learner(params: dict, section: str, model_dir: Path, root: Path) -> tuple[Gemma, LoRASpec]:
-    """The model a stage after SFT improves; with a LoRA rank above 0 (`<section>.lora`, or `model.lora` when
-    that is null), fresh adapters on it, held in the compute dtype: the model is their frozen base, and so
-    the reference, with no second copy."""
-    model_params = params["model"]
+def learner_lora(params: dict, section: str) -> tuple[str, LoRASpec]:
+    """The adapters a stage after SFT puts on its model: (the section they come from, their spec);
+    `<section>.lora`, or `model.lora` when that is null."""
     lora_section = "model" if params[section].get("lora") is None else section
-    spec = LoRASpec.from_params(params[lora_section].get("lora"))
+    return lora_section, LoRASpec.from_params(params[lora_section].get("lora"))
+
+
+def load_learner(params: dict, section: str, model_dir: Path, root: Path) -> tuple[Gemma, LoRASpec]:
+    """The model a stage after SFT improves; with a LoRA rank above 0 (`learner_lora`), fresh adapters on
+    it, held in the compute dtype: the model is their frozen base, and so the reference, with no second copy."""
+    model_params = params["model"]
+    lora_section, spec = learner_lora(params, section)
     param_dtype = model_params["compute_dtype"] if spec.rank else model_params["param_dtype"]
     try:
         model = load_pretrained(model_dir, dtype=model_params["compute_dtype"], param_dtype=param_dtype)

@@ -69,9 +69,12 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
     tunix = params["train"]["engine"] == "tunix"  # Tunix's PeftTrainer in .venv-tunix (stages/tunix_train.py)
     if tunix:
         tunix_train.check(params, root)
+    spec = LoRASpec.from_params(params["model"].get("lora"))
     try:
         model = None
-        if not tunix:
+        # The tunix engine reads full weights from data/base/ itself; with LoRA it starts from our adapters
+        # and its trained ones are read back into this model.
+        if not tunix or spec.rank:
             model = build_model(
                 params["model"],
                 tok.get_vocab_size(),
@@ -79,14 +82,13 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
                 remat=params["train"]["remat"],
                 checkpoint=root / paths.BASE,
             )
-        model_config = read_config(root / paths.BASE) if tunix else model.config
+        model_config = model.config if model else read_config(root / paths.BASE)
     except CheckpointError as err:
         raise StageError(str(err)) from None
     except ShapeError as err:
         raise StageError(f"{params_where('model', 'tiny', root=root)}: {err}") from None
     except LoRAError as err:
         raise param_error("model", "lora", err.key, message=err, root=root) from None
-    spec = LoRASpec.from_params(params["model"].get("lora"))
     n_params = model_config.num_params()
     print(
         f"train: {len(records)} traces packed into {len(rows)} rows of {cfg.seq_len} "
@@ -99,7 +101,7 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
         progress = live.progress(cfg.steps, "train")
         try:
             if tunix:
-                model, result = tunix_train.train(params, cfg, stream, root, on_log, progress)
+                model, result = tunix_train.train(params, cfg, stream, root, model, on_log, progress)
             else:
                 result = train(model, stream, cfg, checkpoint_dir=checkpoints, on_log=on_log, progress=progress)
         except NonFiniteLoss as err:

@@ -24,6 +24,7 @@ from flax import nnx
 
 from stages import paths
 from stages.common import StageError, param_error
+from stages.live import learner_lora
 from stages.tunix_runner import follow, work_folder
 from training.grpo import PromptStream
 from training.hf_io import CheckpointError
@@ -31,7 +32,7 @@ from training.loop import LoopConfig
 from training.lora import LoRASpec
 from training.model import Gemma
 from training.preference import Pair, PreferenceConfig, PreferenceResult, prompt_width
-from training.sampler import bucket_length, left_pad
+from training.sampler import bucket_length, left_pad, right_pad
 from training.tunix_launch import (
     TUNIX_PRESETS,
     TunixUnavailable,
@@ -42,12 +43,6 @@ from training.tunix_launch import (
 
 LOSSES = ("dpo", "orpo")  # what DPOTrainer runs (its `algorithm`)
 RUNNER = "training.tunix_dpo"
-
-
-def lora_spec(params: dict) -> LoRASpec:
-    """The adapters the preference stage would put on the model (`preference.lora`, or `model.lora`)."""
-    section = "model" if params["preference"].get("lora") is None else "preference"
-    return LoRASpec.from_params(params[section].get("lora"))
 
 
 def check(params: dict, root: Path) -> None:
@@ -65,7 +60,8 @@ def check(params: dict, root: Path) -> None:
         )
     mesh = params["train"]["mesh"]
     reasons = {
-        "LoRA (preference.lora, or model.lora when that is null, rank > 0)": lora_spec(params).rank > 0,
+        "LoRA (preference.lora, or model.lora when that is null, rank > 0)": learner_lora(params, "preference")[1].rank
+        > 0,
         "preference.nll_weight > 0 with dpo": pref["loss"] == "dpo" and pref["nll_weight"] > 0,
         "a mesh of more than one device (train.mesh)": mesh["data"] * mesh["fsdp"] > 1,
     }
@@ -91,11 +87,7 @@ def step_inputs(pairs: Sequence[Pair], cfg: PreferenceConfig, pad_id: int) -> di
         ids, _, mask = left_pad([p.prompt for p in chosen], width, pad_id)
         arrays = {"prompt_ids": ids, "prompt_mask": mask}
         for j, name in enumerate(("chosen", "rejected")):
-            ids = np.full((len(chosen), completion_width), pad_id, np.int32)
-            mask = np.zeros((len(chosen), completion_width), np.int32)
-            for row, pair in enumerate(chosen):
-                ids[row, : len(pair.completions[j])] = pair.completions[j]
-                mask[row, : len(pair.completions[j])] = 1
+            ids, mask = right_pad([p.completions[j] for p in chosen], completion_width, pad_id)
             arrays |= {f"{name}_ids": ids, f"{name}_mask": mask}
         for key, value in arrays.items():
             out.setdefault(key, []).append(value)
@@ -147,4 +139,4 @@ def train(
         raise StageError(f"preference.engine tunix: {err}") from None
     shutil.rmtree(work)
     state = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    return model, lora_spec(params), PreferenceResult(state, history, start, None)
+    return model, learner_lora(params, "preference")[1], PreferenceResult(state, history, start, None)

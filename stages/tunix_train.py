@@ -6,7 +6,7 @@ The stage packs the batches as always and writes every step's (training/tunix_la
 schedule, checkpoints through Tunix's Orbax manager into data/checkpoints/ (a rerun after a kill resumes
 there, as ours does), appends a row per step to a log the stage follows into dvclive, and exports the trained
 weights under Hugging Face names, which are read back into our model and written by the same `save_trained`.
-With LoRA (model.lora.rank > 0) the stage builds our model with its adapters first, as our engine does, hands
+With LoRA (model.lora.rank > 0) the stage builds our model with its adapters first, as for our engine, hands
 their initial values to the runner (qwix LoRA on the same projections starts from them), and reads the trained
 adapters back into it: `save_trained` then writes the same PEFT adapter and merged model as for our engine.
 docs/tunix.md says what each engine supports.
@@ -22,13 +22,12 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from stages import paths
-from stages.common import StageError, load_tokenizer, param_error
+from stages.common import StageError, param_error
 from stages.tunix_runner import follow, work_folder
 from training import lora
 from training.data import BatchStream
-from training.factory import build_model
 from training.hf_io import CheckpointError
-from training.lora import LoRAError, LoRASpec
+from training.lora import LoRASpec
 from training.model import Gemma
 from training.trainer import TrainConfig, TrainResult
 from training.tunix_launch import (
@@ -81,12 +80,14 @@ def train(
     cfg: TrainConfig,
     stream: BatchStream,
     root: Path,
+    model: Gemma | None,
     on_log: Callable[[int, dict], None],
     progress: Callable[[int], object],
 ) -> tuple[Gemma, TrainResult]:
-    """Train with Tunix; the trained model (ours, float32, read from its export) and the run's history."""
+    """Train with Tunix; the trained model (ours, float32) and the run's history. With LoRA, `model` is ours
+    with its fresh adapters (the runner starts from them; the trained ones are read back into it); for full
+    fine-tuning it is None and the model is read from the runner's export."""
     spec = LoRASpec.from_params(params["model"].get("lora"))
-    model = lora_model(params, cfg, root) if spec.rank else None  # full fine-tuning: read from the export
     checkpoints = root / paths.CHECKPOINTS
     work, start, log = work_folder(checkpoints)
     write_batches(stream.batch, cfg.steps, work / "batches.npz")
@@ -124,15 +125,3 @@ def train(
         resumed_from=start,
     )
     return model, result
-
-
-def lora_model(params: dict, cfg: TrainConfig, root: Path) -> Gemma:
-    """Our model with fresh adapters, as our engine builds it (`build_model`, the same seed): the adapters the
-    runner starts from and the model the trained ones are read back into."""
-    vocab = load_tokenizer(root / paths.TOKENIZER).get_vocab_size()
-    try:
-        return build_model(params["model"], vocab, cfg.seed, checkpoint=root / paths.BASE)
-    except LoRAError as err:
-        raise param_error("model", "lora", err.key, message=err, root=root) from None
-    except CheckpointError as err:
-        raise StageError(str(err)) from None

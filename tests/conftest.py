@@ -10,9 +10,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from training.host_memory import reuse_freed_memory  # noqa: E402  (after sys.path: the project's package)
-
-reuse_freed_memory()  # as the stages do: XLA:CPU's per-run buffers land on mapped pages
+# No training/host_memory.reuse_freed_memory() here, unlike the stages: a worker runs hundreds of tests,
+# and with it the worker's resident memory would stay at the peak of every test it ran.
 
 # Property-based tests (tests/test_properties.py): in CI (`CI` set) the same examples every run, so a
 # red build is reproducible and never a roll of the dice; locally a fresh draw each run finds new cases.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from training.host_memory import reuse_freed_memory
+from training.host_memory import glibc_malloc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ def faults_per_run(reuse: bool, runs: int) -> list[int]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not reuse_freed_memory(), reason="glibc malloc only (Linux)")
+@pytest.mark.skipif(not glibc_malloc(), reason="glibc malloc only (Linux)")
 def test_most_runs_reuse_mapped_pages_for_their_temporaries():
     pages = 130 * 2**20 // 4096
     default = faults_per_run(reuse=False, runs=6)

@@ -18,17 +18,22 @@ M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 
 
+def glibc_malloc() -> bool:
+    """Whether this process allocates with glibc malloc, the one allocator `reuse_freed_memory` tunes."""
+    # musl's mallopt is a no-op stub; macOS has no mallopt
+    return sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
+
+
 def reuse_freed_memory() -> bool:
     """Configure glibc malloc to keep and reuse freed memory; True when it took effect.
 
     Call it before JAX first runs a program: threads that already have their own malloc arena keep
-    using it. Elsewhere than Linux with glibc (macOS, musl) it does nothing and returns False. The
-    cost: the process's resident memory stays at its peak instead of shrinking after large frees.
+    using it. Elsewhere than glibc (macOS, musl) it does nothing and returns False. The cost: the
+    process's resident memory stays at its peak instead of shrinking after large frees, so it is for a
+    process with one job (a stage), never for one that runs many (a test worker).
     """
-    if not sys.platform.startswith("linux"):
+    if not glibc_malloc():
         return False
     libc = ctypes.CDLL(None)
-    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: musl's mallopt is a no-op stub
-        return False
     settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: never trim
     return all(libc.mallopt(param, value) == 1 for param, value in settings)

@@ -27,10 +27,7 @@ from flax import nnx
 
 from training.config import GemmaConfig
 from training.matmul import matmul
-
-ATTENTION_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP_TARGETS = ("gate_proj", "up_proj", "down_proj")
-TARGETS = ATTENTION_TARGETS + MLP_TARGETS
+from training.peft_names import ATTENTION_TARGETS, MLP_TARGETS, TARGETS, adapter_name
 
 
 class LoRAError(ValueError):
@@ -227,10 +224,8 @@ def peft_tensors(model) -> dict[str, np.ndarray]:
     """The adapters under PEFT's names and shapes: lora_A.weight [r, in], lora_B.weight [out, r], float32."""
     out = {}
     for (i, name), adapter in adapters(model).items():
-        module = "self_attn" if name in ATTENTION_TARGETS else "mlp"
-        prefix = f"base_model.model.model.layers.{i}.{module}.{name}"
-        out[f"{prefix}.lora_A.weight"] = np.ascontiguousarray(np.asarray(adapter.a[...], np.float32).T)
-        out[f"{prefix}.lora_B.weight"] = np.ascontiguousarray(np.asarray(adapter.b[...], np.float32).T)
+        out[adapter_name(i, name, "A")] = np.ascontiguousarray(np.asarray(adapter.a[...], np.float32).T)
+        out[adapter_name(i, name, "B")] = np.ascontiguousarray(np.asarray(adapter.b[...], np.float32).T)
     return out
 
 

@@ -37,7 +37,7 @@ from training import loop, lora
 from training.grpo import PromptStream, compiled, completion_batch, completion_logprobs, make_logprob_fn
 from training.loop import LoopConfig, NonFiniteLoss, global_norm, make_optimizer
 from training.model import Gemma
-from training.sampler import bucket_length
+from training.sampler import bucket_length, right_pad
 
 __all__ = [
     "LOSSES",
@@ -219,10 +219,7 @@ def pair_batch(pairs: Sequence[Pair], prompt_len: int, pad_id: int) -> dict[str,
     """The arrays of `grpo.completion_logprobs` for pairs: each prompt once [P, prompt_len], left-padded,
     its k completions after it [P·k, width] (a power-of-two bucket of the longest), and the token mask."""
     rows = [list(c) for p in pairs for c in p.completions]
-    width = bucket_length(max(len(r) for r in rows), minimum=32)
-    tokens = np.full((len(rows), width), pad_id, np.int32)
-    for i, r in enumerate(rows):
-        tokens[i, : len(r)] = r
+    tokens, _ = right_pad(rows, bucket_length(max(len(r) for r in rows), minimum=32), pad_id)
     lengths = np.asarray([len(r) for r in rows])
     return completion_batch([p.prompt for p in pairs], tokens, lengths, prompt_len, pad_id)
 

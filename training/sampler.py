@@ -79,6 +79,17 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int) -> tupl
     return tokens, positions, segments
 
 
+def right_pad(rows: Sequence[Sequence[int]], length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens and their mask (1 on a row's own tokens) [B, length], rows flush left: completions after
+    their prompts."""
+    tokens = np.full((len(rows), length), pad_id, np.int32)
+    mask = np.zeros((len(rows), length), np.int32)
+    for i, r in enumerate(rows):
+        tokens[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return tokens, mask
+
+
 def choose(logits: jax.Array, key: jax.Array, cfg: SamplingConfig) -> jax.Array:
     """Next token from one row's float32 logits [V]."""
     if cfg.temperature == 0.0:

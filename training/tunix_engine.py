@@ -55,7 +55,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from training.loop import LoopConfig, learning_rate_schedule, make_optimizer
-from training.tunix_launch import BATCH_KEYS, TUNIX_PRESETS, adapter_name
+from training.peft_names import adapter_name
+from training.tunix_launch import BATCH_KEYS, TUNIX_PRESETS
 
 # our (Hugging Face) projection -> (the Tunix Gemma 3 module it is in, under layers.<i>, and its weight; the
 # index into a stacked einsum's leading axis, or None)

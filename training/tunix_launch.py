@@ -14,19 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from training.peft_names import adapter_name
+
 ROOT = Path(__file__).resolve().parent.parent
 BATCH_KEYS = ("inputs", "targets", "weights", "positions", "segments")  # as training/tunix_engine.py reads them
 # our preset -> Tunix's Gemma 3 ModelConfig constructor. gemma2-2b has one too (tunix.models.gemma), but its
 # weights are not mapped back to Hugging Face names here (tunix_engine.hf_weights), so it is not offered.
 TUNIX_PRESETS = {"gemma3-270m": "gemma3_270m", "gemma3-1b": "gemma3_1b_pt"}
-ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # training.lora's ATTENTION_TARGETS (JAX: not imported here)
-
-
-def adapter_name(layer: int, target: str, which: str) -> str:
-    """PEFT's name of an adapter matrix (`which`: "A" or "B"), as training.lora.peft_tensors writes it; the
-    stage checks the two agree (`read_adapters`)."""
-    module = "self_attn" if target in ATTENTION else "mlp"
-    return f"base_model.model.model.layers.{layer}.{module}.{target}.lora_{which}.weight"
 
 
 class TunixUnavailable(RuntimeError):
@@ -64,8 +58,8 @@ def read_rows(log: Path) -> list[dict]:
 
 
 def start_engine(request: dict, workdir: Path, runner: str = "training.tunix_engine") -> tuple[subprocess.Popen, Path]:
-    """Start `runner` (training/tunix_engine.py, or training/tunix_dpo.py) on `request` in the Tunix environment (its "log" defaults to
-    workdir/tunix_log.jsonl); the process and the log. `finish_engine` waits for it."""
+    """Start `runner` (training/tunix_engine.py, or training/tunix_dpo.py) on `request` in the Tunix environment
+    (its "log" defaults to workdir/tunix_log.jsonl); the process and the log. `finish_engine` waits for it."""
     python = check_available()
     workdir = workdir.resolve()  # the runner starts in the repository root, not in the stage's directory
     workdir.mkdir(parents=True, exist_ok=True)
