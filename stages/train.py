@@ -82,7 +82,7 @@ def run(params: dict, root: Path = Path(".")) -> TrainResult:
                 remat=params["train"]["remat"],
                 checkpoint=root / paths.BASE,
             )
-        model_config = model.config if model else read_config(root / paths.BASE)
+        model_config = model.config if model is not None else read_config(root / paths.BASE)
     except CheckpointError as err:
         raise StageError(str(err)) from None
     except ShapeError as err:
