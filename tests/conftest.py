@@ -10,8 +10,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-# No training/host_memory.reuse_freed_memory() here, unlike the stages: a worker runs hundreds of tests,
-# and with it the worker's resident memory would stay at the peak of every test it ran.
+from training.host_memory import return_freed_memory  # noqa: E402  (after sys.path: the project's package)
+
+# The opposite of the stages' reuse_freed_memory(): a worker runs hundreds of tests, one 270M model after
+# another, beside stage processes and a vLLM server; what a test freed must not stay resident in it.
+return_freed_memory()
 
 # Property-based tests (tests/test_properties.py): in CI (`CI` set) the same examples every run, so a
 # red build is reproducible and never a roll of the dice; locally a fresh draw each run finds new cases.

@@ -55,3 +55,42 @@ def test_most_runs_reuse_mapped_pages_for_their_temporaries():
     # request while a live allocation keeps it from merging) and then holds enough: most runs fault
     # on a few pages at most.
     assert statistics.median(reused) < pages // 20, reused
+
+
+# Blocks freed in the middle of the heap: after one large block is freed, glibc by default takes blocks that
+# large from the heap, and the small blocks kept between them keep the heap from shrinking.
+RETAINED = """
+import json, sys
+sys.path.insert(0, {root!r})
+if {give_back}:
+    from training.host_memory import return_freed_memory
+    assert return_freed_memory()
+import numpy as np
+
+def resident_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+before = resident_mib()
+large = np.ones(2 * 2**20)  # 16 MiB, mapped on its own by default
+del large
+blocks, pins = [], []
+for _ in range(24):
+    blocks.append(np.ones(2**20))  # 8 MiB
+    pins.append(np.ones(8192))  # and 64 KiB after it, kept
+del blocks
+print(json.dumps(resident_mib() - before))
+"""
+
+
+def retained_mib(give_back: bool) -> float:
+    code = RETAINED.format(root=str(ROOT), give_back=give_back)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not glibc_malloc(), reason="glibc malloc only (Linux)")
+def test_a_worker_gives_freed_blocks_back_to_the_kernel():
+    kept = retained_mib(give_back=False)
+    assert kept > 100, kept  # the premise: by default the freed 192 MiB stay resident
+    assert retained_mib(give_back=True) < 16

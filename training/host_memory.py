@@ -14,12 +14,13 @@ import sys
 
 # glibc's mallopt(3) parameters
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
 
 
 def glibc_malloc() -> bool:
-    """Whether this process allocates with glibc malloc, the one allocator `reuse_freed_memory` tunes."""
+    """Whether this process allocates with glibc malloc, the one allocator this module tunes."""
     # musl's mallopt is a no-op stub; macOS has no mallopt
     return sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
 
@@ -36,4 +37,20 @@ def reuse_freed_memory() -> bool:
         return False
     libc = ctypes.CDLL(None)
     settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))  # -1: never trim
+    return all(libc.mallopt(param, value) == 1 for param, value in settings)
+
+
+def return_freed_memory() -> bool:
+    """Configure glibc malloc to hand large freed blocks back to the kernel; True when it took effect.
+
+    By default glibc raises its mmap threshold to the size of each mapped block it frees (up to 32 MiB),
+    after which blocks that large come from the heap, where a fragmented heap keeps them resident after
+    they are freed. A fixed threshold maps each large block on its own and unmaps it on free. For a process
+    that runs one job after another (a test worker), so that its resident memory follows the job at hand
+    rather than the largest one before it; the cost is `reuse_freed_memory`'s page faults, run after run.
+    """
+    if not glibc_malloc():
+        return False
+    libc = ctypes.CDLL(None)
+    settings = ((M_MMAP_THRESHOLD, 1 << 20), (M_TRIM_THRESHOLD, 16 << 20))  # fixed: no dynamic raise
     return all(libc.mallopt(param, value) == 1 for param, value in settings)
