@@ -5,6 +5,9 @@ glibc malloc maps a block that large with mmap and unmaps it on free. Every step
 fault per 4 KiB page of its temporaries, the kernel zeroing each page before the program writes it.
 With one malloc arena, no mmap for large blocks and no trimming, the freed block stays in the heap
 and the next step reuses it (docs/results/2026-12-03-performance-log.md has what it bought).
+
+That suits a stage, a process with one job. A process that runs one job after another (a test worker)
+wants the opposite, `return_freed_memory`: what one job freed goes back to the kernel before the next.
 """
 
 from __future__ import annotations
