@@ -58,10 +58,9 @@ def check(params: dict, root: Path) -> None:
         raise refuse(
             f"tunix runs preference.loss {' or '.join(LOSSES)}, not {pref['loss']}: set preference.engine: ours"
         )
-    mesh = params["train"]["mesh"]
+    mesh, (_, lora_spec) = params["train"]["mesh"], learner_lora(params, "preference")
     reasons = {
-        "LoRA (preference.lora, or model.lora when that is null, rank > 0)": learner_lora(params, "preference")[1].rank
-        > 0,
+        "LoRA (preference.lora, or model.lora when that is null, rank > 0)": lora_spec.rank > 0,
         "preference.nll_weight > 0 with dpo": pref["loss"] == "dpo" and pref["nll_weight"] > 0,
         "a mesh of more than one device (train.mesh)": mesh["data"] * mesh["fsdp"] > 1,
     }
