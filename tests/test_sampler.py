@@ -324,3 +324,83 @@ print(len(bodies), copies)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     bodies, copies = map(int, out[-2:])
     assert bodies >= 2 and copies == 0  # (two loops: the batch of 8, then its 4 still running)
+
+
+def wide_model(vocab=None, softcap=None):
+    """A two-layer Gemma at the wide vocabulary (or `vocab`), small enough to decode in seconds."""
+    from flax import nnx
+
+    from training import config as configs
+    from training import cpu_tuning
+    from training.model import Gemma
+
+    cfg = configs.tiny(
+        vocab or cpu_tuning.WIDE_VOCAB,
+        hidden_size=32,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+    )
+    return Gemma(dataclasses.replace(cfg, final_logit_softcapping=softcap), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("softcap", [None, 30.0])
+def test_the_greedy_argmax_head_picks_the_argmax_of_the_whole_logits(softcap):
+    """`argmax_head` (a wide vocabulary, many rows) gives each row the id argmax gives over `lm_head`'s
+    logits, ties to the lowest id (across its blocks too); a vocabulary id when logits are NaN; and it is
+    not used below its row count or at a small vocabulary."""
+    from training import cpu_tuning
+
+    model = wide_model(softcap=softcap)
+    rows, block = cpu_tuning.MIN_ARGMAX_HEAD_ROWS, cpu_tuning.ARGMAX_BLOCK
+    table = np.asarray(model.embed_tokens[...]).copy()
+    table[3 * block + 5] = table[7]  # a copy in a later block: the two tie, the lower id wins
+    model.embed_tokens[...] = jnp.asarray(table)
+    hidden = np.random.default_rng(0).standard_normal((rows, 32)).astype(np.float32)
+    hidden[1] = 0.0  # every logit 0: the lowest id
+    hidden[2] = table[7] * 50  # id 7 and its copy score highest
+
+    def both(model, hidden):
+        head, greedy = cpu_tuning.lm_head(model, rows, None), cpu_tuning.argmax_head(model, rows, None)
+        want = np.asarray(jnp.argmax(head(jnp.asarray(hidden)), axis=0))
+        return np.asarray(jax.jit(greedy)(jnp.asarray(hidden))), want
+
+    got, want = both(model, hidden)
+    np.testing.assert_array_equal(got, want)
+    assert got[1] == 0 and got[2] == 7 and len(set(got.tolist())) > rows // 4  # the check can fail
+    table[300, 0] = np.nan  # id 300's logit is NaN in every row; and every logit of row 4
+    model.embed_tokens[...] = jnp.asarray(table)
+    hidden[4, 0] = np.nan
+    got, _ = both(model, hidden)
+    assert ((got >= 0) & (got < model.config.vocab_size)).all()
+    assert cpu_tuning.argmax_head(model, rows - 1, None) is None
+    assert cpu_tuning.argmax_head(wide_model(vocab=1024), rows, None) is None
+
+
+def test_greedy_decoding_at_a_wide_vocabulary_is_the_same_with_and_without_the_argmax_head(monkeypatch):
+    """The sampler's greedy tokens, lengths and ends at a wide vocabulary are the same whether each step's
+    token comes from `argmax_head` or from the argmax of the whole logits, through the compaction levels
+    (rows end at many steps, so the levels below the argmax head's row count decode too)."""
+    import training.sampler as sampler_module
+    from training import cpu_tuning
+
+    model = wide_model()
+    rows = cpu_tuning.MIN_ARGMAX_HEAD_ROWS
+    prompts = [list(np.random.default_rng(row).integers(3, 5000, 3 + row % 7)) for row in range(rows)]
+    # end tokens the rows pick at many different steps: greedy rows of random weights repeat themselves
+    free = Sampler(model, eos_ids=[model.config.vocab_size], pad_id=PAD, devices=jax.devices()[:1])
+    tokens = free(prompts, SamplingConfig(24)).tokens
+    eos = sorted({int(tokens[row, 2 + row % 16]) for row in range(0, rows, 3)})
+    runs = []
+    for threshold in (rows, 10**6):  # the argmax head at the batch's own level, then nowhere
+        monkeypatch.setattr(cpu_tuning, "MIN_ARGMAX_HEAD_ROWS", threshold)
+        sampler_module._generate.clear_cache()
+        sampler = Sampler(model, eos_ids=eos, pad_id=PAD, devices=jax.devices()[:1])
+        runs.append(sampler(prompts, SamplingConfig(24)))
+    sampler_module._generate.clear_cache()
+    with_head, whole = runs
+    for field in ("tokens", "lengths", "truncated"):
+        np.testing.assert_array_equal(getattr(with_head, field), getattr(whole, field))
+    assert len(set(whole.lengths.tolist())) > 3  # rows end at several steps: the levels below run too

@@ -8,6 +8,8 @@ is given, with the LM head and the compaction levels it is given. What those are
 - `default_devices`: a small model's rows split over the host's devices, each share in a loop of its own;
 - `lm_head`: at a wide vocabulary (`WIDE_VOCAB`) the head as table @ rowsᵀ, [V, B], in bfloat16 when
   asked and the rows are enough for it (`MIN_BF16_HEAD_ROWS`);
+- `argmax_head`: greedy decoding of many rows (`MIN_ARGMAX_HEAD_ROWS`) at a wide vocabulary finds each
+  row's token without writing the [V, B] logits out;
 - `compaction_sizes`: at a wide vocabulary a device's rows halved as they end (down to `MIN_COMPACT_ROWS`).
 
 Below `WIDE_VOCAB` (the tiny default) the sampler decodes with the model's own head and one level, bit for
@@ -33,6 +35,10 @@ WIDE_VOCAB = 32_768
 # A bfloat16 head (`head_dtype`) is used only from this many rows a device: XLA:CPU's bfloat16 product
 # of one or two rows against the table runs far slower than the float32 one.
 MIN_BF16_HEAD_ROWS = 8
+# Greedy decoding of this many rows a device or more takes its tokens from `argmax_head`.
+MIN_ARGMAX_HEAD_ROWS = 64
+# Vocabulary rows of an `argmax_head` block: the product keeps one maximum per block and row.
+ARGMAX_BLOCK = 128
 # Decoding halves a device's rows down to this many (`compaction_sizes`): below it a step streams the
 # weights for a few rows whatever their number, and each level is one more loop to compile.
 MIN_COMPACT_ROWS = 4
@@ -83,20 +89,54 @@ def compaction_sizes(batch: int, vocab_size: int) -> list[int]:
 
 def lm_head(model: Gemma, batch: int, head_dtype: str | None) -> Callable[[jax.Array], jax.Array] | None:
     """The decode step's LM head, hidden [B, D] -> float32 logits: None (the model's own, [B, V]) below
-    `WIDE_VOCAB`; at or above it, table @ hiddenᵀ, [V, B], the table cast once per call (outside the
-    decode loop) to `head_dtype` when asked and the rows are enough for it (`MIN_BF16_HEAD_ROWS`).
+    `WIDE_VOCAB`; at or above it, table @ hiddenᵀ, [V, B], against `head_table`.
 
     The [V, B] logits are consumed as they are (the sampler reads a row down axis 1): transposed back
     to [B, V], XLA folds the transpose into the product and computes rows @ tableᵀ, the orientation
     this one is chosen to avoid."""
-    cfg = model.config
-    if cfg.vocab_size < WIDE_VOCAB and head_dtype is None:
+    if model.config.vocab_size < WIDE_VOCAB and head_dtype is None:
         return None
+    table = head_table(model, batch, head_dtype)
+    return lambda hidden: table_logits(table, hidden, model.config.final_logit_softcapping)
+
+
+def argmax_head(model: Gemma, batch: int, head_dtype: str | None) -> Callable[[jax.Array], jax.Array] | None:
+    """Greedy decoding's head, hidden [B, D] -> tokens [B], where it pays (a wide vocabulary, at least
+    `MIN_ARGMAX_HEAD_ROWS` rows, blocks that divide the vocabulary), else None.
+
+    Written whole, `lm_head`'s [V, B] logits are read back down their columns by an argmax that XLA:CPU
+    does not vectorise; a product reduced by a plain maximum is fused by YNNPACK and never reaches
+    memory. So the product keeps each block's maximum ([V / block, B]), the argmax picks each row's
+    block, and that block's logits are recomputed for the row ([B, block]) to find the token: the
+    first block with the largest logit, its first such id, as argmax picks (ties to the lowest id).
+    Two products give the two steps' logits, so where two ids in different blocks lie within float32
+    rounding of each other the other may be picked; and the fused maximum may pass over a NaN logit
+    that argmax would pick. The token is a vocabulary id whatever the logits hold."""
+    vocab = model.config.vocab_size
+    if vocab < WIDE_VOCAB or batch < MIN_ARGMAX_HEAD_ROWS or vocab % ARGMAX_BLOCK:
+        return None
+    table = head_table(model, batch, head_dtype)
+    blocks = table.reshape(vocab // ARGMAX_BLOCK, ARGMAX_BLOCK, -1)
+    cap = model.config.final_logit_softcapping
+
+    def tokens(hidden: jax.Array) -> jax.Array:
+        block_max = jnp.max(table_logits(table, hidden, cap).reshape(len(blocks), ARGMAX_BLOCK, -1), axis=1)
+        best = jnp.argmax(block_max, axis=0)  # [B]
+        rows = hidden.astype(table.dtype)
+        logits = jnp.einsum("bkd,bd->bk", blocks[best], rows, preferred_element_type=jnp.float32)
+        return (best * ARGMAX_BLOCK + jnp.argmax(softcap(logits, cap), axis=1)).astype(jnp.int32)
+
+    return tokens
+
+
+def head_table(model: Gemma, batch: int, head_dtype: str | None) -> jax.Array:
+    """The tied table [V, D] a wide head multiplies: cast once per call (outside the decode loop) to
+    `head_dtype` when asked and the rows are enough for it (`MIN_BF16_HEAD_ROWS`)."""
     dtype = head_dtype if head_dtype is not None and batch >= MIN_BF16_HEAD_ROWS else model.dtype
-    table = model.embed_tokens[...].astype(dtype)
+    return model.embed_tokens[...].astype(dtype)
 
-    def head(hidden: jax.Array) -> jax.Array:
-        out = jnp.einsum("vd,bd->vb", table, hidden.astype(dtype), preferred_element_type=jnp.float32)
-        return softcap(out, cfg.final_logit_softcapping)
 
-    return head
+def table_logits(table: jax.Array, hidden: jax.Array, cap: float | None) -> jax.Array:
+    """Float32 logits [V, B] of hidden [B, D] against table rows [V, D], soft-capped as the model's head."""
+    out = jnp.einsum("vd,bd->vb", table, hidden.astype(table.dtype), preferred_element_type=jnp.float32)
+    return softcap(out, cap)

@@ -38,7 +38,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from training.cpu_tuning import compaction_sizes, default_devices, lm_head
+from training.cpu_tuning import argmax_head, compaction_sizes, default_devices, lm_head
 from training.model import Cache, Gemma, grow_cache, init_cache
 
 
@@ -218,15 +218,11 @@ class DecodeState(NamedTuple):
     cache: Cache  # the R rows' KV cache
 
 
-def step_logits(model: Gemma, head: Callable | None, state: DecodeState, index: jax.Array) -> tuple[jax.Array, Cache]:
-    """The logits after each row's last token, written into the cache at `index`: [R, V] from the
-    model's own head (`head` None), [V, R] from a wide one (training/cpu_tuning.py `lm_head`)."""
+def step_hidden(model: Gemma, state: DecodeState, index: jax.Array) -> tuple[jax.Array, Cache]:
+    """The final hidden state [R, D] after each row's last token, written into the cache at `index`."""
     ones = jnp.ones((state.last.shape[0], 1), jnp.int32)
-    if head is None:
-        logits, cache = model(state.last[:, None], state.positions[:, None], ones, state.cache, index)
-        return logits[:, 0], cache
     hidden, cache = model.hidden_states(state.last[:, None], state.positions[:, None], ones, state.cache, index)
-    return head(hidden[:, 0]), cache
+    return hidden[:, 0], cache
 
 
 def compact(state: DecodeState, size: int) -> DecodeState:
@@ -300,21 +296,32 @@ def _decode(
     widths = phase_widths(cfg.max_new_tokens, cfg.phase_tokens)
     sizes = compaction_sizes(batch, model.config.vocab_size)
     heads = {size: lm_head(model, size, head_dtype) for size in sizes}
+    greedy_heads = {size: argmax_head(model, size, head_dtype) if cfg.temperature == 0 else None for size in sizes}
     # (logits, keys [B]) -> tokens [B]: the model's own head gives [B, V], a wide one [V, B] (`lm_head`)
     row_axis = 0 if heads[batch] is None else 1
     pick = jax.vmap(functools.partial(choose, cfg=cfg), in_axes=(row_axis, 0))
+
+    def logits(hidden: jax.Array, level: int) -> jax.Array:
+        """The logits of final hidden states [R, D] from the head of the level of `level` rows."""
+        return heads[level](hidden) if heads[level] is not None else model.logits(hidden)
+
+    def next_tokens(hidden: jax.Array, keys: jax.Array) -> jax.Array:
+        """Each row's next token from its final hidden state [R, D]."""
+        greedy_head = greedy_heads[hidden.shape[0]]
+        return greedy_head(hidden) if greedy_head is not None else pick(logits(hidden, hidden.shape[0]), keys)
+
     cache = init_cache(model.config, tokens.shape[0], prompt_len + widths[0], cache_dtype, prompt_len)
     hidden, cache = model.hidden_states(tokens, positions, segments, cache, 0)
-    logits = (heads[batch] or model.logits)(hidden[:, -1])  # the LM head on the last prompt position only
+    first_logits = logits(hidden[:, -1], batch)  # the LM head on the last prompt position only
     if repeats > 1:  # each prompt's cache, logits and positions to its rows
         cache, positions = jax.tree.map(lambda x: jnp.repeat(x, repeats, axis=0), (cache, positions))
-        logits = jnp.repeat(logits, repeats, axis=row_axis)
-    first = pick(logits, fold(row_keys, 0))
+        first_logits = jnp.repeat(first_logits, repeats, axis=row_axis)
+    first = pick(first_logits, fold(row_keys, 0))
     out = jnp.full((batch, cfg.max_new_tokens), pad_id, jnp.int32).at[:, 0].set(first)
 
     def step(state: DecodeState) -> DecodeState:
-        logits, cache = step_logits(model, heads[state.last.shape[0]], state, prompt_len + state.step - 1)
-        nxt = pick(logits, fold(state.keys, state.step))
+        hidden, cache = step_hidden(model, state, prompt_len + state.step - 1)
+        nxt = next_tokens(hidden, fold(state.keys, state.step))
         nxt = jnp.where(state.done, pad_id, nxt)  # a finished row only pads
         if state.last.shape[0] == batch:  # every row, in order
             tokens = jax.lax.dynamic_update_slice(state.tokens, nxt[:, None], (0, state.step))
