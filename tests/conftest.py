@@ -10,6 +10,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from tests.pipeline_utils import memory_heavy, run_folder  # noqa: E402
 from training.host_memory import return_freed_memory  # noqa: E402  (after sys.path: the project's package)
 
 # The opposite of the stages' reuse_freed_memory(): a worker runs hundreds of tests, one 270M model after
@@ -75,8 +76,7 @@ def gemma270m(tmp_path_factory, worker_id) -> tuple[Path, Path]:
     from stages import base as base_stage
     from stages import paths
 
-    run_root = tmp_path_factory.getbasetemp()
-    shared = (run_root if worker_id == "master" else run_root.parent) / "gemma270m"
+    shared = run_folder(tmp_path_factory, worker_id) / "gemma270m"
     gguf, root = shared / "gguf" / weights.MODEL_NAME, shared / "root"
     with FileLock(f"{shared}.lock"):
         if not (shared / "done").exists():
@@ -89,3 +89,10 @@ def gemma270m(tmp_path_factory, worker_id) -> tuple[Path, Path]:
             base_stage.run(params, root)
             (shared / "done").touch()
     return gguf, root / paths.BASE
+
+
+@pytest.fixture
+def memory_to_itself(tmp_path_factory, worker_id):
+    """`memory_heavy` (tests/pipeline_utils.py) held for the test."""
+    with memory_heavy(tmp_path_factory, worker_id):
+        yield

@@ -106,3 +106,18 @@ def make_repo(dest: Path, params: dict | None = SMALL_PARAMS) -> Path:
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "test repo"], dest)
     return dest
+
+
+def run_folder(tmp_path_factory, worker_id: str) -> Path:
+    """The folder every pytest-xdist worker of this run shares (the basetemp without workers)."""
+    run_root = tmp_path_factory.getbasetemp()
+    return run_root if worker_id == "master" else run_root.parent
+
+
+def memory_heavy(tmp_path_factory, worker_id: str):
+    """A lock across workers for the tests whose processes take the most memory (a whole-270M fine-tune,
+    about 9 GB; `dvc repro` on the 270M; a vLLM engine beside our sampler): holding it, no two of them run
+    at once beside everything else the two workers hold (two at once have run this machine out of it)."""
+    from filelock import FileLock
+
+    return FileLock(f"{run_folder(tmp_path_factory, worker_id) / 'memory-heavy'}.lock")

@@ -152,19 +152,16 @@ def test_a_prompt_prefilled_once_samples_as_its_repeated_rows(models, devices, r
     assert not np.array_equal(a.tokens[0], a.tokens[1])  # a group's rows draw their own completions
 
 
-def test_finished_rows_are_dropped_from_a_wide_vocabulary_decode(monkeypatch):
-    """At a wide vocabulary a device's rows are halved as they finish (16, 8, 4 here), the running
-    ones gathered first: every row gets the tokens, lengths and padding it gets when all 16 decode to
-    the end (each row draws with its own key), and rows that end early are padded after their end."""
+def wide_model(vocab=None, softcap=None):
+    """A two-layer Gemma at the wide vocabulary (or `vocab`), small enough to decode in seconds."""
     from flax import nnx
 
-    import training.sampler as sampler_module
     from training import config as configs
     from training import cpu_tuning
     from training.model import Gemma
 
     cfg = configs.tiny(
-        cpu_tuning.WIDE_VOCAB,
+        vocab or cpu_tuning.WIDE_VOCAB,
         hidden_size=32,
         intermediate_size=32,
         num_hidden_layers=2,
@@ -172,7 +169,18 @@ def test_finished_rows_are_dropped_from_a_wide_vocabulary_decode(monkeypatch):
         num_key_value_heads=1,
         head_dim=16,
     )
-    model = Gemma(cfg, rngs=nnx.Rngs(0))
+    return Gemma(dataclasses.replace(cfg, final_logit_softcapping=softcap), rngs=nnx.Rngs(0))
+
+
+def test_finished_rows_are_dropped_from_a_wide_vocabulary_decode(monkeypatch):
+    """At a wide vocabulary a device's rows are halved as they finish (16, 8, 4 here), the running
+    ones gathered first: every row gets the tokens, lengths and padding it gets when all 16 decode to
+    the end (each row draws with its own key), and rows that end early are padded after their end."""
+    import training.sampler as sampler_module
+    from training import cpu_tuning
+
+    model = wide_model()
+    cfg = model.config
     assert cpu_tuning.compaction_sizes(16, cfg.vocab_size) == [16, 8, 4]
     assert cpu_tuning.compaction_sizes(16, 1024) == [16]  # the tiny default decodes as it always did
     eos = list(range(2, cfg.vocab_size, 16))  # one id in 16 ends a row: rows end at many different steps
@@ -324,26 +332,6 @@ print(len(bodies), copies)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     bodies, copies = map(int, out[-2:])
     assert bodies >= 2 and copies == 0  # (two loops: the batch of 8, then its 4 still running)
-
-
-def wide_model(vocab=None, softcap=None):
-    """A two-layer Gemma at the wide vocabulary (or `vocab`), small enough to decode in seconds."""
-    from flax import nnx
-
-    from training import config as configs
-    from training import cpu_tuning
-    from training.model import Gemma
-
-    cfg = configs.tiny(
-        vocab or cpu_tuning.WIDE_VOCAB,
-        hidden_size=32,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-    )
-    return Gemma(dataclasses.replace(cfg, final_logit_softcapping=softcap), rngs=nnx.Rngs(0))
 
 
 @pytest.mark.parametrize("softcap", [None, 30.0])

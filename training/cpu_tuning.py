@@ -109,8 +109,8 @@ def argmax_head(model: Gemma, batch: int, head_dtype: str | None) -> Callable[[j
     memory. So the product keeps each block's maximum ([V / block, B]), the argmax picks each row's
     block, and that block's logits are recomputed for the row ([B, block]) to find the token: the
     first block with the largest logit, its first such id, as argmax picks (ties to the lowest id).
-    Two products give the two steps' logits, so where two ids in different blocks lie within float32
-    rounding of each other the other may be picked; and the fused maximum may pass over a NaN logit
+    Two products give the two steps' logits (the first not soft-capped), so where two ids in different
+    blocks lie within float32 rounding of each other the other may be picked; and the fused maximum may pass over a NaN logit
     that argmax would pick. The token is a vocabulary id whatever the logits hold."""
     vocab = model.config.vocab_size
     if vocab < WIDE_VOCAB or batch < MIN_ARGMAX_HEAD_ROWS or vocab % ARGMAX_BLOCK:
@@ -120,7 +120,8 @@ def argmax_head(model: Gemma, batch: int, head_dtype: str | None) -> Callable[[j
     cap = model.config.final_logit_softcapping
 
     def tokens(hidden: jax.Array) -> jax.Array:
-        block_max = jnp.max(table_logits(table, hidden, cap).reshape(len(blocks), ARGMAX_BLOCK, -1), axis=1)
+        # uncapped: soft-capping is monotonic, and a tanh over all V logits would be a pass of its own
+        block_max = jnp.max(table_logits(table, hidden, None).reshape(len(blocks), ARGMAX_BLOCK, -1), axis=1)
         best = jnp.argmax(block_max, axis=0)  # [B]
         rows = hidden.astype(table.dtype)
         logits = jnp.einsum("bkd,bd->bk", blocks[best], rows, preferred_element_type=jnp.float32)

@@ -14,8 +14,9 @@ what a row gets depends on its prompt, its index and the key, not on the split.
 
 At a wide vocabulary (a real Gemma's) a device's rows are halved as they end
 (compaction levels): when no more than half of them still run, those are
-gathered, cache and all, and decoding goes on with half the rows; and the LM
-head runs as table @ rowsᵀ. Every such choice made for XLA:CPU's sake (the
+gathered, cache and all, and decoding goes on with half the rows; the LM
+head runs as table @ rowsᵀ; and greedy decoding of many rows takes its tokens
+from an argmax head that never writes the logits out. Every such choice made for XLA:CPU's sake (the
 devices, the head, the levels, XLA's flags) is made in training/cpu_tuning.py;
 this module's loop decodes as it is told.
 
