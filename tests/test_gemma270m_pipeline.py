@@ -18,6 +18,7 @@ from stages import base as base_stage
 from stages import paths
 from tests.pipeline_utils import ROOT, make_repo, memory_heavy, run
 from tests.test_gemma270m import long_text_ids, pytestmark, torch, transformers  # noqa: F401
+from tests.test_grpo import LENGTH_REWARD
 from tests.test_parity import our_logits
 from tests.test_tunix_interop import TUNIX_PYTHON, tunix_logits
 from training import tokenizer as tokenizers_io
@@ -73,9 +74,7 @@ def repo(base, tmp_path_factory, worker_id) -> Path:
     params["predict"].update(batch_size=8, max_new_tokens=8)
     params["evaluate"]["sets"] = {"mini": {"path": MINI_SET, "format": "items", "primary": True}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / "length_reward.py").write_text(
-        "def longer(prompt, completion, **fields):\n    return float(len(completion))\n"
-    )
+    (repo / "length_reward.py").write_text(LENGTH_REWARD)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "the real model"], repo)
     with memory_heavy(tmp_path_factory, worker_id):

@@ -110,8 +110,8 @@ def argmax_head(model: Gemma, batch: int, head_dtype: str | None) -> Callable[[j
     block, and that block's logits are recomputed for the row ([B, block]) to find the token: the
     first block with the largest logit, its first such id, as argmax picks (ties to the lowest id).
     Two products give the two steps' logits (the first not soft-capped), so where two ids in different
-    blocks lie within float32 rounding of each other the other may be picked; and the fused maximum may pass over a NaN logit
-    that argmax would pick. The token is a vocabulary id whatever the logits hold."""
+    blocks lie within float32 rounding of each other the other may be picked; and the fused maximum may
+    pass over a NaN logit that argmax would pick. The token is a vocabulary id whatever the logits hold."""
     vocab = model.config.vocab_size
     if vocab < WIDE_VOCAB or batch < MIN_ARGMAX_HEAD_ROWS or vocab % ARGMAX_BLOCK:
         return None

@@ -16,9 +16,9 @@ At a wide vocabulary (a real Gemma's) a device's rows are halved as they end
 (compaction levels): when no more than half of them still run, those are
 gathered, cache and all, and decoding goes on with half the rows; the LM
 head runs as table @ rowsᵀ; and greedy decoding of many rows takes its tokens
-from an argmax head that never writes the logits out. Every such choice made for XLA:CPU's sake (the
-devices, the head, the levels, XLA's flags) is made in training/cpu_tuning.py;
-this module's loop decodes as it is told.
+from an argmax head that never writes the logits out. Every such choice made
+for XLA:CPU's sake (the devices, the heads, the levels, XLA's flags) is made in
+training/cpu_tuning.py; this module's loop decodes as it is told.
 
 A prompt asked for several times (`repeats`: GRPO's G completions of a group)
 is prefilled once on each device that decodes it; its cache and first logits
