@@ -94,3 +94,37 @@ def test_a_worker_gives_freed_blocks_back_to_the_kernel():
     kept = retained_mib(give_back=False)
     assert kept > 100, kept  # the premise: by default the freed 192 MiB stay resident
     assert retained_mib(give_back=True) < 16
+
+
+# Small blocks (under the mmap threshold `return_freed_memory` fixes) come from the heap; freed between
+# blocks still in use, they stay resident until a trim.
+SMALL_BLOCKS = """
+import json, sys
+sys.path.insert(0, {root!r})
+from training.host_memory import return_freed_memory, trim_freed_memory
+assert return_freed_memory()
+import numpy as np
+
+def resident_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+before = resident_mib()
+blocks, pins = [], []
+for _ in range(400):
+    blocks.append(np.ones(2**16))  # 512 KiB
+    pins.append(np.ones(512))  # and 4 KiB after it, kept
+del blocks
+kept = resident_mib() - before
+trimmed = trim_freed_memory()
+print(json.dumps([kept, resident_mib() - before, trimmed]))
+"""
+
+
+@pytest.mark.skipif(not glibc_malloc(), reason="glibc malloc only (Linux)")
+def test_a_trim_gives_freed_small_blocks_back_to_the_kernel():
+    code = SMALL_BLOCKS.format(root=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    kept, after_trim, trimmed = json.loads(out.strip().splitlines()[-1])
+    assert kept > 150, kept  # the premise: the freed 200 MiB stay resident
+    assert trimmed and after_trim < 16, after_trim

@@ -67,16 +67,17 @@ def get(url: str, timeout: float = 5) -> bytes:
         return r.read()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def model_dir(gemma270m) -> Path:
     if not VLLM_PYTHON.is_file():
         pytest.fail("CI runs the vLLM judge tests: make vllm-env")
     return gemma270m[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server(model_dir, tmp_path_factory):
-    """(base URL, port, log path) of a vLLM server for this session; stopped and checked closed after."""
+    """(base URL, port, log path) of a vLLM server for this module; stopped and checked closed after (not
+    kept for the session: the worker's next modules need its memory)."""
     port = free_port()
     log = tmp_path_factory.mktemp("vllm_log") / "server.log"
     cmd = [

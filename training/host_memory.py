@@ -7,7 +7,8 @@ With one malloc arena, no mmap for large blocks and no trimming, the freed block
 and the next step reuses it (docs/results/2026-12-03-performance-log.md has what it bought).
 
 That suits a stage, a process with one job. A process that runs one job after another (a test worker)
-wants the opposite, `return_freed_memory`: what one job freed goes back to the kernel before the next.
+wants the opposite, `return_freed_memory`: what one job freed goes back to the kernel before the next,
+and `trim_freed_memory` between jobs for the small blocks that setting cannot return.
 """
 
 from __future__ import annotations
@@ -57,3 +58,13 @@ def return_freed_memory() -> bool:
     libc = ctypes.CDLL(None)
     settings = ((M_MMAP_THRESHOLD, 1 << 20), (M_TRIM_THRESHOLD, 16 << 20))  # fixed: no dynamic raise
     return all(libc.mallopt(param, value) == 1 for param, value in settings)
+
+
+def trim_freed_memory() -> bool:
+    """Hand the free pages inside malloc's heaps back to the kernel now (malloc_trim(3)); True when any went.
+
+    `return_freed_memory` unmaps each large block as it is freed; the small ones (a compiled XLA program is
+    many) stay in the heap between live blocks, resident, until a trim. For a process between two jobs
+    (a test worker between two test modules). Elsewhere than glibc it does nothing and returns False.
+    """
+    return glibc_malloc() and ctypes.CDLL(None).malloc_trim(0) == 1

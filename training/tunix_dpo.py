@@ -27,6 +27,7 @@ Face names, read back by training/tunix_launch.py `load_export`)}.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -84,6 +85,7 @@ def run(request: dict) -> list[dict]:
         pbar_description=None,
     )
     trainer = dpo_trainer.DPOTrainer(model, reference, make_optimizer(cfg), config)
+    reported = {theirs: ours for theirs, ours in METRICS.items() if theirs in trainer._aux_metrics_to_log}
     rows: list[dict] = []
     log_path = Path(request["log"])
 
@@ -91,7 +93,7 @@ def run(request: dict) -> list[dict]:
         """One row per step as DPOTrainer reports it: its metrics are logged when the next step has run."""
         last = lambda name: float(train_ctx.metrics_logger.get_metric_history("", name, "train")[-1])
         row = {"step": int(train_step), "loss": float(train_loss), "grad_norm": last("grad_norm")}
-        row |= {ours: last(theirs) for theirs, ours in METRICS.items() if theirs in trainer._aux_metrics_to_log}
+        row |= {ours: last(theirs) for theirs, ours in reported.items()}
         rows.append(row)
         with log_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -101,6 +103,8 @@ def run(request: dict) -> list[dict]:
     Rows = type("Rows", (hooks.TrainingHooks,), noop | {"on_train_step_end": on_train_step_end})
     trainer.with_training_hooks(Rows())
     trainer.train(training_inputs(request["batches"]))
+    del trainer, reference  # the optimizer state and the frozen copy go before the export's copy comes
+    gc.collect()  # cycles included, before the export allocates
     if request.get("export"):
         from safetensors.numpy import save_file
 

@@ -45,6 +45,7 @@ v; `StackedLoraProvider` gives each of the stacked projections its own A and B, 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import sys
 import time
@@ -179,6 +180,8 @@ def run(request: dict) -> list[dict]:
 
     trainer.with_training_hooks(Rows())
     trainer.train(batches(request["batches"]))
+    del trainer  # its optimizer state goes before the export's copy of the weights comes
+    gc.collect()
     if request.get("export"):
         from safetensors.numpy import save_file
 
