@@ -24,9 +24,9 @@ repro: setup
 	dvc repro
 
 test: setup tunix-env gemma-env vllm-env lmeval-env
-	# Two workers, a test file each at a time: most tests wait on process start-up, compilation and
-	# dvc rather than on both cores.
-	pytest -q -n 2 --dist loadfile --durations=25
+	# Two workers, a test file each at a time (the memory-heavy files as one, first: tests/conftest.py):
+	# most tests wait on process start-up, compilation and dvc rather than on both cores.
+	pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25
 
 # On a machine with one NVIDIA GPU (and JAX's CUDA build): the GPU benchmarks and tests in under 8 minutes,
 # their figures in gpu_check.json (scripts/gpu_check.py; --dry-run runs the same steps tiny on a CPU).

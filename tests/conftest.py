@@ -10,6 +10,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import collections  # noqa: E402
 import gc  # noqa: E402
 
 import jax  # noqa: E402  (after XLA_FLAGS)
@@ -106,8 +107,45 @@ def compiled_programs_freed_after_each_module():
     trim_freed_memory()
 
 
-@pytest.fixture
-def memory_to_itself(tmp_path_factory, worker_id):
-    """`memory_heavy` (tests/pipeline_utils.py) held for the test."""
+# The test modules whose processes take the most memory of the suite (three whole-270M fine-tunes beside
+# their Tunix twins, dvc repro on the 270M, vLLM beside our sampler on the 270M): one at a time.
+MEMORY_HEAVY_MODULES = ("tests/test_tunix_engine.py", "tests/test_gemma270m_pipeline.py", "tests/test_bench.py")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def memory_heavy_modules_one_at_a_time(request, tmp_path_factory, worker_id):
+    """A memory-heavy module holds the lock across workers (tests/pipeline_utils.py) from before its first
+    fixture to after its last test, so no two such modules run at once whatever the workers' schedule."""
+    if request.node.nodeid not in MEMORY_HEAVY_MODULES:
+        yield
+        return
     with memory_heavy(tmp_path_factory, worker_id):
         yield
+
+
+def work_unit(nodeid: str) -> str:
+    """A test's unit of work for the workers: its module, or one unit for all the memory-heavy modules."""
+    module = nodeid.split("::", 1)[0]
+    return "memory-heavy" if module in MEMORY_HEAVY_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` (make test) with the memory-heavy modules as one file: one worker runs them one
+    after another while the other runs the rest, instead of one waiting on the other's lock."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileHeavyTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return LoadFileHeavyTogether(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The memory-heavy modules first (started at once, they are the longest unit), then the modules with
+    the most tests; `make test` keeps this order (`--no-loadscope-reorder`)."""
+    tests_in = collections.Counter(work_unit(item.nodeid) for item in items)
+    items.sort(key=lambda item: (work_unit(item.nodeid) != "memory-heavy", -tests_in[work_unit(item.nodeid)]))

@@ -115,9 +115,10 @@ def run_folder(tmp_path_factory, worker_id: str) -> Path:
 
 
 def memory_heavy(tmp_path_factory, worker_id: str):
-    """A lock across workers for the tests whose processes take the most memory (a whole-270M fine-tune,
-    about 9 GB; `dvc repro` on the 270M; a vLLM engine beside our sampler): holding it, no two of them run
-    at once beside everything else the two workers hold (two at once have run this machine out of it)."""
+    """A lock across workers for the memory-heavy test modules (tests/conftest.py; a whole-270M fine-tune
+    takes about 9 GB): holding it, no two of them run at once beside everything else the workers hold (two
+    at once have run a 24 GiB machine out of memory). `make test` schedules them on one worker anyway; the
+    lock keeps it so under any other schedule."""
     from filelock import FileLock
 
     return FileLock(f"{run_folder(tmp_path_factory, worker_id) / 'memory-heavy'}.lock")

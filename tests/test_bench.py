@@ -152,7 +152,7 @@ def test_grpo_bench_times_steps_with_the_grpo_stages_rewards(tmp_path):
 
 
 @pytest.mark.skipif(not VLLM_PYTHON.is_file() and not os.environ.get("CI"), reason="needs .venv-vllm (make vllm-env)")
-def test_generate_bench_puts_vllm_beside_ours_on_the_real_270m_with_the_same_greedy_tokens(gemma270m, memory_to_itself):
+def test_generate_bench_puts_vllm_beside_ours_on_the_real_270m_with_the_same_greedy_tokens(gemma270m):
     out = run_bench(
         "generate",
         "--checkpoint",

@@ -16,7 +16,7 @@ import yaml
 
 from stages import base as base_stage
 from stages import paths
-from tests.pipeline_utils import ROOT, make_repo, memory_heavy, run
+from tests.pipeline_utils import ROOT, make_repo, run
 from tests.test_gemma270m import long_text_ids, pytestmark, torch, transformers  # noqa: F401
 from tests.test_grpo import LENGTH_REWARD
 from tests.test_parity import our_logits
@@ -39,7 +39,7 @@ MINI_SET = "evalsets/mini.jsonl"
 
 
 @pytest.fixture(scope="module")
-def repo(base, tmp_path_factory, worker_id) -> Path:
+def repo(base, tmp_path_factory) -> Path:
     """`dvc repro` on the real model: a Hugging Face directory this time (linked file by file)."""
     repo = make_repo(tmp_path_factory.mktemp("gemma-repo") / "repo", params=None)
     folder = repo / "models" / "gemma-3-270m"
@@ -77,8 +77,7 @@ def repo(base, tmp_path_factory, worker_id) -> Path:
     (repo / "length_reward.py").write_text(LENGTH_REWARD)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "the real model"], repo)
-    with memory_heavy(tmp_path_factory, worker_id):
-        run(["dvc", "repro"], repo)
+    run(["dvc", "repro"], repo)
     return repo
 
 

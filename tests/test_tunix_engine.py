@@ -144,7 +144,7 @@ def history(root: Path) -> list[tuple[int, float]]:
 
 
 @pytest.mark.skipif(not TUNIX_PYTHON.exists(), reason=f"no Tunix environment at {TUNIX_PYTHON} (make tunix-env)")
-def test_two_steps_of_ours_and_of_the_tunix_engine_agree(gemma270m, tmp_path, memory_to_itself):
+def test_two_steps_of_ours_and_of_the_tunix_engine_agree(gemma270m, tmp_path):
     base = gemma270m[1]
     params = small_run(base, learning_rate=1e-5)
     theirs_root, ours_root = run_both(params, base, tmp_path)
@@ -175,7 +175,7 @@ def initial_adapters(base: Path, params: dict) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.skipif(not TUNIX_PYTHON.exists(), reason=f"no Tunix environment at {TUNIX_PYTHON} (make tunix-env)")
-def test_lora_through_qwix_and_ours_agree_and_export_the_same_adapter(gemma270m, tmp_path, memory_to_itself):
+def test_lora_through_qwix_and_ours_agree_and_export_the_same_adapter(gemma270m, tmp_path):
     base = gemma270m[1]
     params = small_run(base, learning_rate=1e-3)
     params["model"]["lora"] = {**params["model"]["lora"], "rank": 8, "alpha": 16.0, "dropout": 0.0}
@@ -223,7 +223,7 @@ def test_lora_through_qwix_and_ours_agree_and_export_the_same_adapter(gemma270m,
 # The preference stage's two engines (tests/test_preference_tunix.py has the rest): in this file so that the
 # 270M runs of both Tunix engines never overlap (pytest-xdist keeps a file on one worker, one test at a time).
 @pytest.mark.skipif(not TUNIX_PYTHON.exists(), reason=f"no Tunix environment at {TUNIX_PYTHON} (make tunix-env)")
-def test_two_dpo_steps_of_ours_and_of_the_tunix_engine_agree(gemma270m, tmp_path, memory_to_itself):
+def test_two_dpo_steps_of_ours_and_of_the_tunix_engine_agree(gemma270m, tmp_path):
     base = gemma270m[1]
     settings = dict(steps=2, pairs_per_step=2, loss="dpo", beta=0.1, learning_rate=1e-5, save_every=0, log_every=1)
     theirs_root = preference_repo(tmp_path / "tunix", base, engine_params("tunix", **settings))
