@@ -116,17 +116,21 @@ MEMORY_HEAVY_MODULES = ("tests/test_tunix_engine.py", "tests/test_gemma270m_pipe
 def memory_heavy_modules_one_at_a_time(request, tmp_path_factory, worker_id):
     """A memory-heavy module holds the lock across workers (tests/pipeline_utils.py) from before its first
     fixture to after its last test, so no two such modules run at once whatever the workers' schedule."""
-    if request.node.nodeid not in MEMORY_HEAVY_MODULES:
+    if not memory_heavy_module(request.node.nodeid):
         yield
         return
     with memory_heavy(tmp_path_factory, worker_id):
         yield
 
 
+def memory_heavy_module(nodeid: str) -> bool:
+    """Whether the test (or module) of `nodeid` is in one of `MEMORY_HEAVY_MODULES`."""
+    return nodeid.split("::", 1)[0] in MEMORY_HEAVY_MODULES
+
+
 def work_unit(nodeid: str) -> str:
     """A test's unit of work for the workers: its module, or one unit for all the memory-heavy modules."""
-    module = nodeid.split("::", 1)[0]
-    return "memory-heavy" if module in MEMORY_HEAVY_MODULES else module
+    return "memory-heavy" if memory_heavy_module(nodeid) else nodeid.split("::", 1)[0]
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -148,4 +152,4 @@ def pytest_collection_modifyitems(config, items):
     """The memory-heavy modules first (started at once, they are the longest unit), then the modules with
     the most tests; `make test` keeps this order (`--no-loadscope-reorder`)."""
     tests_in = collections.Counter(work_unit(item.nodeid) for item in items)
-    items.sort(key=lambda item: (work_unit(item.nodeid) != "memory-heavy", -tests_in[work_unit(item.nodeid)]))
+    items.sort(key=lambda item: (not memory_heavy_module(item.nodeid), -tests_in[work_unit(item.nodeid)]))
