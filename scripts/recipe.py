@@ -3,9 +3,10 @@
     python scripts/recipe.py recipes/gemma3-270m.yaml            # dvc exp run --name gemma3-270m -S …
     python scripts/recipe.py recipes/gemma3-270m.yaml --print    # the command, not run
 
-A recipe file holds `name` (the experiment's) and `params`, a nested mapping in params.yaml's layout;
-each leaf becomes one `-S key=value`, and a key params.yaml lacks (a new eval set, a user reward)
-one `-S +key=value`, which adds it. The recipe is read as params.yaml is (`2026-12-06` is a string),
+A recipe file holds `name` (the experiment's) and `params`, a nested mapping in params.yaml's layout,
+and may name a `base` recipe (a file beside it) whose params it changes: the base's params first, its
+own merged over them, so a variant holds only what it changes. Each leaf becomes one `-S key=value`,
+and a key params.yaml lacks (a new eval set, a user reward) one `-S +key=value`, which adds it. The recipe is read as params.yaml is (`2026-12-06` is a string),
 and params.yaml with the recipe merged in is checked against schemas/params.schema.json before DVC
 starts: an error is one line naming the recipe's line (or params.yaml's), and exit status 1.
 `dvc exp show` then sets the experiment beside the workspace.
@@ -20,7 +21,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -44,6 +45,14 @@ from stages.common import (  # noqa: E402
 BARE_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
 ESCAPED = re.compile(r"([\\()\[\]{}:=, \t])")
 JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+class Layer(NamedTuple):
+    """One recipe file of a chain: its path, its mapping and its text (for error lines)."""
+
+    path: Path
+    spec: dict
+    text: str
 
 
 def set_params(params: dict, workspace: Any = None, prefix: str = "") -> list[str]:
@@ -94,11 +103,29 @@ def read_recipe(recipe: Path) -> tuple[dict, str]:
             raise StageError(
                 f"{recipe}:{yaml_line(text, [key])}: {key}: expected {'a string' if kind is str else 'a mapping'}"
             )
+    if "base" in spec and not isinstance(spec["base"], str):
+        raise StageError(f"{recipe}:{yaml_line(text, ['base'])}: base: expected a file name beside the recipe")
     bad = _not_json(spec["params"], [])
     if bad is not None:
         keys, what = bad
         raise StageError(f"{recipe}:{yaml_line(text, ['params', *keys])}: {field_path(keys)}: {what}")
     return spec, text
+
+
+def read_layers(recipe: Path) -> list[Layer]:
+    """The recipe and the chain of `base` recipes under it, the deepest base first."""
+    layers: list[Layer] = []
+    while True:
+        spec, text = read_recipe(recipe)
+        layers.insert(0, Layer(recipe, spec, text))
+        if "base" not in spec:
+            return layers
+        base = recipe.parent / spec["base"]
+        if any(base.resolve() == layer.path.resolve() for layer in layers):
+            raise StageError(f"{recipe}:{yaml_line(text, ['base'])}: base: {spec['base']} is already in this chain")
+        if not base.exists():
+            raise StageError(f"{recipe}:{yaml_line(text, ['base'])}: base: {base}: file not found")
+        recipe = base
 
 
 def _not_json(node: Any, keys: list) -> tuple[list, str] | None:
@@ -127,18 +154,30 @@ def merged(workspace: Any, changes: Any) -> Any:
     return changes
 
 
-def check(spec: dict, text: str, recipe: Path, workspace: dict, params_file: str | Path = PARAMS_FILE) -> None:
-    """params.yaml with the recipe merged in must be valid: one line naming the recipe's line for a
-    key the recipe sets (params.yaml's otherwise)."""
-    err = schema_error(merged(workspace, spec["params"]), "params")
+def check(layers: list[Layer], workspace: dict, params_file: str | Path = PARAMS_FILE) -> None:
+    """params.yaml with the recipes merged in must be valid: one line naming the line of the recipe that
+    sets the key (the nearest to the top of the chain that holds most of its path; params.yaml's otherwise)."""
+    err = schema_error(merged(workspace, recipe_params(layers)), "params")
     if err is None:
         return
     keys = error_path(err)
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = err.schema.get("properties", {})
         keys += [k for k in err.instance if k not in allowed][:1]  # the unexpected key's own line
-    ours, node = [], spec["params"]
-    for key in keys:  # the part of the path the recipe itself holds
+    held = [(len(held_path(layer.spec["params"], keys)), i) for i, layer in enumerate(layers)]
+    depth, i = max(held)
+    if depth:
+        layer = layers[i]
+        where = f"{layer.path}:{yaml_line(layer.text, ['params', *keys[:depth]])}"
+    else:
+        where = f"{params_file}:{yaml_line(Path(params_file).read_text(encoding='utf-8'), keys)}"
+    raise StageError(f"{where}: {field_path(keys)}: {shorten(err.message)}")
+
+
+def held_path(node: Any, keys: list) -> list:
+    """The part of the path `keys` that the recipe params `node` hold."""
+    ours = []
+    for key in keys:
         held = (
             key in node
             if isinstance(node, dict)
@@ -148,20 +187,24 @@ def check(spec: dict, text: str, recipe: Path, workspace: dict, params_file: str
             break
         ours.append(key)
         node = node[key]
-    if ours:
-        where = f"{recipe}:{yaml_line(text, ['params', *ours])}"
-    else:
-        where = f"{params_file}:{yaml_line(Path(params_file).read_text(encoding='utf-8'), keys)}"
-    raise StageError(f"{where}: {field_path(keys)}: {shorten(err.message)}")
+    return ours
+
+
+def recipe_params(layers: list[Layer]) -> dict:
+    """The chain's params: each recipe's merged over its base's."""
+    params: dict = {}
+    for layer in layers:
+        params = merged(params, layer.spec["params"])
+    return params
 
 
 def command(recipe: Path, params_file: str | Path = PARAMS_FILE) -> list[str]:
     """The `dvc exp run` of `recipe` over the workspace's params.yaml, checked before it runs."""
-    spec, text = read_recipe(recipe)
+    layers = read_layers(recipe)
     workspace = load_params(path=params_file)
-    check(spec, text, recipe, workspace, params_file)
-    args = ["dvc", "exp", "run", "--name", spec["name"]]
-    for value in set_params(spec["params"], workspace):
+    check(layers, workspace, params_file)
+    args = ["dvc", "exp", "run", "--name", layers[-1].spec["name"]]
+    for value in set_params(recipe_params(layers), workspace):
         args += ["-S", value]
     return args
 

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from stages.common import ROOT, load_params
 
@@ -53,18 +52,59 @@ def one_line_error(proc: subprocess.CompletedProcess, prefix: str, text: str) ->
     return line
 
 
-def test_the_shipped_recipe_is_applied_as_written(tmp_path):
+@pytest.mark.parametrize("shipped", sorted(p.name for p in (ROOT / "recipes").glob("*.yaml")))
+def test_each_shipped_recipe_is_applied_as_written(tmp_path, shipped):
+    from scripts.recipe import read_layers, recipe_params
+
     shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
-    shutil.copyfile(tmp_path / "recipes/gemma3-270m.yaml", tmp_path / "recipes/r.yaml")
+    shutil.copyfile(tmp_path / "recipes" / shipped, tmp_path / "recipes/r.yaml")
     shutil.copyfile(ROOT / "params.yaml", tmp_path / "params.yaml")
-    spec = yaml.safe_load((ROOT / "recipes/gemma3-270m.yaml").read_text())
     params = applied(tmp_path)
-    for section, changes in spec["params"].items():
+    for section, changes in recipe_params(read_layers(ROOT / "recipes" / shipped)).items():
         for key, value in changes.items():
             if isinstance(value, dict):
                 assert params[section][key] | value == params[section][key], (section, key)
             else:
                 assert params[section][key] == value, (section, key)
+
+
+def test_a_recipe_changes_its_base_recipe(tmp_path):
+    """A variant holds only what it changes: the base's params, then its own over them, its own name."""
+    cwd = workspace(tmp_path, "name: variant\nbase: first.yaml\nparams:\n  train:\n    steps: 40\n")
+    (cwd / "recipes/first.yaml").write_text(
+        "name: first\nparams:\n  train:\n    steps: 60\n    batch_size: 4\n  seed:\n    size: 300\n"
+    )
+    params = applied(cwd)
+    assert (params["train"]["steps"], params["train"]["batch_size"], params["seed"]["size"]) == (40, 4, 300)
+    proc = recipe_cli(cwd, "recipes/r.yaml", "--print")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("dvc exp run --name variant -S"), proc.stdout
+
+
+@pytest.mark.parametrize(
+    "first, variant, where, message",
+    [
+        ("name: first\nparams:\n  seed:\n    size: lots\n", "", "recipes/first.yaml:4: ", "seed.size: 'lots'"),
+        (
+            "name: first\nparams:\n  seed:\n    size: lots\n",
+            "  seed:\n    size: nine\n",
+            "recipes/r.yaml:5: ",
+            "seed.size: 'nine'",
+        ),
+        ("name: first\nbase: r.yaml\nparams: {}\n", "", "recipes/first.yaml:2: ", "base: r.yaml is already in this"),
+        (None, "", "recipes/r.yaml:2: ", "base: "),
+    ],
+    ids=["bad-in-base", "bad-in-both", "cycle", "missing-base"],
+)
+def test_a_bad_base_recipe_names_the_file_and_line_that_hold_the_error(tmp_path, first, variant, where, message):
+    cwd = workspace(tmp_path, "name: variant\nbase: first.yaml\nparams:\n" + (variant or "  {}\n"))
+    if first is not None:
+        (cwd / "recipes/first.yaml").write_text(first)
+    before = (cwd / "params.yaml").read_bytes()
+    line = one_line_error(recipe_cli(cwd, "recipes/r.yaml"), where, message)
+    if first is None:
+        assert "first.yaml: file not found" in line
+    assert (cwd / "params.yaml").read_bytes() == before
 
 
 def test_a_missing_recipe_is_one_line(tmp_path):
