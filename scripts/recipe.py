@@ -6,9 +6,10 @@
 A recipe file holds `name` (the experiment's) and `params`, a nested mapping in params.yaml's layout,
 and may name a `base` recipe (a file beside it) whose params it changes: the base's params first, its
 own merged over them, so a variant holds only what it changes. Each leaf becomes one `-S key=value`,
-and a key params.yaml lacks (a new eval set, a user reward) one `-S +key=value`, which adds it. The recipe is read as params.yaml is (`2026-12-06` is a string),
-and params.yaml with the recipe merged in is checked against schemas/params.schema.json before DVC
-starts: an error is one line naming the recipe's line (or params.yaml's), and exit status 1.
+and a key params.yaml lacks (a new eval set, a user reward) one `-S +key=value`, which adds it. The
+recipe is read as params.yaml is (`2026-12-06` is a string), and params.yaml with the recipe merged in
+is checked against schemas/params.schema.json before DVC starts: an error is one line naming the line
+of the recipe that sets the key (or params.yaml's), and exit status 1.
 `dvc exp show` then sets the experiment beside the workspace.
 """
 
