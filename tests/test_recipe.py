@@ -170,6 +170,7 @@ RECIPE_ERRORS = [
     ("name: x\nparams:\n  base:\n    run_version: [v1\n", 5, "not valid YAML"),
     ("name:\n  - x\nparams: {}\n", 1, "name: expected a string"),
     ("name: x\nparams: 3\n", 2, "params: expected a mapping"),
+    ("name: x\nbase: [first.yaml]\nparams: {}\n", 2, "base: expected a file name beside the recipe"),
 ]
 
 
@@ -186,6 +187,7 @@ RECIPE_ERRORS = [
         "malformed-yaml",
         "name-not-a-string",
         "params-not-a-mapping",
+        "base-not-a-file-name",
     ],
 )
 def test_a_bad_recipe_names_its_own_line(tmp_path, text, line, message):
